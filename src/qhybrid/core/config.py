@@ -1,0 +1,91 @@
+"""Settings for every trusted-zone process, read from ``QHYBRID_*`` environment variables.
+
+Unset, everything falls back to the embedded default: SQLite files under ``./.qhybrid/``, a
+``SqliteHuey`` queue next to them and the emulated cloud on loopback. Setting
+``QHYBRID_DATABASE_URL`` and ``QHYBRID_REDIS_URL`` switches to PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: Backend names a request may ask for; the registry in ``qhybrid.backends`` implements each.
+KNOWN_BACKENDS = ("local",)
+
+
+class Settings(BaseSettings):
+    """Configuration of the API, the worker and the CLI (environment prefix ``QHYBRID_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="QHYBRID_", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".qhybrid"), description="Embedded-default state and logs.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; unset means SQLite at <data_dir>/qhybrid.db."
+    )
+    redis_url: str | None = Field(default=None, description="Redis URL; unset means SqliteHuey.")
+    queue_name: str = Field(default="qhybrid", description="Huey queue name (Redis key prefix).")
+
+    cloud_url: str = Field(default="http://127.0.0.1:8780", description="Emulated cloud base URL.")
+    cloud_token: str = Field(default="local-dev-token", description="Bearer token for the cloud.")
+    cloud_device: str = Field(default="emulator", description="Device name on the emulated cloud.")
+    egress_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra host:port pairs the egress gateway may reach (cloud_url is always allowed).",
+    )
+
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="If set, requests need 'Authorization: Bearer <key>'."
+    )
+    max_assets: int = Field(default=20, ge=2, le=40)
+    max_shots: int = Field(default=100_000, ge=1)
+    max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    default_shots: int = Field(default=2048, ge=1)
+    default_reps: int = Field(default=2, ge=1, le=8)
+
+    lease_seconds: float = Field(default=300.0, gt=0, description="How long a worker owns a job step.")
+    poll_initial_seconds: float = Field(default=1.0, gt=0)
+    poll_max_seconds: float = Field(default=60.0, gt=0)
+    retry_initial_seconds: float = Field(default=1.0, gt=0)
+    retry_max_seconds: float = Field(default=60.0, gt=0)
+    max_step_retries: int = Field(default=5, ge=0, description="Transient failures tolerated per step.")
+    max_remote_attempts: int = Field(default=3, ge=1, description="Provider tasks tried per job.")
+    job_deadline_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
+    reconcile_interval_seconds: float = Field(default=10.0, gt=0)
+    reconcile_grace_seconds: float = Field(default=30.0, ge=0)
+    worker_threads: int = Field(default=2, ge=1)
+    backend_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("api_keys", "egress_allow", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        # Environment variables carry lists as comma-separated text, which reads better than JSON.
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL in use: the configured one, or the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'qhybrid.db').resolve()}"
+
+    @property
+    def queue_path(self) -> Path:
+        """Where the embedded SqliteHuey queue lives."""
+        return self.data_dir / "queue.db"
+
+    def ensure_dirs(self) -> None:
+        """Create the data directory for the embedded default."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
