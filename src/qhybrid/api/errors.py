@@ -1,0 +1,101 @@
+"""One shape for every 4xx: ``{"error", "message", "errors": [{"field", "rule", "message"}]}``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from qhybrid.api.schemas import ErrorBody, ErrorItem
+
+
+class ApiError(Exception):
+    """An error answered with ``status`` and the standard error body.
+
+    Args:
+        status: HTTP status code.
+        error: Short machine-readable kind (``invalid_request``, ``not_found``...).
+        message: Human-readable sentence naming the field and the rule where there is one.
+        errors: The individual broken rules.
+        headers: Extra response headers.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        errors: Sequence[ErrorItem] = (),
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.errors = list(errors)
+        self.headers = headers
+
+
+def invalid(field: str, rule: str, message: str) -> ApiError:
+    """A 422 for one broken rule of one field."""
+    return ApiError(422, "invalid_request", f"{field}: {message}", [ErrorItem(field=field, rule=rule, message=message)])
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """``("body", "covariance", 2, 1)`` → ``covariance[2][1]``; ``("body",)`` → ``body``."""
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:] or [parts[0]]
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "body"
+
+
+def _from_validation(errors: Sequence[Any]) -> ApiError:
+    items = [
+        ErrorItem(field=field_path(err.get("loc", ())), rule=str(err.get("type", "invalid")), message=str(err.get("msg")))
+        for err in errors
+    ]
+    if any(item.rule == "json_invalid" for item in items):
+        detail = next(item for item in items if item.rule == "json_invalid")
+        return ApiError(400, "invalid_json", f"body: not valid JSON ({detail.message})", [detail])
+    if not items:
+        return ApiError(422, "invalid_request", "request is invalid")
+    summary = "; ".join(f"{item.field}: {item.message}" for item in items[:5])
+    if len(items) > 5:
+        summary += f"; and {len(items) - 5} more"
+    return ApiError(422, "invalid_request", summary, items)
+
+
+def _response(err: ApiError) -> JSONResponse:
+    body = ErrorBody(error=err.error, message=err.message, errors=err.errors)
+    return JSONResponse(status_code=err.status, content=body.model_dump(), headers=err.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route validation errors, HTTP errors and :class:`ApiError` to the standard body."""
+
+    async def on_api_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return _response(exc)
+
+    async def on_validation(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return _response(_from_validation(exc.errors()))
+
+    async def on_http(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _response(ApiError(exc.status_code, kind, str(exc.detail), headers=exc.headers))
+
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)

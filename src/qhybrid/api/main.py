@@ -1,0 +1,57 @@
+"""The FastAPI application: ``create_app(settings)``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from qhybrid import __version__
+from qhybrid.api.deps import AppServices
+from qhybrid.api.errors import install_error_handlers
+from qhybrid.api.middleware import BodySizeLimit
+from qhybrid.api.routes import health, jobs, optimize
+from qhybrid.core.config import Settings, get_settings
+from qhybrid.jobs.database import Database
+from qhybrid.jobs.queue import JobQueue, make_huey
+from qhybrid.jobs.store import JobStore
+
+log = logging.getLogger("qhybrid.api")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API; the database is migrated when the application starts.
+
+    Args:
+        settings: Configuration; the environment's when omitted.
+    """
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.ensure_dirs()
+        db = Database(settings.resolved_database_url)
+        db.migrate()
+        app.state.services = AppServices(
+            settings=settings, db=db, store=JobStore(db), queue=JobQueue(make_huey(settings))
+        )
+        log.info("api ready: database=%s queue=%s", db.engine.url.get_backend_name(), "redis" if settings.redis_url else "sqlite")
+        try:
+            yield
+        finally:
+            db.dispose()
+
+    app = FastAPI(
+        title="qhybrid",
+        version=__version__,
+        summary="Portfolio optimization on quantum processors without exposing business data.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(optimize.router)
+    app.include_router(jobs.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,82 @@
+"""ASGI middleware: a hard limit on request body size, checked before any parsing."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class BodySizeLimit:
+    """Answer 413 to any request whose body exceeds ``max_bytes``, declared or streamed.
+
+    The body is buffered (it is small by construction) so a chunked upload that grows past the
+    limit is refused before the application sees any of it.
+
+    Args:
+        app: The wrapped application.
+        max_bytes: Largest accepted body.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the request through the limit."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > self.max_bytes
+            except ValueError:
+                await self._reply(send, 400, "invalid_request", "content-length: not an integer")
+                return
+            if too_big:
+                await self._refuse(send)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send) -> None:
+        await self._reply(send, 413, "payload_too_large", f"body: larger than the limit of {self.max_bytes} bytes")
+
+    @staticmethod
+    async def _reply(send: Send, status: int, error: str, message: str) -> None:
+        field = message.split(":", 1)[0]
+        payload = json.dumps(
+            {"error": error, "message": message, "errors": [{"field": field, "rule": error, "message": message}]}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})

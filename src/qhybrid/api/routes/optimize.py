@@ -1,0 +1,111 @@
+"""``POST /optimize_portfolio``: validate, store an ACCEPTED job, kick the queue, answer 202."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Response
+
+from qhybrid.api.deps import QueueDep, SettingsDep, StoreDep, require_api_key, require_json
+from qhybrid.api.errors import ApiError, invalid
+from qhybrid.api.schemas import ErrorBody, JobAccepted, OptimizeRequest
+from qhybrid.core.config import KNOWN_BACKENDS, Settings
+from qhybrid.jobs.models import utcnow
+from qhybrid.jobs.states import JobState
+from qhybrid.jobs.store import IdempotencyConflictError
+
+log = logging.getLogger("qhybrid.api")
+router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 409, 413, 415, 422)
+}
+
+
+def check_limits(request: OptimizeRequest, settings: Settings) -> None:
+    """Rules that depend on the deployment's configuration rather than on the request alone.
+
+    Raises:
+        ApiError: 422 naming the field and the configured limit.
+    """
+    if len(request.assets) > settings.max_assets:
+        raise invalid(
+            "assets",
+            "max_assets",
+            f"at most {settings.max_assets} assets are allowed (QHYBRID_MAX_ASSETS), got {len(request.assets)}",
+        )
+    if request.shots is not None and request.shots > settings.max_shots:
+        raise invalid(
+            "shots", "max_shots", f"at most {settings.max_shots} shots are allowed (QHYBRID_MAX_SHOTS), got {request.shots}"
+        )
+    if request.backend not in KNOWN_BACKENDS:
+        raise invalid(
+            "backend", "known_backend", f"unknown backend {request.backend!r}; known: {', '.join(KNOWN_BACKENDS)}"
+        )
+
+
+@router.post(
+    "/optimize_portfolio",
+    status_code=202,
+    response_model=JobAccepted,
+    responses=_ERRORS,
+    summary="Submit a portfolio optimization job",
+    dependencies=[Depends(require_json)],
+)
+def optimize_portfolio(
+    body: OptimizeRequest,
+    response: Response,
+    settings: SettingsDep,
+    store: StoreDep,
+    queue: QueueDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=255,
+            pattern=r"^[\x21-\x7e]+$",
+            description="Retrying with the same key returns the same job instead of a new one.",
+        ),
+    ] = None,
+) -> JobAccepted:
+    """Accept the job and answer at once; a worker does the rest. ``GET /jobs/{id}`` follows it."""
+    check_limits(body, settings)
+    if body.shots is None:
+        body = body.model_copy(update={"shots": settings.default_shots})
+    document = body.model_dump(mode="json")
+    request_hash = hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    deadline = utcnow() + timedelta(seconds=body.deadline_seconds or settings.job_deadline_seconds)
+    try:
+        job, created = store.create_job(
+            job_id=str(uuid.uuid4()),
+            request=document,
+            request_hash=request_hash,
+            backend=body.backend,
+            shots=int(document["shots"]),
+            deadline_at=deadline,
+            idempotency_key=idempotency_key,
+        )
+    except IdempotencyConflictError as exc:
+        raise ApiError(
+            409, "idempotency_conflict", f"idempotency-key: {exc}", headers={"Idempotent-Replayed": "false"}
+        ) from exc
+    if created:
+        try:
+            queue.kick(job.id)
+        except Exception:
+            # The job is stored; the reconciler will find it. The client still gets its 202.
+            log.exception("job %s stored but the queue could not be reached; the reconciler will pick it up", job.id)
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return JobAccepted(
+        job_id=job.id,
+        status=JobState(job.state).api_name,
+        created_at=job.created_at,
+        links={"self": f"/jobs/{job.id}", "cancel": f"/jobs/{job.id}/cancel"},
+    )

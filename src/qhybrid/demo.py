@@ -1,0 +1,198 @@
+"""``qhybrid demo``: start what the embedded default needs, submit a sample portfolio over HTTP,
+follow the job through its states, and print the result.
+
+Three child processes, exactly as in a deployment: the emulated public cloud (its own folder,
+``./.qhybrid-cloud/``), the API (uvicorn) and a worker. They share nothing but the network and,
+for the API and the worker, the embedded database and queue under ``./.qhybrid/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from qhybrid.client import Client
+from qhybrid.core.config import Settings
+
+
+def sample_request() -> dict[str, Any]:
+    """The demo's portfolio (illustrative daily figures for eight large US stocks)."""
+    text = resources.files("qhybrid").joinpath("data/sample_portfolio.json").read_text()
+    request: dict[str, Any] = json.loads(text)
+    return request
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class _Child:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@contextmanager
+def _child(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Iterator[_Child]:
+    log_path = log_dir / f"demo-{name}.log"
+    with log_path.open("wb") as log:
+        popen = subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+    child = _Child(name, popen, log_path)
+    try:
+        yield child
+    finally:
+        if popen.poll() is None:
+            popen.send_signal(signal.SIGINT)
+            try:
+                popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait(timeout=10)
+
+
+def _wait_ready(child: _Child, url: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.popen.poll() is not None:
+            raise RuntimeError(f"{child.name} exited with {child.popen.returncode}:\n{child.tail()}")
+        try:
+            if httpx.get(url, timeout=2.0, trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{child.name} not ready at {url} after {timeout:.0f}s:\n{child.tail()}")
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    as_json: bool = False,
+    request: dict[str, Any] | None = None,
+    queue_delay: float = 2.0,
+    run_delay: float = 1.5,
+    timeout: float = 600.0,
+) -> dict[str, Any]:
+    """Run the whole flow once and return the final job document.
+
+    Progress goes to stderr; stdout gets the result (a table, or the job document as JSON).
+
+    Raises:
+        RuntimeError: If a process does not start or the job does not complete.
+    """
+    err = Console(stderr=True)
+    out = Console(highlight=False, soft_wrap=True)
+    settings.ensure_dirs()
+    log_dir = settings.data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    cloud_port, api_port = _free_port(), _free_port()
+    token = secrets.token_urlsafe(24)
+    env = dict(os.environ)
+    env.update(
+        {
+            "PYTHONUNBUFFERED": "1",
+            "QHYBRID_DATA_DIR": str(settings.data_dir),
+            "QHYBRID_CLOUD_URL": f"http://127.0.0.1:{cloud_port}",
+            "QHYBRID_CLOUD_TOKEN": token,
+            "QHYBRID_POLL_INITIAL_SECONDS": "0.5",
+            "QHYBRID_POLL_MAX_SECONDS": "2",
+            "QCLOUD_TOKEN": token,
+        }
+    )
+    request = request or sample_request()
+    with ExitStack() as stack:
+        with err.status("starting the emulated cloud, the API and a worker..."):
+            cloud = stack.enter_context(
+                _child(
+                    "cloud",
+                    [
+                        "-m", "qhybrid.cloud",
+                        "--port", str(cloud_port),
+                        "--data-dir", ".qhybrid-cloud",
+                        "--queue-delay", str(queue_delay),
+                        "--run-delay", str(run_delay),
+                    ],
+                    env,
+                    log_dir,
+                )
+            )
+            api = stack.enter_context(
+                _child("api", ["-m", "qhybrid", "serve", "--port", str(api_port)], env, log_dir)
+            )
+            worker = stack.enter_context(_child("worker", ["-m", "qhybrid", "worker"], env, log_dir))
+            _wait_ready(cloud, f"http://127.0.0.1:{cloud_port}/healthz")
+            _wait_ready(api, f"http://127.0.0.1:{api_port}/readyz")
+        err.print(
+            f"[green]ready[/]: cloud :{cloud_port}, api :{api_port}, worker pid {worker.popen.pid} "
+            f"(logs in {log_dir})"
+        )
+        started = time.monotonic()
+        with Client(f"http://127.0.0.1:{api_port}") as client:
+            job_id = client.submit(request, idempotency_key=f"demo-{secrets.token_hex(8)}")
+            err.print(f"submitted job [bold]{job_id}[/] (202 Accepted)")
+
+            def show(job: dict[str, Any]) -> None:
+                extra = ""
+                task = job.get("remote_task") or {}
+                if job["status"].startswith("remote_") and task.get("task_id"):
+                    extra = f"  task {task['task_id']}"
+                err.print(f"  {time.monotonic() - started:6.1f}s  {job['status']}{extra}")
+
+            with err.status("waiting for the job..."):
+                job = client.wait(job_id, timeout=timeout, on_update=show)
+        if job["status"] != "completed":
+            raise RuntimeError(
+                f"job {job_id} ended {job['status']}: {job.get('error')}\nworker log:\n{worker.tail()}"
+            )
+    if as_json:
+        sys.stdout.write(json.dumps(job, indent=2) + "\n")
+    else:
+        print_result(out, job)
+    return job
+
+
+def print_result(console: Console, job: dict[str, Any]) -> None:
+    """A human-readable summary of a completed job."""
+    result = job["result"]
+    quantum = result.get("quantum") or {}
+    circuit = quantum.get("circuit") or {}
+    table = Table(title=f"job {job['job_id']}: {job['status']}", show_header=True)
+    table.add_column("")
+    table.add_column("quantum (QAOA)")
+    table.add_column("classical (exact)")
+    classical = result["classical"]
+    table.add_row("selected", ", ".join(result["selected"]), ", ".join(classical["selected"]))
+    table.add_row("expected return", f"{result['expected_return']:.6g}", f"{classical['expected_return']:.6g}")
+    table.add_row("variance", f"{result['variance']:.6g}", f"{classical['variance']:.6g}")
+    table.add_row("objective", f"{result['objective']:.6g}", f"{classical['objective']:.6g}")
+    console.print(table)
+    optimum_share = quantum.get("optimum_share")
+    console.print(
+        f"gap {result['gap']:.3%}  |  backend {quantum.get('backend')} task {quantum.get('task_id')}  |  "
+        f"{quantum.get('shots')} shots, p={quantum.get('reps')}, depth {circuit.get('depth')}, "
+        f"{circuit.get('two_qubit_gates')} two-qubit gates  |  "
+        f"samples on the optimum: {optimum_share if optimum_share is None else f'{optimum_share:.1%}'}"
+    )

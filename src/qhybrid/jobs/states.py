@@ -1,0 +1,76 @@
+"""The job state machine: states, the transitions allowed between them, and named state sets.
+
+```
+ACCEPTED -> PREPARING -> SUBMITTING -> SUBMITTED -> REMOTE_QUEUED -> REMOTE_RUNNING -> FINALIZING -> COMPLETED
+every non-terminal state -> FAILED | CANCELLED;  a failed remote task with attempts left -> SUBMITTING
+```
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobState(StrEnum):
+    """Where a job is in its journey. The API shows the lower-case name."""
+
+    ACCEPTED = "ACCEPTED"
+    PREPARING = "PREPARING"
+    SUBMITTING = "SUBMITTING"
+    SUBMITTED = "SUBMITTED"
+    REMOTE_QUEUED = "REMOTE_QUEUED"
+    REMOTE_RUNNING = "REMOTE_RUNNING"
+    FINALIZING = "FINALIZING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def api_name(self) -> str:
+        """The state as the API shows it (``remote_queued``)."""
+        return self.value.lower()
+
+
+#: States a job never leaves.
+TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+
+#: States in which the job waits on a provider task, polled with backoff.
+REMOTE_STATES = frozenset({JobState.SUBMITTED, JobState.REMOTE_QUEUED, JobState.REMOTE_RUNNING})
+
+#: States in which a provider task may exist and must be cancelled with the job.
+HAS_REMOTE_TASK = REMOTE_STATES | {JobState.SUBMITTING}
+
+_FORWARD: dict[JobState, frozenset[JobState]] = {
+    JobState.ACCEPTED: frozenset({JobState.PREPARING}),
+    JobState.PREPARING: frozenset({JobState.SUBMITTING}),
+    JobState.SUBMITTING: frozenset({JobState.SUBMITTED}),
+    # A provider can report any state at the first poll: a short task may already be done.
+    JobState.SUBMITTED: frozenset(
+        {JobState.REMOTE_QUEUED, JobState.REMOTE_RUNNING, JobState.FINALIZING, JobState.SUBMITTING}
+    ),
+    JobState.REMOTE_QUEUED: frozenset({JobState.REMOTE_RUNNING, JobState.FINALIZING, JobState.SUBMITTING}),
+    JobState.REMOTE_RUNNING: frozenset({JobState.FINALIZING, JobState.SUBMITTING}),
+    JobState.FINALIZING: frozenset({JobState.COMPLETED}),
+}
+
+#: Every allowed transition: the forward path, plus FAILED and CANCELLED from any live state.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    state: (_FORWARD.get(state, frozenset()) | {JobState.FAILED, JobState.CANCELLED})
+    if state not in TERMINAL_STATES
+    else frozenset()
+    for state in JobState
+}
+
+
+class InvalidTransitionError(ValueError):
+    """A transition the state machine does not allow."""
+
+
+def check_transition(source: JobState, target: JobState) -> None:
+    """Raise if ``source -> target`` is not an allowed transition.
+
+    Raises:
+        InvalidTransitionError: With both state names in the message.
+    """
+    if target not in TRANSITIONS[source]:
+        raise InvalidTransitionError(f"transition {source} -> {target} is not allowed")

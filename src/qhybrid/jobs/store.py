@@ -1,0 +1,420 @@
+"""The job store: every read and every conditional write the API, the worker and the reconciler make.
+
+The database is the source of truth. A worker owns a job only while it holds an unexpired lease,
+and every change of state is a single conditional ``UPDATE`` (expected state, lease owner) that
+commits together with its event row, so two workers can never both move a job.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from qhybrid.jobs.database import Database
+from qhybrid.jobs.models import Job, JobEvent, RemoteTask, utcnow
+from qhybrid.jobs.states import TERMINAL_STATES, JobState, check_transition
+
+
+class IdempotencyConflictError(Exception):
+    """An Idempotency-Key was reused with a different request body."""
+
+
+class InvalidCursorError(ValueError):
+    """A paging cursor that this store did not produce."""
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job with its history, as the API shows it."""
+
+    job: Job
+    events: Sequence[JobEvent]
+    remote_tasks: Sequence[RemoteTask]
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    """What a cancel request did.
+
+    Attributes:
+        job: The job after the request (``None`` if there is no such job).
+        accepted: False when the job had already ended.
+        immediate: True when the job was cancelled on the spot (nothing remote existed yet).
+    """
+
+    job: Job | None
+    accepted: bool
+    immediate: bool
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, job_id = raw.split("|", 1)
+        return datetime.fromisoformat(created), job_id
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidCursorError("cursor is not one this API returned") from exc
+
+
+def _lease_free(now: datetime) -> Any:
+    return or_(Job.lease_owner.is_(None), Job.lease_expires_at.is_(None), Job.lease_expires_at < now)
+
+
+class JobStore:
+    """Reads and conditional writes of jobs, events and remote tasks.
+
+    Args:
+        db: The database to use.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # ----------------------------------------------------------------------------- API side
+
+    def create_job(
+        self,
+        *,
+        job_id: str,
+        request: dict[str, Any],
+        request_hash: str,
+        backend: str,
+        shots: int,
+        deadline_at: datetime,
+        idempotency_key: str | None = None,
+    ) -> tuple[Job, bool]:
+        """Insert an ACCEPTED job and its first event, unless the idempotency key is known.
+
+        Returns:
+            The job and whether it was created now (False: an earlier job with the same key).
+
+        Raises:
+            IdempotencyConflictError: If the key belongs to a job with a different request.
+        """
+        if idempotency_key is not None:
+            existing = self._by_idempotency_key(idempotency_key, request_hash)
+            if existing is not None:
+                return existing, False
+        now = utcnow()
+        job = Job(
+            id=job_id,
+            state=JobState.ACCEPTED.value,
+            backend=backend,
+            shots=shots,
+            request=request,
+            request_hash=request_hash,
+            idempotency_key=idempotency_key,
+            attempt=0,
+            step_failures=0,
+            cancel_requested=False,
+            deadline_at=deadline_at,
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            with self.db.write() as session:
+                session.add(job)
+                session.flush()
+                session.add(
+                    JobEvent(job_id=job_id, at=now, from_state=None, to_state=JobState.ACCEPTED.value)
+                )
+        except IntegrityError:
+            # Two retries of one request raced; the loser returns the winner's job.
+            if idempotency_key is None:
+                raise
+            existing = self._by_idempotency_key(idempotency_key, request_hash)
+            if existing is None:
+                raise
+            return existing, False
+        return job, True
+
+    def _by_idempotency_key(self, key: str, request_hash: str) -> Job | None:
+        with self.db.read() as session:
+            job = session.scalars(select(Job).where(Job.idempotency_key == key)).one_or_none()
+        if job is not None and job.request_hash != request_hash:
+            raise IdempotencyConflictError(
+                "Idempotency-Key was already used for a different request body"
+            )
+        return job
+
+    def get_job(self, job_id: str) -> Job | None:
+        """The job row, or ``None``."""
+        with self.db.read() as session:
+            return session.get(Job, job_id)
+
+    def view(self, job_id: str) -> JobView | None:
+        """The job with its events and remote tasks, or ``None``."""
+        with self.db.read() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                return None
+            events = session.scalars(
+                select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
+            ).all()
+            tasks = session.scalars(
+                select(RemoteTask).where(RemoteTask.job_id == job_id).order_by(RemoteTask.attempt)
+            ).all()
+            return JobView(job=job, events=events, remote_tasks=tasks)
+
+    def list_jobs(
+        self, *, limit: int, cursor: str | None = None, state: JobState | None = None
+    ) -> tuple[list[Job], str | None]:
+        """One page of jobs, newest first.
+
+        Returns:
+            The jobs and the cursor of the next page (``None`` on the last page).
+
+        Raises:
+            InvalidCursorError: If ``cursor`` is malformed.
+        """
+        query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+        if state is not None:
+            query = query.where(Job.state == state.value)
+        if cursor:
+            created, job_id = _decode_cursor(cursor)
+            query = query.where(
+                or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
+            )
+        with self.db.read() as session:
+            jobs = list(session.scalars(query).all())
+        if len(jobs) > limit:
+            return jobs[:limit], _encode_cursor(jobs[limit - 1])
+        return jobs, None
+
+    def count_jobs(self) -> int:
+        """How many jobs exist."""
+        with self.db.read() as session:
+            return int(session.scalar(select(func.count()).select_from(Job)) or 0)
+
+    def request_cancel(self, job_id: str, *, actor: str = "api") -> CancelOutcome:
+        """Cancel a job: at once if no worker has touched it yet, else by flagging it for the worker."""
+        now = utcnow()
+        with self.db.write() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                return CancelOutcome(job=None, accepted=False, immediate=False)
+            if JobState(job.state) in TERMINAL_STATES:
+                return CancelOutcome(job=job, accepted=False, immediate=False)
+            if job.state == JobState.ACCEPTED.value:
+                moved = self._move(
+                    session,
+                    job_id,
+                    JobState.ACCEPTED,
+                    JobState.CANCELLED,
+                    owner=None,
+                    now=now,
+                    detail="cancelled before any work started",
+                    actor=actor,
+                    fields={"cancel_requested": True},
+                )
+                if moved:
+                    session.flush()
+                    session.refresh(job)
+                    return CancelOutcome(job=job, accepted=True, immediate=True)
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state.not_in([s.value for s in TERMINAL_STATES]))
+                .values(cancel_requested=True, updated_at=now, version=Job.version + 1)
+            )
+            session.flush()
+            session.refresh(job)
+            return CancelOutcome(job=job, accepted=True, immediate=False)
+
+    # -------------------------------------------------------------------------- worker side
+
+    def claim(self, job_id: str, *, owner: str, lease_seconds: float) -> Job | None:
+        """Take the job's lease if it is live and nobody else holds an unexpired lease.
+
+        Returns:
+            The job as claimed, or ``None`` if it is terminal, missing or leased elsewhere.
+        """
+        now = utcnow()
+        with self.db.write() as session:
+            result = session.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.state.not_in([s.value for s in TERMINAL_STATES]),
+                    or_(_lease_free(now), Job.lease_owner == owner),
+                )
+                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds))
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            return session.get(Job, job_id)
+
+    def transition(
+        self,
+        job_id: str,
+        *,
+        owner: str | None,
+        source: JobState,
+        target: JobState,
+        detail: str | None = None,
+        **fields: Any,
+    ) -> bool:
+        """Move the job ``source -> target`` if it is still in ``source`` under ``owner``'s lease.
+
+        ``owner=None`` moves a job that nobody holds a live lease on. Entering a terminal state
+        clears the lease and the poll schedule and stamps ``finished_at``. The event row is
+        written in the same transaction.
+
+        Returns:
+            True if the job moved; False if another actor changed it first.
+        """
+        with self.db.write() as session:
+            return self._move(
+                session,
+                job_id,
+                source,
+                target,
+                owner=owner,
+                now=utcnow(),
+                detail=detail,
+                actor=owner,
+                fields=fields,
+            )
+
+    def _move(
+        self,
+        session: Session,
+        job_id: str,
+        source: JobState,
+        target: JobState,
+        *,
+        owner: str | None,
+        now: datetime,
+        detail: str | None,
+        actor: str | None,
+        fields: dict[str, Any],
+    ) -> bool:
+        check_transition(source, target)
+        values: dict[str, Any] = {"state": target.value, "updated_at": now, "version": Job.version + 1}
+        if target in TERMINAL_STATES:
+            values.update(
+                finished_at=now, lease_owner=None, lease_expires_at=None, next_poll_at=None
+            )
+        values.update(fields)
+        lease_condition = _lease_free(now) if owner is None else Job.lease_owner == owner
+        result = session.execute(
+            update(Job).where(Job.id == job_id, Job.state == source.value, lease_condition).values(**values)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        session.add(
+            JobEvent(
+                job_id=job_id,
+                at=now,
+                from_state=source.value,
+                to_state=target.value,
+                detail=detail,
+                actor=actor,
+            )
+        )
+        return True
+
+    def update_job(self, job_id: str, *, owner: str, **fields: Any) -> bool:
+        """Change fields of a live job whose lease ``owner`` holds; no state change.
+
+        Returns:
+            True if the row was updated.
+        """
+        with self.db.write() as session:
+            result = session.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.lease_owner == owner,
+                    Job.state.not_in([s.value for s in TERMINAL_STATES]),
+                )
+                .values(updated_at=utcnow(), version=Job.version + 1, **fields)
+            )
+            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    def release(self, job_id: str, *, owner: str, **fields: Any) -> bool:
+        """Give the lease back (typically with ``next_poll_at`` set) so any worker may continue."""
+        return self.update_job(job_id, owner=owner, lease_owner=None, lease_expires_at=None, **fields)
+
+    # ------------------------------------------------------------------------- remote tasks
+
+    def remote_task(self, job_id: str, attempt: int) -> RemoteTask | None:
+        """The remote task row of one attempt, or ``None``."""
+        with self.db.read() as session:
+            return session.scalars(
+                select(RemoteTask).where(RemoteTask.job_id == job_id, RemoteTask.attempt == attempt)
+            ).one_or_none()
+
+    def create_remote_task(
+        self, *, job_id: str, owner: str, attempt: int, backend: str, client_token: str
+    ) -> RemoteTask | None:
+        """Record the client token of an attempt before the provider is called.
+
+        Returns:
+            The new row, or ``None`` if the caller no longer holds the job's lease.
+        """
+        now = utcnow()
+        with self.db.write() as session:
+            holder = session.scalar(select(Job.lease_owner).where(Job.id == job_id))
+            if holder != owner:
+                return None
+            task = RemoteTask(
+                job_id=job_id,
+                attempt=attempt,
+                backend=backend,
+                client_token=client_token,
+                polls=0,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(task)
+        return task
+
+    def update_remote_task(self, task_row_id: int, **fields: Any) -> None:
+        """Change fields of a remote task row."""
+        with self.db.write() as session:
+            session.execute(
+                update(RemoteTask)
+                .where(RemoteTask.id == task_row_id)
+                .values(updated_at=utcnow(), **fields)
+            )
+
+    # --------------------------------------------------------------------------- reconciler
+
+    def due_for_reconcile(self, *, grace_seconds: float, limit: int = 500) -> list[str]:
+        """Live jobs nobody is working on that should be: expired leases, overdue polls, lost kicks."""
+        now = utcnow()
+        stale = now - timedelta(seconds=grace_seconds)
+        query = (
+            select(Job.id)
+            .where(
+                Job.state.not_in([s.value for s in TERMINAL_STATES]),
+                or_(
+                    and_(Job.lease_owner.is_not(None), Job.lease_expires_at < now),
+                    and_(
+                        Job.lease_owner.is_(None),
+                        or_(
+                            Job.next_poll_at < stale,
+                            and_(Job.next_poll_at.is_(None), Job.updated_at < stale),
+                        ),
+                    ),
+                ),
+            )
+            .order_by(Job.updated_at)
+            .limit(limit)
+        )
+        with self.db.read() as session:
+            return list(session.scalars(query).all())
