@@ -73,6 +73,7 @@ def require_api_key(request: Request, settings: SettingsDep) -> None:
             "unauthorized",
             "authorization: a valid 'Bearer <api key>' header is required",
             headers={"WWW-Authenticate": "Bearer"},
+            field="authorization",
         )
 
 
@@ -89,4 +90,5 @@ def require_json(request: Request) -> None:
             415,
             "unsupported_media_type",
             f"content-type: must be application/json, got {content_type or 'nothing'!r}",
+            field="content-type",
         )

@@ -22,6 +22,7 @@ class ApiError(Exception):
         message: Human-readable sentence naming the field and the rule where there is one.
         errors: The individual broken rules.
         headers: Extra response headers.
+        field: The request part at fault, when there is one; adds the matching error item.
     """
 
     def __init__(
@@ -31,12 +32,18 @@ class ApiError(Exception):
         message: str,
         errors: Sequence[ErrorItem] = (),
         headers: dict[str, str] | None = None,
+        *,
+        field: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.error = error
         self.message = message
         self.errors = list(errors)
+        if field is not None and not self.errors:
+            # The message reads "<field>: <rule broken>"; the item repeats it in structured form.
+            detail = message.split(": ", 1)[1] if message.startswith(f"{field}: ") else message
+            self.errors.append(ErrorItem(field=field, rule=error, message=detail))
         self.headers = headers
 
 
@@ -64,9 +71,14 @@ def _from_validation(errors: Sequence[Any]) -> ApiError:
         ErrorItem(field=field_path(err.get("loc", ())), rule=str(err.get("type", "invalid")), message=str(err.get("msg")))
         for err in errors
     ]
-    if any(item.rule == "json_invalid" for item in items):
-        detail = next(item for item in items if item.rule == "json_invalid")
-        return ApiError(400, "invalid_json", f"body: not valid JSON ({detail.message})", [detail])
+    broken = next((err for err in errors if err.get("type") == "json_invalid"), None)
+    if broken is not None:
+        position = next((p for p in broken.get("loc", ())[1:] if isinstance(p, int)), None)
+        where = f" at character {position}" if position is not None else ""
+        message = f"not valid JSON{where} ({broken.get('msg')})"
+        return ApiError(
+            400, "invalid_json", f"body: {message}", [ErrorItem(field="body", rule="json_invalid", message=message)]
+        )
     if not items:
         return ApiError(422, "invalid_request", "request is invalid")
     summary = "; ".join(f"{item.field}: {item.message}" for item in items[:5])

@@ -73,7 +73,7 @@ def job_document(view: JobView) -> JobDocument:
 
 
 def _not_found(job_id: str) -> ApiError:
-    return ApiError(404, "not_found", f"job_id: no job with id {job_id!r}")
+    return ApiError(404, "not_found", f"job_id: no job with id {job_id!r}", field="job_id")
 
 
 @router.get("", response_model=JobPage, summary="List jobs, newest first", responses={422: {"model": ErrorBody}})
@@ -133,7 +133,10 @@ def cancel_job(job_id: JobId, store: StoreDep, queue: QueueDep) -> JobDocument:
         raise _not_found(job_id)
     if not outcome.accepted:
         raise ApiError(
-            409, "conflict", f"status: job is already {JobState(outcome.job.state).api_name}; it cannot be cancelled"
+            409,
+            "conflict",
+            f"status: job is already {JobState(outcome.job.state).api_name}; it cannot be cancelled",
+            field="status",
         )
     if not outcome.immediate:
         try:

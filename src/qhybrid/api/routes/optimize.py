@@ -92,7 +92,7 @@ def optimize_portfolio(
         )
     except IdempotencyConflictError as exc:
         raise ApiError(
-            409, "idempotency_conflict", f"idempotency-key: {exc}", headers={"Idempotent-Replayed": "false"}
+            409, "idempotency_conflict", f"idempotency-key: {exc}", field="idempotency-key"
         ) from exc
     if created:
         try:

@@ -1,0 +1,153 @@
+"""POST /optimize_portfolio: 202 for a good request, a 4xx naming the field for a bad one."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from qhybrid.api.main import create_app
+from qhybrid.core.config import Settings
+from tests.api.conftest import job_count, valid_request
+
+
+def test_accepts_and_points_to_the_job(client: TestClient) -> None:
+    response = client.post("/optimize_portfolio", json=valid_request())
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "accepted"
+    assert response.headers["location"] == f"/jobs/{body['job_id']}"
+    job = client.get(response.headers["location"]).json()
+    assert job["status"] == "accepted"
+    assert job["request"]["assets"][0]["name"] == "AAPL"
+    assert [e["status"] for e in job["events"]] == ["accepted"]
+    assert job_count(client) == 1
+    # The kick is on the queue, carrying nothing but the job id.
+    pending = client.app.state.services.queue.huey.pending()  # type: ignore[attr-defined]
+    assert [t.args for t in pending] == [(body["job_id"],)]
+
+
+def test_defaults_are_filled_in(client: TestClient) -> None:
+    request = valid_request()
+    del request["shots"], request["backend"], request["risk_aversion"]
+    job_id = client.post("/optimize_portfolio", json=request).json()["job_id"]
+    stored = client.get(f"/jobs/{job_id}").json()
+    assert stored["shots"] == 2048
+    assert stored["backend"] == "local"
+    assert stored["request"]["risk_aversion"] == 0.5
+
+
+def test_idempotency_key_returns_the_same_job(client: TestClient) -> None:
+    headers = {"Idempotency-Key": "order-42"}
+    first = client.post("/optimize_portfolio", json=valid_request(), headers=headers)
+    second = client.post("/optimize_portfolio", json=valid_request(), headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert first.json()["job_id"] == second.json()["job_id"]
+    assert second.headers["idempotent-replayed"] == "true"
+    assert job_count(client) == 1
+    conflict = client.post("/optimize_portfolio", json=valid_request(budget=2), headers=headers)
+    assert conflict.status_code == 409
+    assert "idempotency-key" in conflict.json()["message"]
+    assert job_count(client) == 1
+
+
+def _nan_body() -> str:
+    text = json.dumps(valid_request())
+    return text.replace("0.0012", "NaN", 1)
+
+
+def _inf_body() -> str:
+    text = json.dumps(valid_request())
+    return text.replace("0.00024", "Infinity", 1)
+
+
+BIG = {"assets": [{"name": f"A{i}", "expected_return": 0.001} for i in range(50_000)]}
+
+# (case id, request kwargs for client.post, expected status, field the message must name)
+BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
+    ("nan-return", {"content": _nan_body(), "headers": {"content-type": "application/json"}}, 422, "assets[0].expected_return"),
+    ("infinite-covariance", {"content": _inf_body(), "headers": {"content-type": "application/json"}}, 422, "covariance[1][1]"),
+    ("asymmetric", {"json": valid_request(covariance=[[0.3, 0.1, 0.0], [0.2, 0.3, 0.0], [0.0, 0.0, 0.1]])}, 422, "covariance"),
+    ("not-psd", {"json": valid_request(covariance=[[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]])}, 422, "covariance"),
+    ("wrong-size", {"json": valid_request(covariance=[[1.0, 0.0], [0.0, 1.0]])}, 422, "covariance"),
+    ("ragged", {"json": valid_request(covariance=[[1.0, 0.0, 0.0], [0.0, 1.0], [0.0, 0.0, 1.0]])}, 422, "covariance"),
+    ("empty-covariance", {"json": valid_request(covariance=[])}, 422, "covariance"),
+    ("budget-zero", {"json": valid_request(budget=0)}, 422, "budget"),
+    ("budget-equals-n", {"json": valid_request(budget=3)}, 422, "budget"),
+    ("duplicate-names", {"json": valid_request(assets=[{"name": "A", "expected_return": 0.1}, {"name": "B", "expected_return": 0.1}, {"name": "A", "expected_return": 0.2}])}, 422, "assets"),
+    ("empty-name", {"json": valid_request(assets=[{"name": "", "expected_return": 0.1}, {"name": "B", "expected_return": 0.1}, {"name": "C", "expected_return": 0.2}])}, 422, "assets[0].name"),
+    ("one-asset", {"json": valid_request(assets=[{"name": "A", "expected_return": 0.1}], covariance=[[1.0]])}, 422, "assets"),
+    ("unknown-backend", {"json": valid_request(backend="dwave-annealer")}, 422, "backend"),
+    ("zero-shots", {"json": valid_request(shots=0)}, 422, "shots"),
+    ("too-many-shots", {"json": valid_request(shots=10_000_000)}, 422, "shots"),
+    ("negative-risk-aversion", {"json": valid_request(risk_aversion=-1)}, 422, "risk_aversion"),
+    ("string-number", {"json": valid_request(budget="two")}, 422, "budget"),
+    ("unknown-field", {"json": valid_request(leverage=3)}, 422, "leverage"),
+    ("missing-covariance", {"json": {k: v for k, v in valid_request().items() if k != "covariance"}}, 422, "covariance"),
+    ("bad-option", {"json": valid_request(options={"reps": 99})}, 422, "options.reps"),
+    ("unknown-option", {"json": valid_request(options={"optimizer": "magic"})}, 422, "options.optimizer"),
+    ("array-body", {"json": [1, 2, 3]}, 422, "body"),
+    ("malformed-json", {"content": b'{"assets": [', "headers": {"content-type": "application/json"}}, 400, "body"),
+    ("wrong-content-type", {"content": json.dumps(valid_request()), "headers": {"content-type": "text/plain"}}, 415, "content-type"),
+    ("no-content-type", {"content": json.dumps(valid_request()).encode(), "headers": {"content-type": ""}}, 415, "content-type"),
+    ("oversize-body", {"json": BIG}, 413, "body"),
+    ("bad-idempotency-key", {"json": valid_request(), "headers": {"Idempotency-Key": "x" * 300}}, 422, "idempotency-key"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "field"), [c[1:] for c in BAD_REQUESTS], ids=[c[0] for c in BAD_REQUESTS])
+def test_bad_input_is_refused_with_the_field_named_and_nothing_stored(
+    client: TestClient, body: dict[str, Any], status: int, field: str
+) -> None:
+    response = client.post("/optimize_portfolio", **body)
+    assert response.status_code == status, response.text
+    payload = response.json()
+    assert set(payload) == {"error", "message", "errors"}
+    assert field in payload["message"], payload
+    assert payload["errors"], payload
+    assert any(item["field"].startswith(field) for item in payload["errors"]), payload
+    assert all(item["rule"] for item in payload["errors"])
+    assert job_count(client) == 0
+    assert client.app.state.services.queue.pending() == 0  # type: ignore[attr-defined]
+
+
+def test_rules_are_named(client: TestClient) -> None:
+    response = client.post(
+        "/optimize_portfolio", json=valid_request(covariance=[[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    )
+    item = response.json()["errors"][0]
+    assert item == {
+        "field": "covariance",
+        "rule": "positive_semidefinite",
+        "message": "covariance must be positive semi-definite: smallest eigenvalue is -1",
+    }
+
+
+def test_psd_tolerance_accepts_rounding(client: TestClient) -> None:
+    # A rank-deficient covariance (perfectly correlated assets) rounds to a tiny negative eigenvalue.
+    sigma = [[0.0004, 0.0004, 0.0], [0.0004, 0.0004, 0.0], [0.0, 0.0, 0.0001]]
+    assert client.post("/optimize_portfolio", json=valid_request(covariance=sigma)).status_code == 202
+
+
+def test_configured_limit_on_assets(settings: Settings) -> None:
+    with TestClient(create_app(settings.model_copy(update={"max_assets": 2}))) as small:
+        response = small.post("/optimize_portfolio", json=valid_request())
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["rule"] == "max_assets"
+        assert "QHYBRID_MAX_ASSETS" in response.json()["message"]
+        assert job_count(small) == 0
+
+
+def test_api_keys_when_configured(settings: Settings) -> None:
+    with TestClient(create_app(settings.model_copy(update={"api_keys": ["s3cret"]}))) as guarded:
+        refused = guarded.post("/optimize_portfolio", json=valid_request())
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"] == "Bearer"
+        wrong = guarded.get("/jobs", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        ok = guarded.post("/optimize_portfolio", json=valid_request(), headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 202
+        assert guarded.get("/healthz").status_code == 200  # probes stay open
+        assert job_count(guarded) == 1

@@ -1,0 +1,216 @@
+"""The store's conditional writes, on SQLite and on a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import inspect
+
+from qhybrid.jobs.database import Database
+from qhybrid.jobs.models import utcnow
+from qhybrid.jobs.states import JobState
+from qhybrid.jobs.store import IdempotencyConflictError, InvalidCursorError, JobStore
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[JobStore]:
+    db = Database(database_url)
+    db.migrate()
+    yield JobStore(db)
+    db.dispose()
+
+
+def new_job(store: JobStore, *, key: str | None = None, request_hash: str = "h1") -> str:
+    job, created = store.create_job(
+        job_id=str(uuid.uuid4()),
+        request={"budget": 1},
+        request_hash=request_hash,
+        backend="local",
+        shots=100,
+        deadline_at=utcnow() + timedelta(hours=1),
+        idempotency_key=key,
+    )
+    assert created
+    return job.id
+
+
+def test_migration_creates_the_tables_and_is_idempotent(store: JobStore) -> None:
+    store.db.migrate()  # a second start must be a no-op
+    names = set(inspect(store.db.engine).get_table_names())
+    assert {"jobs", "job_events", "remote_tasks", "alembic_version"} <= names
+
+
+def test_create_records_the_accepted_event(store: JobStore) -> None:
+    job_id = new_job(store)
+    view = store.view(job_id)
+    assert view is not None
+    assert view.job.state == "ACCEPTED"
+    assert [(e.from_state, e.to_state) for e in view.events] == [(None, "ACCEPTED")]
+    assert view.job.created_at.tzinfo is not None
+
+
+def test_idempotency_key_returns_the_same_job_or_conflicts(store: JobStore) -> None:
+    job_id = new_job(store, key="k-1", request_hash="same")
+    again, created = store.create_job(
+        job_id=str(uuid.uuid4()),
+        request={},
+        request_hash="same",
+        backend="local",
+        shots=1,
+        deadline_at=utcnow(),
+        idempotency_key="k-1",
+    )
+    assert not created
+    assert again.id == job_id
+    with pytest.raises(IdempotencyConflictError):
+        store.create_job(
+            job_id=str(uuid.uuid4()),
+            request={},
+            request_hash="different",
+            backend="local",
+            shots=1,
+            deadline_at=utcnow(),
+            idempotency_key="k-1",
+        )
+    assert store.count_jobs() == 1
+
+
+def test_only_one_of_two_workers_gets_the_lease(store: JobStore) -> None:
+    job_id = new_job(store)
+    assert store.claim(job_id, owner="w1", lease_seconds=60) is not None
+    assert store.claim(job_id, owner="w2", lease_seconds=60) is None
+    # The holder may renew.
+    assert store.claim(job_id, owner="w1", lease_seconds=60) is not None
+
+
+def test_an_expired_lease_can_be_taken_over(store: JobStore) -> None:
+    job_id = new_job(store)
+    assert store.claim(job_id, owner="w1", lease_seconds=0.001) is not None
+    threading.Event().wait(0.05)
+    assert store.claim(job_id, owner="w2", lease_seconds=60) is not None
+    # The old owner's writes are refused now.
+    assert not store.transition(job_id, owner="w1", source=JobState.ACCEPTED, target=JobState.PREPARING)
+    assert store.transition(job_id, owner="w2", source=JobState.ACCEPTED, target=JobState.PREPARING)
+
+
+def test_transition_is_conditional_on_the_expected_state(store: JobStore) -> None:
+    job_id = new_job(store)
+    store.claim(job_id, owner="w", lease_seconds=60)
+    assert store.transition(job_id, owner="w", source=JobState.ACCEPTED, target=JobState.PREPARING, detail="go")
+    assert not store.transition(job_id, owner="w", source=JobState.ACCEPTED, target=JobState.PREPARING)
+    view = store.view(job_id)
+    assert view is not None
+    assert [e.to_state for e in view.events] == ["ACCEPTED", "PREPARING"]
+    assert view.events[-1].detail == "go"
+    assert view.job.version == 2
+
+
+def test_concurrent_transitions_move_the_job_once(store: JobStore) -> None:
+    job_id = new_job(store)
+    store.claim(job_id, owner="w", lease_seconds=60)
+    results: list[bool] = []
+
+    def attempt() -> None:
+        results.append(
+            store.transition(job_id, owner="w", source=JobState.ACCEPTED, target=JobState.PREPARING)
+        )
+
+    threads = [threading.Thread(target=attempt) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 7 + [True]
+    view = store.view(job_id)
+    assert view is not None
+    assert [e.to_state for e in view.events] == ["ACCEPTED", "PREPARING"]
+
+
+def test_terminal_transition_clears_lease_and_schedule(store: JobStore) -> None:
+    job_id = new_job(store)
+    store.claim(job_id, owner="w", lease_seconds=60)
+    store.update_job(job_id, owner="w", next_poll_at=utcnow())
+    assert store.transition(job_id, owner="w", source=JobState.ACCEPTED, target=JobState.FAILED, error="boom")
+    job = store.get_job(job_id)
+    assert job is not None
+    assert (job.state, job.error, job.lease_owner, job.next_poll_at) == ("FAILED", "boom", None, None)
+    assert job.finished_at is not None
+    assert store.claim(job_id, owner="w", lease_seconds=60) is None
+
+
+def test_cancel_before_work_is_immediate(store: JobStore) -> None:
+    job_id = new_job(store)
+    outcome = store.request_cancel(job_id)
+    assert outcome.accepted and outcome.immediate
+    assert outcome.job is not None and outcome.job.state == "CANCELLED"
+    again = store.request_cancel(job_id)
+    assert not again.accepted
+
+
+def test_cancel_while_a_worker_holds_the_job_only_flags_it(store: JobStore) -> None:
+    job_id = new_job(store)
+    store.claim(job_id, owner="w", lease_seconds=60)
+    outcome = store.request_cancel(job_id)
+    assert outcome.accepted and not outcome.immediate
+    job = store.get_job(job_id)
+    assert job is not None
+    assert job.state == "ACCEPTED" and job.cancel_requested
+
+
+def test_remote_task_needs_the_lease(store: JobStore) -> None:
+    job_id = new_job(store)
+    assert store.create_remote_task(job_id=job_id, owner="w", attempt=1, backend="local", client_token="t" * 32) is None
+    store.claim(job_id, owner="w", lease_seconds=60)
+    row = store.create_remote_task(job_id=job_id, owner="w", attempt=1, backend="local", client_token="t" * 32)
+    assert row is not None
+    store.update_remote_task(row.id, task_id="task-1")
+    fetched = store.remote_task(job_id, 1)
+    assert fetched is not None and fetched.task_id == "task-1" and fetched.client_token == "t" * 32
+
+
+def test_list_pages_newest_first_without_gaps(store: JobStore) -> None:
+    ids = [new_job(store) for _ in range(7)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page, cursor = store.list_jobs(limit=3, cursor=cursor)
+        seen.extend(job.id for job in page)
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(ids)
+    assert len(seen) == len(set(seen)) == 7
+    created = [store.get_job(i).created_at for i in seen]  # type: ignore[union-attr]
+    assert created == sorted(created, reverse=True)
+    with pytest.raises(InvalidCursorError):
+        store.list_jobs(limit=3, cursor="not-a-cursor")
+
+
+def test_list_filters_by_state(store: JobStore) -> None:
+    keep = new_job(store)
+    cancelled = new_job(store)
+    store.request_cancel(cancelled)
+    page, _ = store.list_jobs(limit=10, state=JobState.CANCELLED)
+    assert [j.id for j in page] == [cancelled]
+    page, _ = store.list_jobs(limit=10, state=JobState.ACCEPTED)
+    assert [j.id for j in page] == [keep]
+
+
+def test_reconciler_query_finds_expired_leases_and_overdue_polls(store: JobStore) -> None:
+    fresh = new_job(store)
+    expired = new_job(store)
+    overdue = new_job(store)
+    waiting = new_job(store)
+    store.claim(expired, owner="dead", lease_seconds=0.001)
+    store.claim(overdue, owner="w", lease_seconds=60)
+    store.release(overdue, owner="w", next_poll_at=utcnow() - timedelta(seconds=120))
+    store.claim(waiting, owner="w", lease_seconds=60)
+    store.release(waiting, owner="w", next_poll_at=utcnow() + timedelta(seconds=120))
+    threading.Event().wait(0.05)
+    due = set(store.due_for_reconcile(grace_seconds=30))
+    assert due == {expired, overdue}
+    # With no grace, an ACCEPTED job whose kick may have been lost is due as well.
+    assert fresh in set(store.due_for_reconcile(grace_seconds=0))
