@@ -1,0 +1,256 @@
+"""Adapter for the emulated public quantum cloud (``qhybrid.cloud``), over the egress gateway.
+
+Every call goes through :class:`~qhybrid.gateway.client.EgressClient`, the trusted zone's only
+way out. Failures are sorted for the retry logic: network trouble, throttling (429) and server
+errors (5xx) are transient; any other refusal (4xx) is permanent and carries the server's reason.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import threading
+import time
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from qhybrid.backends.base import (
+    DeviceTarget,
+    PermanentBackendError,
+    QuantumBackend,
+    TaskResult,
+    TaskState,
+    TaskStatus,
+    TransientBackendError,
+)
+from qhybrid.gateway.client import EgressClient, EgressPolicyError
+
+#: The only outcome ordering this adapter understands: character ``i`` is classical bit ``i``.
+_BIT_ORDER = "bit0-first"
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait according to a ``Retry-After`` header (delta-seconds or HTTP date).
+
+    Args:
+        value: The header value, if any.
+        now: Current Unix time, for the HTTP-date form (defaults to ``time.time()``).
+
+    Returns:
+        A non-negative number of seconds, or ``None`` when absent or unreadable.
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN: no usable advice
+        return None
+    return max(0.0, seconds)
+
+
+def _detail(response: httpx.Response) -> str:
+    """The server's reason for an error answer, as one line of text."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return text[:500] if text else response.reason_phrase
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, str):
+        return detail
+    return json.dumps(detail if detail is not None else body)[:500]
+
+
+class CloudBackend(QuantumBackend):
+    """The emulated cloud behind the backend contract.
+
+    Args:
+        name: The name requests use to select this backend.
+        base_url: The cloud's base URL, e.g. ``http://127.0.0.1:8780``.
+        token: Bearer token for the cloud.
+        device: Device name on the cloud.
+        egress: The gateway client; its allow-list must include ``base_url``.
+    """
+
+    def __init__(self, *, name: str, base_url: str, token: str, device: str, egress: EgressClient) -> None:
+        self.name = name
+        self._base_url = base_url.rstrip("/")
+        self._token = token
+        self._device = device
+        self._egress = egress
+        self._target: DeviceTarget | None = None
+        self._target_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        # Spelled out so that the token never shows up in logs or tracebacks.
+        return f"CloudBackend(name={self.name!r}, base_url={self._base_url!r}, device={self._device!r})"
+
+    # --- transport -----------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """Send one request and sort failures into transient and permanent ones.
+
+        Returns:
+            The response, when its status is below 400 or exactly 404 (callers decide about 404).
+
+        Raises:
+            TransientBackendError: Network failure, timeout, 429 or 5xx.
+            PermanentBackendError: Any other 4xx, or a destination the egress policy refuses.
+        """
+        url = f"{self._base_url}{path}"
+        what = f"{method} {path}"
+        try:
+            response = self._egress.request(
+                method,
+                url,
+                json=json_body,
+                params=params,
+                headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
+            )
+        except EgressPolicyError as exc:
+            # A configuration problem: no amount of retrying changes the allow-list.
+            raise PermanentBackendError(f"cloud {what}: {exc}") from exc
+        except httpx.TimeoutException as exc:
+            raise TransientBackendError(f"cloud {what} timed out: {exc!r}") from exc
+        except httpx.HTTPError as exc:
+            raise TransientBackendError(f"cloud {what} failed: {exc!r}") from exc
+        code = response.status_code
+        if code == 429 or code >= 500:
+            raise TransientBackendError(
+                f"cloud {what} answered {code}: {_detail(response)}",
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
+        if code >= 400 and code != 404:
+            raise PermanentBackendError(f"cloud {what} answered {code}: {_detail(response)}")
+        return response
+
+    def _json(self, response: httpx.Response, what: str) -> dict[str, Any]:
+        if response.status_code == 404:
+            raise PermanentBackendError(f"cloud {what} answered 404: {_detail(response)}")
+        try:
+            body = response.json()
+        except ValueError as exc:
+            # A success status with an unreadable body points at the path, not at our request.
+            raise TransientBackendError(f"cloud {what} answered unreadable JSON") from exc
+        if not isinstance(body, dict):
+            raise TransientBackendError(f"cloud {what} answered {type(body).__name__}, not an object")
+        return body
+
+    @staticmethod
+    def _task_path(task_id: str, suffix: str = "") -> str:
+        return f"/v1/tasks/{quote(task_id, safe='')}{suffix}"
+
+    # --- contract ------------------------------------------------------------------------------
+
+    def target(self) -> DeviceTarget:
+        """The device description, fetched once and then cached."""
+        with self._target_lock:
+            if self._target is None:
+                path = f"/v1/devices/{quote(self._device, safe='')}"
+                body = self._json(self._call("GET", path), f"GET {path}")
+                try:
+                    coupling = body.get("coupling_map")
+                    self._target = DeviceTarget(
+                        name=str(body["name"]),
+                        num_qubits=int(body["num_qubits"]),
+                        basis_gates=tuple(str(gate) for gate in body["basis_gates"]),
+                        coupling_map=None
+                        if coupling is None
+                        else tuple((int(a), int(b)) for a, b in coupling),
+                    )
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise PermanentBackendError(f"cloud device description is malformed: {exc!r}") from exc
+            return self._target
+
+    def submit(self, program: str, shots: int, client_token: str) -> str:
+        """Submit a program; resubmitting under the same client token returns the same task."""
+        body = self._json(
+            self._call(
+                "POST",
+                "/v1/tasks",
+                json_body={
+                    "device": self._device,
+                    "program": program,
+                    "shots": shots,
+                    "client_token": client_token,
+                },
+            ),
+            "POST /v1/tasks",
+        )
+        return self._task_id(body)
+
+    def find_task(self, client_token: str) -> str | None:
+        """The task created under ``client_token``, or ``None`` if the cloud knows none."""
+        response = self._call("GET", "/v1/tasks", params={"client_token": client_token})
+        if response.status_code == 404:
+            return None
+        return self._task_id(self._json(response, "GET /v1/tasks"))
+
+    def status(self, task_id: str) -> TaskStatus:
+        """The task's state as the cloud reports it."""
+        path = self._task_path(task_id)
+        body = self._json(self._call("GET", path), f"GET {path}")
+        provider_state = str(body.get("state"))
+        try:
+            state = TaskState(provider_state)
+        except ValueError as exc:
+            raise PermanentBackendError(f"cloud reported unknown task state {provider_state!r}") from exc
+        position = body.get("queue_position")
+        message = body.get("message")
+        return TaskStatus(
+            state=state,
+            provider_state=provider_state,
+            queue_position=position if isinstance(position, int) else None,
+            message=message if isinstance(message, str) else None,
+        )
+
+    def result(self, task_id: str) -> TaskResult:
+        """The counts of a COMPLETED task, bit 0 first."""
+        path = self._task_path(task_id, "/result")
+        body = self._json(self._call("GET", path), f"GET {path}")
+        order = body.get("bit_order")
+        if order != _BIT_ORDER:
+            raise PermanentBackendError(f"cloud result uses bit order {order!r}; expected {_BIT_ORDER!r}")
+        try:
+            counts = {str(outcome): int(count) for outcome, count in body["counts"].items()}
+            shots = int(body["shots"])
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise PermanentBackendError(f"cloud result is malformed: {exc!r}") from exc
+        metadata = body.get("metadata")
+        return TaskResult(
+            counts=counts,
+            shots=shots,
+            metadata=dict(metadata) if isinstance(metadata, dict) else {},
+        )
+
+    def cancel(self, task_id: str) -> None:
+        """Ask the cloud to cancel; a finished task is left as it is."""
+        path = self._task_path(task_id, "/cancel")
+        self._json(self._call("POST", path), f"POST {path}")
+
+    def close(self) -> None:
+        """Drop pooled connections; the egress client reconnects if it is used again."""
+        self._egress.close()
+
+    @staticmethod
+    def _task_id(body: dict[str, Any]) -> str:
+        task_id = body.get("task_id")
+        if not isinstance(task_id, str) or not task_id:
+            raise PermanentBackendError("cloud answer carries no task_id")
+        return task_id

@@ -1,0 +1,249 @@
+"""CloudBackend against a real emulated-cloud process, through the egress gateway."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from qhybrid.backends.base import (
+    TERMINAL_TASK_STATES,
+    DeviceTarget,
+    PermanentBackendError,
+    TaskState,
+    TaskStatus,
+    TransientBackendError,
+)
+from qhybrid.backends.cloud import CloudBackend, parse_retry_after
+from qhybrid.gateway.client import EgressClient, EgressPolicyError
+from tests.cloud.helpers import BELL, X_ON_BIT0, CloudServer, new_token, start_cloud
+from tests.support.processes import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudServer]:
+    server = start_cloud(tmp_path_factory.mktemp("cloud-backend"), queue_delay=0.2, run_delay=0.3)
+    try:
+        yield server
+    finally:
+        server.process.stop()
+
+
+def make_backend(base_url: str, *, token: str, allowed: list[str] | None = None, timeout: float = 5.0):
+    egress = EgressClient(allowed if allowed is not None else [base_url], timeout=timeout)
+    return CloudBackend(name="cloud", base_url=base_url, token=token, device="emulator", egress=egress)
+
+
+@pytest.fixture
+def backend(cloud: CloudServer) -> Iterator[CloudBackend]:
+    adapter = make_backend(cloud.base_url, token=cloud.token)
+    try:
+        yield adapter
+    finally:
+        adapter.close()
+
+
+def wait_terminal(backend: CloudBackend, task_id: str, timeout: float = 20.0) -> list[TaskStatus]:
+    seen: list[TaskStatus] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = backend.status(task_id)
+        if not seen or seen[-1].state != status.state:
+            seen.append(status)
+        if status.state in TERMINAL_TASK_STATES:
+            return seen
+        time.sleep(0.02)
+    raise AssertionError(f"task {task_id} not finished after {timeout}s: {seen}")
+
+
+def test_target_is_fetched_once_and_cached(backend: CloudBackend) -> None:
+    target = backend.target()
+    assert target == DeviceTarget(
+        name="emulator", num_qubits=32, basis_gates=("rz", "sx", "x", "cx"), coupling_map=None
+    )
+    assert backend.target() is target
+
+
+def test_full_lifecycle(backend: CloudBackend) -> None:
+    token = new_token("lifecycle")
+    task_id = backend.submit(X_ON_BIT0, 300, token)
+    first = backend.status(task_id)
+    assert first.state is TaskState.QUEUED
+    assert first.provider_state == "QUEUED"
+    assert first.queue_position is not None
+
+    seen = wait_terminal(backend, task_id)
+    assert [s.state for s in seen][-2:] == [TaskState.RUNNING, TaskState.COMPLETED]
+
+    result = backend.result(task_id)
+    assert result.shots == 300
+    assert result.counts == {"100": 300}  # bit 0 first
+    assert result.metadata["device"] == "emulator"
+
+    # The same client token never makes a second task.
+    assert backend.submit(X_ON_BIT0, 300, token) == task_id
+    assert backend.find_task(token) == task_id
+
+
+def test_bell_counts(backend: CloudBackend) -> None:
+    task_id = backend.submit(BELL, 1000, new_token("bell"))
+    wait_terminal(backend, task_id)
+    result = backend.result(task_id)
+    assert set(result.counts) == {"00", "11"}
+    assert sum(result.counts.values()) == 1000
+
+
+def test_find_task_unknown_token_is_none(backend: CloudBackend) -> None:
+    assert backend.find_task(new_token("unknown")) is None
+
+
+def test_cancel_and_result_of_unfinished_task(backend: CloudBackend) -> None:
+    task_id = backend.submit(X_ON_BIT0, 10, new_token("cancel"))
+    with pytest.raises(PermanentBackendError, match="only COMPLETED tasks have results"):
+        backend.result(task_id)
+    backend.cancel(task_id)
+    assert backend.status(task_id).state is TaskState.CANCELLED
+    backend.cancel(task_id)  # harmless once finished
+    assert backend.status(task_id).state is TaskState.CANCELLED
+
+
+def test_unknown_task_is_permanent(backend: CloudBackend) -> None:
+    with pytest.raises(PermanentBackendError, match="404"):
+        backend.status("task-000000000000000000000000")
+
+
+def test_bad_program_is_permanent(backend: CloudBackend) -> None:
+    token = new_token("bad")
+    with pytest.raises(PermanentBackendError, match="not valid OpenQASM 3"):
+        backend.submit("OPENQASM 3.0;\nthis is not a program;\n", 10, token)
+    assert backend.find_task(token) is None
+
+
+def test_bad_token_is_permanent(cloud: CloudServer) -> None:
+    adapter = make_backend(cloud.base_url, token="wrong-token")
+    try:
+        with pytest.raises(PermanentBackendError, match="401: invalid bearer token"):
+            adapter.target()
+        with pytest.raises(PermanentBackendError, match="401"):
+            adapter.submit(X_ON_BIT0, 10, new_token())
+    finally:
+        adapter.close()
+
+
+def test_nothing_listening_is_transient() -> None:
+    base_url = f"http://127.0.0.1:{free_port()}"
+    adapter = make_backend(base_url, token="whatever", timeout=2.0)
+    try:
+        with pytest.raises(TransientBackendError):
+            adapter.target()
+        with pytest.raises(TransientBackendError):
+            adapter.submit(X_ON_BIT0, 10, new_token())
+        with pytest.raises(TransientBackendError):
+            adapter.find_task(new_token())
+    finally:
+        adapter.close()
+
+
+def test_egress_allow_list_refuses_other_destinations(cloud: CloudServer) -> None:
+    token = new_token("egress")
+    adapter = make_backend(cloud.base_url, token=cloud.token, allowed=["127.0.0.1:1"])
+    try:
+        with pytest.raises(PermanentBackendError, match="allow-list") as caught:
+            adapter.submit(X_ON_BIT0, 10, token)
+        assert isinstance(caught.value.__cause__, EgressPolicyError)
+    finally:
+        adapter.close()
+    # Refused before any byte left: the cloud never heard of this token.
+    assert token.encode() not in (cloud.data_dir / "received.log").read_bytes()
+
+
+# --- throttling and server errors ----------------------------------------------------------------
+# The emulated cloud has no fault injection yet, so a small stdlib HTTP server plays a cloud that
+# throttles, fails or hangs. It is a real server on a real socket, like the cloud itself.
+
+
+class _TroubleHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path.endswith("/throttled"):
+            self._answer(429, b'{"detail": "slow down"}', {"Retry-After": "7"})
+        elif self.path.endswith("/broken"):
+            self._answer(503, b"upstream down", {"Retry-After": formatdate(time.time() + 30, usegmt=True)})
+        elif self.path.endswith("/garbled"):
+            self._answer(200, b"<html>not json</html>", {})
+        elif self.path.endswith("/slow"):
+            time.sleep(1.5)
+            self._answer(200, b"{}", {})
+        else:
+            self._answer(404, b'{"detail": "nothing here"}', {})
+
+    def _answer(self, code: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(code)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Keep test output quiet."""
+
+
+@pytest.fixture(scope="module")
+def trouble_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _TroubleHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _trouble_backend(url: str, device: str, timeout: float = 5.0) -> CloudBackend:
+    egress = EgressClient([url], timeout=timeout)
+    return CloudBackend(name="cloud", base_url=url, token="t", device=device, egress=egress)
+
+
+def test_throttling_is_transient_with_retry_after(trouble_url: str) -> None:
+    with pytest.raises(TransientBackendError, match="429: slow down") as caught:
+        _trouble_backend(trouble_url, "throttled").target()
+    assert caught.value.retry_after == 7.0
+
+
+def test_server_error_is_transient_with_http_date_retry_after(trouble_url: str) -> None:
+    with pytest.raises(TransientBackendError, match="503: upstream down") as caught:
+        _trouble_backend(trouble_url, "broken").target()
+    assert caught.value.retry_after is not None
+    assert 25.0 <= caught.value.retry_after <= 31.0
+
+
+def test_unreadable_success_body_is_transient(trouble_url: str) -> None:
+    with pytest.raises(TransientBackendError, match="unreadable JSON"):
+        _trouble_backend(trouble_url, "garbled").target()
+
+
+def test_timeout_is_transient(trouble_url: str) -> None:
+    with pytest.raises(TransientBackendError, match="timed out"):
+        _trouble_backend(trouble_url, "slow", timeout=0.3).target()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, None), ("", None), ("3", 3.0), (" 1.5 ", 1.5), ("-4", 0.0), ("soon", None), ("nan", None)],
+)
+def test_parse_retry_after(value: str | None, expected: float | None) -> None:
+    assert parse_retry_after(value) == expected
+
+
+def test_parse_retry_after_http_date() -> None:
+    now = 1_700_000_000.0
+    assert parse_retry_after(formatdate(now + 120, usegmt=True), now=now) == pytest.approx(120.0)
+    assert parse_retry_after(formatdate(now - 120, usegmt=True), now=now) == 0.0
