@@ -19,11 +19,15 @@ from qhybrid.core.config import Settings
 from tests.support.processes import Process, free_port, start_process
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-POSTGRES_ADMIN_URL = os.environ.get("QHYBRID_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "QHYBRID_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_URL = os.environ.get("QHYBRID_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 # A developer's own QHYBRID_* settings must not leak into tests (a production Redis, say).
-for _name in [n for n in os.environ if n.startswith(("QHYBRID_", "QCLOUD_")) and not n.startswith("QHYBRID_TEST_")]:
+for _name in [
+    n for n in os.environ if n.startswith(("QHYBRID_", "QCLOUD_")) and not n.startswith("QHYBRID_TEST_")
+]:
     del os.environ[_name]
 
 
@@ -137,12 +141,18 @@ def cloud_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pr
     proc = start_process(
         "cloud",
         [
-            "-m", "qhybrid.cloud",
-            "--port", str(port),
-            "--data-dir", str(folder / "data"),
-            "--queue-delay", "0.3",
-            "--run-delay", "0.3",
-            "--token", token,
+            "-m",
+            "qhybrid.cloud",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(folder / "data"),
+            "--queue-delay",
+            "0.3",
+            "--run-delay",
+            "0.3",
+            "--token",
+            token,
         ],
         log_dir=folder,
         health_url=f"http://127.0.0.1:{port}/healthz",

@@ -39,7 +39,9 @@ def serve(
 
 @app.command()
 def worker(
-    threads: Annotated[int | None, typer.Option(help="Jobs processed at once (default QHYBRID_WORKER_THREADS).")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Jobs processed at once (default QHYBRID_WORKER_THREADS).")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
 ) -> None:
     """Run a worker: the queue consumer and the reconciler."""
@@ -69,16 +71,22 @@ def reconcile() -> None:
     settings = Settings()
     db = Database(settings.resolved_database_url)
     db.migrate()
-    kicked = reconcile_once(JobStore(db), JobQueue(make_huey(settings)), grace_seconds=settings.reconcile_grace_seconds)
+    kicked = reconcile_once(
+        JobStore(db), JobQueue(make_huey(settings)), grace_seconds=settings.reconcile_grace_seconds
+    )
     typer.echo(f"re-kicked {len(kicked)} job(s)")
 
 
 @app.command()
 def demo(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the final job document as JSON on stdout only.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the final job document as JSON on stdout only.")
+    ] = False,
     queue_delay: Annotated[float, typer.Option(help="Seconds the emulated QPU keeps a task QUEUED.")] = 2.0,
     run_delay: Annotated[float, typer.Option(help="Seconds the emulated QPU keeps a task RUNNING.")] = 1.5,
-    file: Annotated[Path | None, typer.Option(help="A request JSON file instead of the sample portfolio.")] = None,
+    file: Annotated[
+        Path | None, typer.Option(help="A request JSON file instead of the sample portfolio.")
+    ] = None,
 ) -> None:
     """Start the cloud, the API and a worker, submit a sample portfolio over HTTP, print the result."""
     from qhybrid.demo import run_demo
@@ -94,13 +102,19 @@ def demo(
 
 @app.command()
 def submit(
-    file: Annotated[Path, typer.Argument(help="Request JSON file (see docs or the sample portfolio).", exists=True)],
-    url: Annotated[str, typer.Option(envvar="QHYBRID_API_URL", help="API base URL.")] = "http://127.0.0.1:8000",
+    file: Annotated[
+        Path, typer.Argument(help="Request JSON file (see docs or the sample portfolio).", exists=True)
+    ],
+    url: Annotated[
+        str, typer.Option(envvar="QHYBRID_API_URL", help="API base URL.")
+    ] = "http://127.0.0.1:8000",
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job until it ends.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout only.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 3600.0,
     idempotency_key: Annotated[str | None, typer.Option(help="Idempotency-Key header.")] = None,
-    api_key: Annotated[str | None, typer.Option(envvar="QHYBRID_API_KEY", help="API key, if the API needs one.")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="QHYBRID_API_KEY", help="API key, if the API needs one.")
+    ] = None,
 ) -> None:
     """Submit a request file to a running API; optionally wait for the result."""
     from qhybrid.client import ApiRequestError, Client

@@ -58,7 +58,9 @@ class Client:
 
     def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 30.0) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, trust_env=False)
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, trust_env=False
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -104,7 +106,9 @@ class Client:
         body: dict[str, Any] = self._json(self._http.post(f"/jobs/{job_id}/cancel"))
         return body
 
-    def list(self, *, limit: int = 20, cursor: str | None = None, status: str | None = None) -> dict[str, Any]:
+    def list(
+        self, *, limit: int = 20, cursor: str | None = None, status: str | None = None
+    ) -> dict[str, Any]:
         """One page of jobs (``items``, ``next_cursor``)."""
         params: dict[str, str | int] = {"limit": limit}
         if cursor:

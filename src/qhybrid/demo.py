@@ -1,5 +1,7 @@
-"""``qhybrid demo``: start what the embedded default needs, submit a sample portfolio over HTTP,
-follow the job through its states, and print the result.
+"""``qhybrid demo``: the whole flow on the embedded default, over real HTTP.
+
+It starts what the embedded default needs, submits a sample portfolio, follows the job through
+its states and prints the result.
 
 Three child processes, exactly as in a deployment: the emulated public cloud (its own folder,
 ``./.qhybrid-cloud/``), the API (uvicorn) and a worker. They share nothing but the network and,
@@ -129,11 +131,16 @@ def run_demo(
                 _child(
                     "cloud",
                     [
-                        "-m", "qhybrid.cloud",
-                        "--port", str(cloud_port),
-                        "--data-dir", ".qhybrid-cloud",
-                        "--queue-delay", str(queue_delay),
-                        "--run-delay", str(run_delay),
+                        "-m",
+                        "qhybrid.cloud",
+                        "--port",
+                        str(cloud_port),
+                        "--data-dir",
+                        ".qhybrid-cloud",
+                        "--queue-delay",
+                        str(queue_delay),
+                        "--run-delay",
+                        str(run_delay),
                     ],
                     env,
                     log_dir,
@@ -185,7 +192,9 @@ def print_result(console: Console, job: dict[str, Any]) -> None:
     table.add_column("classical (exact)")
     classical = result["classical"]
     table.add_row("selected", ", ".join(result["selected"]), ", ".join(classical["selected"]))
-    table.add_row("expected return", f"{result['expected_return']:.6g}", f"{classical['expected_return']:.6g}")
+    table.add_row(
+        "expected return", f"{result['expected_return']:.6g}", f"{classical['expected_return']:.6g}"
+    )
     table.add_row("variance", f"{result['variance']:.6g}", f"{classical['variance']:.6g}")
     table.add_row("objective", f"{result['objective']:.6g}", f"{classical['objective']:.6g}")
     console.print(table)

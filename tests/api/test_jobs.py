@@ -25,7 +25,16 @@ def test_unknown_job_is_404_naming_the_id(client: TestClient) -> None:
 
 def test_job_document_has_the_contract_fields(client: TestClient) -> None:
     job = client.get(f"/jobs/{submit(client)}").json()
-    for field in ("job_id", "status", "created_at", "updated_at", "events", "result", "remote_task", "request"):
+    for field in (
+        "job_id",
+        "status",
+        "created_at",
+        "updated_at",
+        "events",
+        "result",
+        "remote_task",
+        "request",
+    ):
         assert field in job
     assert job["result"] is None
     assert job["created_at"].endswith("Z") or job["created_at"].endswith("+00:00")
@@ -107,7 +116,12 @@ def test_readiness_reports_a_dead_queue(settings: Settings) -> None:
 
 def test_openapi_documents_the_routes(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
-    assert {"/optimize_portfolio", "/jobs", "/jobs/{job_id}", "/jobs/{job_id}/cancel", "/healthz", "/readyz"} <= set(
-        spec["paths"]
-    )
+    assert {
+        "/optimize_portfolio",
+        "/jobs",
+        "/jobs/{job_id}",
+        "/jobs/{job_id}/cancel",
+        "/healthz",
+        "/readyz",
+    } <= set(spec["paths"])
     assert client.get("/docs").status_code == 200

@@ -67,37 +67,120 @@ BIG = {"assets": [{"name": f"A{i}", "expected_return": 0.001} for i in range(50_
 
 # (case id, request kwargs for client.post, expected status, field the message must name)
 BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
-    ("nan-return", {"content": _nan_body(), "headers": {"content-type": "application/json"}}, 422, "assets[0].expected_return"),
-    ("infinite-covariance", {"content": _inf_body(), "headers": {"content-type": "application/json"}}, 422, "covariance[1][1]"),
-    ("asymmetric", {"json": valid_request(covariance=[[0.3, 0.1, 0.0], [0.2, 0.3, 0.0], [0.0, 0.0, 0.1]])}, 422, "covariance"),
-    ("not-psd", {"json": valid_request(covariance=[[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]])}, 422, "covariance"),
+    (
+        "nan-return",
+        {"content": _nan_body(), "headers": {"content-type": "application/json"}},
+        422,
+        "assets[0].expected_return",
+    ),
+    (
+        "infinite-covariance",
+        {"content": _inf_body(), "headers": {"content-type": "application/json"}},
+        422,
+        "covariance[1][1]",
+    ),
+    (
+        "asymmetric",
+        {"json": valid_request(covariance=[[0.3, 0.1, 0.0], [0.2, 0.3, 0.0], [0.0, 0.0, 0.1]])},
+        422,
+        "covariance",
+    ),
+    (
+        "not-psd",
+        {"json": valid_request(covariance=[[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]])},
+        422,
+        "covariance",
+    ),
     ("wrong-size", {"json": valid_request(covariance=[[1.0, 0.0], [0.0, 1.0]])}, 422, "covariance"),
-    ("ragged", {"json": valid_request(covariance=[[1.0, 0.0, 0.0], [0.0, 1.0], [0.0, 0.0, 1.0]])}, 422, "covariance"),
+    (
+        "ragged",
+        {"json": valid_request(covariance=[[1.0, 0.0, 0.0], [0.0, 1.0], [0.0, 0.0, 1.0]])},
+        422,
+        "covariance",
+    ),
     ("empty-covariance", {"json": valid_request(covariance=[])}, 422, "covariance"),
     ("budget-zero", {"json": valid_request(budget=0)}, 422, "budget"),
     ("budget-equals-n", {"json": valid_request(budget=3)}, 422, "budget"),
-    ("duplicate-names", {"json": valid_request(assets=[{"name": "A", "expected_return": 0.1}, {"name": "B", "expected_return": 0.1}, {"name": "A", "expected_return": 0.2}])}, 422, "assets"),
-    ("empty-name", {"json": valid_request(assets=[{"name": "", "expected_return": 0.1}, {"name": "B", "expected_return": 0.1}, {"name": "C", "expected_return": 0.2}])}, 422, "assets[0].name"),
-    ("one-asset", {"json": valid_request(assets=[{"name": "A", "expected_return": 0.1}], covariance=[[1.0]])}, 422, "assets"),
+    (
+        "duplicate-names",
+        {
+            "json": valid_request(
+                assets=[
+                    {"name": "A", "expected_return": 0.1},
+                    {"name": "B", "expected_return": 0.1},
+                    {"name": "A", "expected_return": 0.2},
+                ]
+            )
+        },
+        422,
+        "assets",
+    ),
+    (
+        "empty-name",
+        {
+            "json": valid_request(
+                assets=[
+                    {"name": "", "expected_return": 0.1},
+                    {"name": "B", "expected_return": 0.1},
+                    {"name": "C", "expected_return": 0.2},
+                ]
+            )
+        },
+        422,
+        "assets[0].name",
+    ),
+    (
+        "one-asset",
+        {"json": valid_request(assets=[{"name": "A", "expected_return": 0.1}], covariance=[[1.0]])},
+        422,
+        "assets",
+    ),
     ("unknown-backend", {"json": valid_request(backend="dwave-annealer")}, 422, "backend"),
     ("zero-shots", {"json": valid_request(shots=0)}, 422, "shots"),
     ("too-many-shots", {"json": valid_request(shots=10_000_000)}, 422, "shots"),
     ("negative-risk-aversion", {"json": valid_request(risk_aversion=-1)}, 422, "risk_aversion"),
     ("string-number", {"json": valid_request(budget="two")}, 422, "budget"),
     ("unknown-field", {"json": valid_request(leverage=3)}, 422, "leverage"),
-    ("missing-covariance", {"json": {k: v for k, v in valid_request().items() if k != "covariance"}}, 422, "covariance"),
+    (
+        "missing-covariance",
+        {"json": {k: v for k, v in valid_request().items() if k != "covariance"}},
+        422,
+        "covariance",
+    ),
     ("bad-option", {"json": valid_request(options={"reps": 99})}, 422, "options.reps"),
     ("unknown-option", {"json": valid_request(options={"optimizer": "magic"})}, 422, "options.optimizer"),
     ("array-body", {"json": [1, 2, 3]}, 422, "body"),
-    ("malformed-json", {"content": b'{"assets": [', "headers": {"content-type": "application/json"}}, 400, "body"),
-    ("wrong-content-type", {"content": json.dumps(valid_request()), "headers": {"content-type": "text/plain"}}, 415, "content-type"),
-    ("no-content-type", {"content": json.dumps(valid_request()).encode(), "headers": {"content-type": ""}}, 415, "content-type"),
+    (
+        "malformed-json",
+        {"content": b'{"assets": [', "headers": {"content-type": "application/json"}},
+        400,
+        "body",
+    ),
+    (
+        "wrong-content-type",
+        {"content": json.dumps(valid_request()), "headers": {"content-type": "text/plain"}},
+        415,
+        "content-type",
+    ),
+    (
+        "no-content-type",
+        {"content": json.dumps(valid_request()).encode(), "headers": {"content-type": ""}},
+        415,
+        "content-type",
+    ),
     ("oversize-body", {"json": BIG}, 413, "body"),
-    ("bad-idempotency-key", {"json": valid_request(), "headers": {"Idempotency-Key": "x" * 300}}, 422, "idempotency-key"),
+    (
+        "bad-idempotency-key",
+        {"json": valid_request(), "headers": {"Idempotency-Key": "x" * 300}},
+        422,
+        "idempotency-key",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("body", "status", "field"), [c[1:] for c in BAD_REQUESTS], ids=[c[0] for c in BAD_REQUESTS])
+@pytest.mark.parametrize(
+    ("body", "status", "field"), [c[1:] for c in BAD_REQUESTS], ids=[c[0] for c in BAD_REQUESTS]
+)
 def test_bad_input_is_refused_with_the_field_named_and_nothing_stored(
     client: TestClient, body: dict[str, Any], status: int, field: str
 ) -> None:
@@ -115,7 +198,8 @@ def test_bad_input_is_refused_with_the_field_named_and_nothing_stored(
 
 def test_rules_are_named(client: TestClient) -> None:
     response = client.post(
-        "/optimize_portfolio", json=valid_request(covariance=[[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+        "/optimize_portfolio",
+        json=valid_request(covariance=[[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]]),
     )
     item = response.json()["errors"][0]
     assert item == {
@@ -147,7 +231,9 @@ def test_api_keys_when_configured(settings: Settings) -> None:
         assert refused.headers["www-authenticate"] == "Bearer"
         wrong = guarded.get("/jobs", headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401
-        ok = guarded.post("/optimize_portfolio", json=valid_request(), headers={"Authorization": "Bearer s3cret"})
+        ok = guarded.post(
+            "/optimize_portfolio", json=valid_request(), headers={"Authorization": "Bearer s3cret"}
+        )
         assert ok.status_code == 202
         assert guarded.get("/healthz").status_code == 200  # probes stay open
         assert job_count(guarded) == 1

@@ -46,7 +46,10 @@ def running(queue_settings: Settings, seen: list[str]) -> Iterator[tuple[JobQueu
 
 def test_engine_follows_the_settings(settings: Settings) -> None:
     assert type(make_huey(settings)).__name__ == "_SqliteHuey"
-    assert "RedisHuey" in type(make_huey(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))).__name__
+    assert (
+        "RedisHuey"
+        in type(make_huey(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))).__name__
+    )
 
 
 def test_messages_carry_the_job_id_only(queue_settings: Settings) -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from qhybrid.jobs.states import (
@@ -24,7 +26,7 @@ HAPPY_PATH = [
 
 
 def test_happy_path_is_allowed_step_by_step() -> None:
-    for source, target in zip(HAPPY_PATH, HAPPY_PATH[1:], strict=False):
+    for source, target in itertools.pairwise(HAPPY_PATH):
         check_transition(source, target)
 
 

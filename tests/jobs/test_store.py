@@ -100,7 +100,9 @@ def test_an_expired_lease_can_be_taken_over(store: JobStore) -> None:
 def test_transition_is_conditional_on_the_expected_state(store: JobStore) -> None:
     job_id = new_job(store)
     store.claim(job_id, owner="w", lease_seconds=60)
-    assert store.transition(job_id, owner="w", source=JobState.ACCEPTED, target=JobState.PREPARING, detail="go")
+    assert store.transition(
+        job_id, owner="w", source=JobState.ACCEPTED, target=JobState.PREPARING, detail="go"
+    )
     assert not store.transition(job_id, owner="w", source=JobState.ACCEPTED, target=JobState.PREPARING)
     view = store.view(job_id)
     assert view is not None
@@ -163,9 +165,14 @@ def test_cancel_while_a_worker_holds_the_job_only_flags_it(store: JobStore) -> N
 
 def test_remote_task_needs_the_lease(store: JobStore) -> None:
     job_id = new_job(store)
-    assert store.create_remote_task(job_id=job_id, owner="w", attempt=1, backend="local", client_token="t" * 32) is None
+    assert (
+        store.create_remote_task(job_id=job_id, owner="w", attempt=1, backend="local", client_token="t" * 32)
+        is None
+    )
     store.claim(job_id, owner="w", lease_seconds=60)
-    row = store.create_remote_task(job_id=job_id, owner="w", attempt=1, backend="local", client_token="t" * 32)
+    row = store.create_remote_task(
+        job_id=job_id, owner="w", attempt=1, backend="local", client_token="t" * 32
+    )
     assert row is not None
     store.update_remote_task(row.id, task_id="task-1")
     fetched = store.remote_task(job_id, 1)

@@ -49,7 +49,9 @@ class ApiError(Exception):
 
 def invalid(field: str, rule: str, message: str) -> ApiError:
     """A 422 for one broken rule of one field."""
-    return ApiError(422, "invalid_request", f"{field}: {message}", [ErrorItem(field=field, rule=rule, message=message)])
+    return ApiError(
+        422, "invalid_request", f"{field}: {message}", [ErrorItem(field=field, rule=rule, message=message)]
+    )
 
 
 def field_path(loc: Sequence[int | str]) -> str:
@@ -68,7 +70,11 @@ def field_path(loc: Sequence[int | str]) -> str:
 
 def _from_validation(errors: Sequence[Any]) -> ApiError:
     items = [
-        ErrorItem(field=field_path(err.get("loc", ())), rule=str(err.get("type", "invalid")), message=str(err.get("msg")))
+        ErrorItem(
+            field=field_path(err.get("loc", ())),
+            rule=str(err.get("type", "invalid")),
+            message=str(err.get("msg")),
+        )
         for err in errors
     ]
     broken = next((err for err in errors if err.get("type") == "json_invalid"), None)
@@ -77,7 +83,10 @@ def _from_validation(errors: Sequence[Any]) -> ApiError:
         where = f" at character {position}" if position is not None else ""
         message = f"not valid JSON{where} ({broken.get('msg')})"
         return ApiError(
-            400, "invalid_json", f"body: {message}", [ErrorItem(field="body", rule="json_invalid", message=message)]
+            400,
+            "invalid_json",
+            f"body: {message}",
+            [ErrorItem(field="body", rule="json_invalid", message=message)],
         )
     if not items:
         return ApiError(422, "invalid_request", "request is invalid")

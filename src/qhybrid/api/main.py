@@ -37,7 +37,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = AppServices(
             settings=settings, db=db, store=JobStore(db), queue=JobQueue(make_huey(settings))
         )
-        log.info("api ready: database=%s queue=%s", db.engine.url.get_backend_name(), "redis" if settings.redis_url else "sqlite")
+        log.info(
+            "api ready: database=%s queue=%s",
+            db.engine.url.get_backend_name(),
+            "redis" if settings.redis_url else "sqlite",
+        )
         try:
             yield
         finally:

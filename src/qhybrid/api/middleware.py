@@ -64,19 +64,28 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        await self._reply(send, 413, "payload_too_large", f"body: larger than the limit of {self.max_bytes} bytes")
+        await self._reply(
+            send, 413, "payload_too_large", f"body: larger than the limit of {self.max_bytes} bytes"
+        )
 
     @staticmethod
     async def _reply(send: Send, status: int, error: str, message: str) -> None:
         field = message.split(":", 1)[0]
         payload = json.dumps(
-            {"error": error, "message": message, "errors": [{"field": field, "rule": error, "message": message}]}
+            {
+                "error": error,
+                "message": message,
+                "errors": [{"field": field, "rule": error, "message": message}],
+            }
         ).encode()
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": payload})

@@ -132,7 +132,9 @@ class OptimizeRequest(BaseModel):
     def _budget_in_range(cls, budget: int, info: ValidationInfo) -> int:
         assets = info.data.get("assets")
         if budget < 1:
-            raise PydanticCustomError("budget_range", "budget must be at least 1, got {budget}", {"budget": budget})
+            raise PydanticCustomError(
+                "budget_range", "budget must be at least 1, got {budget}", {"budget": budget}
+            )
         if assets is not None and budget >= len(assets):
             raise PydanticCustomError(
                 "budget_range",

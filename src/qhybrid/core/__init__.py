@@ -1,0 +1,1 @@
+"""Shared kernel: configuration, logging, and the label-free QUBO/Ising vocabulary."""

@@ -92,7 +92,7 @@ def _describe(exc: BaseException) -> str:
 
 
 @dataclass
-class _Lost(Exception):
+class _LostLeaseError(Exception):
     """Another actor changed the job first; this worker stops touching it."""
 
     job_id: str
@@ -126,7 +126,7 @@ class Journey:
             return  # finished, unknown, or another worker holds it
         try:
             self._run(job_id, owner)
-        except _Lost:
+        except _LostLeaseError:
             log.info("job %s changed under worker %s; leaving it", job_id, owner)
         except PERMANENT_ERRORS as exc:
             self._fail(job_id, owner, f"{self._state_of(job_id)}: {_describe(exc)}")
@@ -141,7 +141,7 @@ class Journey:
         while True:
             job = self.store.get_job(job_id)
             if job is None or job.lease_owner != owner:
-                raise _Lost(job_id)
+                raise _LostLeaseError(job_id)
             state = JobState(job.state)
             if state in TERMINAL_STATES:
                 return
@@ -208,7 +208,7 @@ class Journey:
                 client_token=secrets.token_hex(16),
             )
             if row is None:
-                raise _Lost(job.id)
+                raise _LostLeaseError(job.id)
         else:
             task_id = row.task_id
             if task_id is None:
@@ -257,22 +257,29 @@ class Journey:
             self._move(job, owner, JobState.FINALIZING, detail=f"task {row.task_id} completed")
             return True
         if status.state in (TaskState.FAILED, TaskState.CANCELLED):
-            reason = f"provider task {row.task_id} {status.state.value.lower()}: {status.message or 'no reason given'}"
+            why = status.message or "no reason given"
+            reason = f"provider task {row.task_id} {status.state.value.lower()}: {why}"
             if job.attempt < self.settings.max_remote_attempts:
                 self._move(job, owner, JobState.SUBMITTING, detail=reason, attempt=job.attempt + 1)
                 self._submit(self._reload(job.id, owner), owner)
                 return False
             self._fail(job.id, owner, f"{reason} (after {job.attempt} attempts)", job=job)
             return False
-        interval = min((job.poll_interval or self.settings.poll_initial_seconds) * 2, self.settings.poll_max_seconds)
+        interval = min(
+            (job.poll_interval or self.settings.poll_initial_seconds) * 2, self.settings.poll_max_seconds
+        )
         next_poll = utcnow() + timedelta(seconds=interval)
         target = JobState.REMOTE_RUNNING if status.state is TaskState.RUNNING else JobState.REMOTE_QUEUED
         schedule = {"next_poll_at": next_poll, "poll_interval": interval}
-        if target is not state and not (state is JobState.REMOTE_RUNNING and target is JobState.REMOTE_QUEUED):
-            self._move(job, owner, target, detail=f"provider says {status.provider_state}", release=True, **schedule)
+        if target is not state and not (
+            state is JobState.REMOTE_RUNNING and target is JobState.REMOTE_QUEUED
+        ):
+            self._move(
+                job, owner, target, detail=f"provider says {status.provider_state}", release=True, **schedule
+            )
         else:
             if not self.store.release(job.id, owner=owner, step_failures=0, last_error=None, **schedule):
-                raise _Lost(job.id)
+                raise _LostLeaseError(job.id)
         self.queue.kick_at(job.id, next_poll)
         return False
 
@@ -329,16 +336,24 @@ class Journey:
             return
         failures = job.step_failures + 1
         if failures > self.settings.max_step_retries:
-            self._fail(job_id, owner, f"{job.state}: gave up after {failures} tries: {_describe(exc)}", job=job)
+            self._fail(
+                job_id, owner, f"{job.state}: gave up after {failures} tries: {_describe(exc)}", job=job
+            )
             return
-        delay = min(self.settings.retry_initial_seconds * 2 ** (failures - 1), self.settings.retry_max_seconds)
+        delay = min(
+            self.settings.retry_initial_seconds * 2 ** (failures - 1), self.settings.retry_max_seconds
+        )
         delay *= random.uniform(0.8, 1.2)  # jitter, so many jobs failing together retry apart
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             delay = max(delay, float(retry_after))
         when = utcnow() + timedelta(seconds=delay)
-        log.warning("job %s: %s failed (%s); retry %d in %.1fs", job_id, job.state, _describe(exc), failures, delay)
-        if self.store.release(job_id, owner=owner, step_failures=failures, last_error=_describe(exc), next_poll_at=when):
+        log.warning(
+            "job %s: %s failed (%s); retry %d in %.1fs", job_id, job.state, _describe(exc), failures, delay
+        )
+        if self.store.release(
+            job_id, owner=owner, step_failures=failures, last_error=_describe(exc), next_poll_at=when
+        ):
             self.queue.kick_at(job_id, when)
 
     def _fail(self, job_id: str, owner: str, reason: str, *, job: Job | None = None) -> None:
@@ -351,10 +366,12 @@ class Journey:
         if state in HAS_REMOTE_TASK:
             try:
                 self._cancel_remote(job)
-            except Exception:  # noqa: BLE001 - best effort: the job fails whatever the provider says
+            except Exception:  # best effort: the job fails whatever the provider says
                 log.warning("job %s: could not cancel the provider task while failing", job_id)
         log.warning("job %s failed: %s", job_id, reason)
-        self.store.transition(job_id, owner=owner, source=state, target=JobState.FAILED, detail=reason, error=reason)
+        self.store.transition(
+            job_id, owner=owner, source=state, target=JobState.FAILED, detail=reason, error=reason
+        )
 
     # ----------------------------------------------------------------------- helpers
 
@@ -379,7 +396,7 @@ class Journey:
     def _reload(self, job_id: str, owner: str) -> Job:
         job = self.store.get_job(job_id)
         if job is None or job.lease_owner != owner:
-            raise _Lost(job_id)
+            raise _LostLeaseError(job_id)
         return job
 
     def _state_of(self, job_id: str) -> str:
@@ -405,5 +422,5 @@ class Journey:
             job.id, owner=owner, source=JobState(job.state), target=target, detail=detail, **values
         )
         if not moved:
-            raise _Lost(job.id)
+            raise _LostLeaseError(job.id)
         log.info("job %s: %s -> %s", job.id, job.state, target.value)

@@ -99,6 +99,10 @@ class JobQueue:
         """A Huey consumer running this queue's tasks in ``workers`` threads."""
         # periodic=False: the reconciler runs on its own timer, finer than Huey's one-minute crontab.
         return self.huey.create_consumer(
-            workers=workers, worker_type="thread", periodic=False, scheduler_interval=1, initial_delay=0.05,
+            workers=workers,
+            worker_type="thread",
+            periodic=False,
+            scheduler_interval=1,
+            initial_delay=0.05,
             max_delay=0.5,
         )

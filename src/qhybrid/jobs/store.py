@@ -146,9 +146,7 @@ class JobStore:
         with self.db.read() as session:
             job = session.scalars(select(Job).where(Job.idempotency_key == key)).one_or_none()
         if job is not None and job.request_hash != request_hash:
-            raise IdempotencyConflictError(
-                "Idempotency-Key was already used for a different request body"
-            )
+            raise IdempotencyConflictError("Idempotency-Key was already used for a different request body")
         return job
 
     def get_job(self, job_id: str) -> Job | None:
@@ -305,9 +303,7 @@ class JobStore:
         check_transition(source, target)
         values: dict[str, Any] = {"state": target.value, "updated_at": now, "version": Job.version + 1}
         if target in TERMINAL_STATES:
-            values.update(
-                finished_at=now, lease_owner=None, lease_expires_at=None, next_poll_at=None
-            )
+            values.update(finished_at=now, lease_owner=None, lease_expires_at=None, next_poll_at=None)
         values.update(fields)
         lease_condition = _lease_free(now) if owner is None else Job.lease_owner == owner
         result = session.execute(
@@ -387,9 +383,7 @@ class JobStore:
         """Change fields of a remote task row."""
         with self.db.write() as session:
             session.execute(
-                update(RemoteTask)
-                .where(RemoteTask.id == task_row_id)
-                .values(updated_at=utcnow(), **fields)
+                update(RemoteTask).where(RemoteTask.id == task_row_id).values(updated_at=utcnow(), **fields)
             )
 
     # --------------------------------------------------------------------------- reconciler

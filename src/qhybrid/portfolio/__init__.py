@@ -1,0 +1,1 @@
+"""The finance model (trusted zone): portfolios, Markowitz → QUBO, classical solvers, evaluation."""

@@ -1,0 +1,1 @@
+"""The obfuscation proxy: turns the labelled business problem into abstract mathematics."""

@@ -1,0 +1,1 @@
+"""QAOA on abstract Ising problems: simulation, angle optimization, circuits, transpilation, QASM."""

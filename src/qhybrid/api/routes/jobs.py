@@ -23,7 +23,9 @@ from qhybrid.jobs.store import InvalidCursorError, JobView
 log = logging.getLogger("qhybrid.api")
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_api_key)])
 
-JobId = Annotated[str, Path(min_length=1, max_length=64, description="The id POST /optimize_portfolio returned.")]
+JobId = Annotated[
+    str, Path(min_length=1, max_length=64, description="The id POST /optimize_portfolio returned.")
+]
 _STATUS_NAMES = [state.api_name for state in JobState]
 
 
@@ -76,18 +78,26 @@ def _not_found(job_id: str) -> ApiError:
     return ApiError(404, "not_found", f"job_id: no job with id {job_id!r}", field="job_id")
 
 
-@router.get("", response_model=JobPage, summary="List jobs, newest first", responses={422: {"model": ErrorBody}})
+@router.get(
+    "", response_model=JobPage, summary="List jobs, newest first", responses={422: {"model": ErrorBody}}
+)
 def list_jobs(
     store: StoreDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
-    cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page.")] = None,
-    status: Annotated[str | None, Query(description=f"Only jobs in this status: {', '.join(_STATUS_NAMES)}.")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="next_cursor of the previous page.")
+    ] = None,
+    status: Annotated[
+        str | None, Query(description=f"Only jobs in this status: {', '.join(_STATUS_NAMES)}.")
+    ] = None,
 ) -> JobPage:
     """One page of jobs; follow ``next_cursor`` for the next."""
     state = None
     if status is not None:
         if status not in _STATUS_NAMES:
-            raise invalid("status", "known_status", f"unknown status {status!r}; one of {', '.join(_STATUS_NAMES)}")
+            raise invalid(
+                "status", "known_status", f"unknown status {status!r}; one of {', '.join(_STATUS_NAMES)}"
+            )
         state = JobState(status.upper())
     try:
         jobs, next_cursor = store.list_jobs(limit=limit, cursor=cursor, state=state)
@@ -110,7 +120,12 @@ def list_jobs(
     )
 
 
-@router.get("/{job_id}", response_model=JobDocument, summary="A job: status, events, result", responses={404: {"model": ErrorBody}})
+@router.get(
+    "/{job_id}",
+    response_model=JobDocument,
+    summary="A job: status, events, result",
+    responses={404: {"model": ErrorBody}},
+)
 def get_job(job_id: JobId, store: StoreDep) -> JobDocument:
     """The job's status, timestamps, transition events and, once completed, its result."""
     view = store.view(job_id)

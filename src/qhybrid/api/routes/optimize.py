@@ -37,15 +37,20 @@ def check_limits(request: OptimizeRequest, settings: Settings) -> None:
         raise invalid(
             "assets",
             "max_assets",
-            f"at most {settings.max_assets} assets are allowed (QHYBRID_MAX_ASSETS), got {len(request.assets)}",
+            f"at most {settings.max_assets} assets are allowed (QHYBRID_MAX_ASSETS), "
+            f"got {len(request.assets)}",
         )
     if request.shots is not None and request.shots > settings.max_shots:
         raise invalid(
-            "shots", "max_shots", f"at most {settings.max_shots} shots are allowed (QHYBRID_MAX_SHOTS), got {request.shots}"
+            "shots",
+            "max_shots",
+            f"at most {settings.max_shots} shots are allowed (QHYBRID_MAX_SHOTS), got {request.shots}",
         )
     if request.backend not in KNOWN_BACKENDS:
         raise invalid(
-            "backend", "known_backend", f"unknown backend {request.backend!r}; known: {', '.join(KNOWN_BACKENDS)}"
+            "backend",
+            "known_backend",
+            f"unknown backend {request.backend!r}; known: {', '.join(KNOWN_BACKENDS)}",
         )
 
 
@@ -78,7 +83,9 @@ def optimize_portfolio(
     if body.shots is None:
         body = body.model_copy(update={"shots": settings.default_shots})
     document = body.model_dump(mode="json")
-    request_hash = hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    request_hash = hashlib.sha256(
+        json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
     deadline = utcnow() + timedelta(seconds=body.deadline_seconds or settings.job_deadline_seconds)
     try:
         job, created = store.create_job(
@@ -99,7 +106,9 @@ def optimize_portfolio(
             queue.kick(job.id)
         except Exception:
             # The job is stored; the reconciler will find it. The client still gets its 202.
-            log.exception("job %s stored but the queue could not be reached; the reconciler will pick it up", job.id)
+            log.exception(
+                "job %s stored but the queue could not be reached; the reconciler will pick it up", job.id
+            )
     else:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/jobs/{job.id}"

@@ -1,0 +1,209 @@
+"""The whole flow over HTTP: a real uvicorn API, real worker processes and the emulated cloud,
+on the embedded default (SQLite + SqliteHuey) and on the machine's PostgreSQL + Redis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from qhybrid.client import Client
+from qhybrid.demo import sample_request
+from tests.support.processes import Process, free_port, start_process
+
+pytestmark = pytest.mark.integration
+
+FAST = {
+    "QHYBRID_POLL_INITIAL_SECONDS": "0.3",
+    "QHYBRID_POLL_MAX_SECONDS": "1",
+    "QHYBRID_RECONCILE_INTERVAL_SECONDS": "1",
+    "QHYBRID_RECONCILE_GRACE_SECONDS": "2",
+    "QHYBRID_LEASE_SECONDS": "20",
+}
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    folder: Path
+    cloud_url: str
+    cloud_token: str
+    api_url: str = ""
+    processes: list[Process] = field(default_factory=list)
+    workers: list[Process] = field(default_factory=list)
+
+    def start_worker(self) -> Process:
+        index = len(self.workers)
+        proc = start_process(
+            f"worker-{index}", ["-m", "qhybrid", "worker"], log_dir=self.folder, env=self.env
+        )
+        self.workers.append(proc)
+        self.processes.append(proc)
+        return proc
+
+    def submissions(self) -> dict[str, int]:
+        response = httpx.get(
+            f"{self.cloud_url}/v1/admin/submissions", headers={"Authorization": f"Bearer {self.cloud_token}"}
+        )
+        response.raise_for_status()
+        counts: dict[str, int] = response.json()
+        return counts
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.log()[-3000:]}" for p in self.processes)
+
+
+@pytest.fixture(params=["embedded", "redis+postgresql"])
+def stack_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    env = {"QHYBRID_DATA_DIR": str(tmp_path / "qhybrid"), **FAST}
+    if request.param == "redis+postgresql":
+        env["QHYBRID_DATABASE_URL"] = request.getfixturevalue("postgres_url")
+        env["QHYBRID_REDIS_URL"] = request.getfixturevalue("redis_server")
+        env["QHYBRID_QUEUE_NAME"] = request.getfixturevalue("queue_name")
+    return env
+
+
+@pytest.fixture
+def start_stack(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    """Starts cloud, API and one worker as separate processes; everything is stopped afterwards."""
+    stacks: list[Stack] = []
+
+    def start(queue_delay: float = 0.5, run_delay: float = 0.5) -> Stack:
+        cloud_port, api_port = free_port(), free_port()
+        token = "e2e-token"
+        env = {
+            **stack_env,
+            "QHYBRID_CLOUD_URL": f"http://127.0.0.1:{cloud_port}",
+            "QHYBRID_CLOUD_TOKEN": token,
+        }
+        stack = Stack(
+            env=env, folder=tmp_path / "logs", cloud_url=env["QHYBRID_CLOUD_URL"], cloud_token=token
+        )
+        stacks.append(stack)
+        stack.processes.append(
+            start_process(
+                "cloud",
+                [
+                    "-m",
+                    "qhybrid.cloud",
+                    "--port",
+                    str(cloud_port),
+                    "--data-dir",
+                    str(tmp_path / "cloud"),
+                    "--queue-delay",
+                    str(queue_delay),
+                    "--run-delay",
+                    str(run_delay),
+                    "--token",
+                    token,
+                ],
+                log_dir=stack.folder,
+                health_url=f"{stack.cloud_url}/healthz",
+            )
+        )
+        stack.api_url = f"http://127.0.0.1:{api_port}"
+        stack.processes.append(
+            start_process(
+                "api",
+                ["-m", "qhybrid", "serve", "--port", str(api_port)],
+                log_dir=stack.folder,
+                env=env,
+                health_url=f"{stack.api_url}/readyz",
+            )
+        )
+        stack.start_worker()
+        return stack
+
+    yield start
+    for stack in stacks:
+        for proc in reversed(stack.processes):
+            proc.stop()
+
+
+def wait_for_status(client: Client, job_id: str, wanted: set[str], timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(job_id)
+        if job["status"] in wanted:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} never reached {wanted}; last {job['status']}")
+
+
+def test_the_seed_flow_end_to_end(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack()
+    with Client(stack.api_url) as client:
+        raw = httpx.post(f"{stack.api_url}/optimize_portfolio", json=sample_request())
+        assert raw.status_code == 202
+        assert raw.headers["location"] == f"/jobs/{raw.json()['job_id']}"
+        job = client.wait(raw.json()["job_id"], timeout=120)
+        assert job["status"] == "completed", stack.logs()
+        statuses = [e["status"] for e in job["events"]]
+        assert statuses[:4] == ["accepted", "preparing", "submitting", "submitted"]
+        assert statuses[-2:] == ["finalizing", "completed"]
+        result = job["result"]
+        names = {a["name"] for a in sample_request()["assets"]}
+        assert set(result["selected"]) <= names and len(result["selected"]) == sample_request()["budget"]
+        q = sample_request()["risk_aversion"]
+        assert result["objective"] == pytest.approx(
+            q * result["variance"] - result["expected_return"], rel=1e-9
+        )
+        assert result["gap"] >= 0
+        assert result["objective"] >= result["classical"]["objective"] - 1e-15
+        assert result["quantum"]["task_id"] == job["remote_task"]["task_id"]
+        assert job["remote_task"]["state"] == "COMPLETED"
+        listed = client.list(limit=5)
+        assert listed["items"][0]["job_id"] == job["job_id"]
+        assert listed["items"][0]["objective"] == result["objective"]
+    assert len(stack.submissions()) == 1
+
+
+def test_worker_killed_while_the_task_waits_remotely(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack(queue_delay=6.0)
+    with Client(stack.api_url) as client:
+        job_id = client.submit(sample_request())
+        wait_for_status(client, job_id, {"remote_queued"}, timeout=90)
+        stack.workers[0].kill9()
+        assert not stack.workers[0].alive()
+        stack.start_worker()
+        job = client.wait(job_id, timeout=120)
+    assert job["status"] == "completed", stack.logs()
+    # One job, one attempt, one task: the provider saw exactly one submission.
+    counts = stack.submissions()
+    assert list(counts.values()) == [1], counts
+    assert job["attempt"] == 1
+
+
+def test_submit_command_waits_and_prints_json(start_stack: Callable[..., Stack], tmp_path: Path) -> None:
+    stack = start_stack()
+    request_file = tmp_path / "request.json"
+    request_file.write_text(json.dumps(sample_request()))
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qhybrid",
+            "submit",
+            str(request_file),
+            "--url",
+            stack.api_url,
+            "--wait",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr + stack.logs()
+    job = json.loads(completed.stdout)
+    assert job["status"] == "completed"
+    assert "accepted" in completed.stderr  # progress goes to stderr, stdout is JSON only

@@ -1,0 +1,301 @@
+"""The journey in-process against a real emulated cloud process: success, crashes, cancel, failures."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from qhybrid.backends.base import QuantumBackend, TaskState
+from qhybrid.backends.registry import BackendRegistry
+from qhybrid.core.config import Settings
+from qhybrid.jobs.database import Database
+from qhybrid.jobs.journey import Journey, problem_from_request
+from qhybrid.jobs.models import utcnow
+from qhybrid.jobs.queue import JobQueue, make_huey
+from qhybrid.jobs.reconciler import reconcile_once
+from qhybrid.jobs.states import JobState
+from qhybrid.jobs.store import JobStore
+from qhybrid.portfolio.classical import brute_force
+from tests.support.processes import Process, free_port, start_process
+
+REQUEST: dict[str, Any] = {
+    "assets": [
+        {"name": n, "expected_return": r}
+        for n, r in zip("ABCDE", (0.012, 0.009, 0.007, 0.004, 0.010), strict=True)
+    ],
+    "covariance": [
+        [0.031, 0.012, 0.004, 0.002, 0.010],
+        [0.012, 0.024, 0.006, 0.001, 0.008],
+        [0.004, 0.006, 0.018, 0.003, 0.002],
+        [0.002, 0.001, 0.003, 0.010, 0.001],
+        [0.010, 0.008, 0.002, 0.001, 0.040],
+    ],
+    "risk_aversion": 0.5,
+    "budget": 2,
+    "backend": "local",
+    "shots": 512,
+    "options": {"reps": 1, "seed": 3},
+}
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: JobStore
+    queue: JobQueue
+    journey: Journey
+    backends: BackendRegistry
+
+    def new_job(self, request: dict[str, Any] | None = None, *, deadline: float = 3600) -> str:
+        job, _ = self.store.create_job(
+            job_id=str(uuid.uuid4()),
+            request=request or REQUEST,
+            request_hash=uuid.uuid4().hex,
+            backend="local",
+            shots=int((request or REQUEST)["shots"]),
+            deadline_at=utcnow() + timedelta(seconds=deadline),
+        )
+        return job.id
+
+    def wait_for(self, job_id: str, states: set[JobState], timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.store.get_job(job_id)
+            assert job is not None
+            if JobState(job.state) in states:
+                return job.state
+            time.sleep(0.05)
+        job = self.store.get_job(job_id)
+        raise AssertionError(f"job stuck in {job.state if job else None}: {job.last_error if job else ''}")
+
+
+def build(settings: Settings) -> Services:
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    store = JobStore(db)
+    queue = JobQueue(make_huey(settings))
+    backends = BackendRegistry(settings)
+    journey = Journey(settings, store, queue, backends)
+    queue.handler = journey.advance
+    return Services(settings, store, queue, journey, backends)
+
+
+@pytest.fixture
+def consumer_for() -> Iterator[Any]:
+    """Starts a real Huey consumer (threads) for a Services; stopped at the end."""
+    consumers: list[Any] = []
+
+    def start(services: Services) -> None:
+        consumer = services.queue.consumer(workers=2)
+        consumer.start()
+        consumers.append(consumer)
+
+    yield start
+    for consumer in consumers:
+        consumer.stop(graceful=True)
+
+
+@pytest.fixture(scope="module")
+def slow_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, str, str]]:
+    """A cloud whose queue holds tasks for 30 s, to act on jobs while they wait remotely."""
+    port = free_port()
+    folder = tmp_path_factory.mktemp("slow-cloud")
+    proc = start_process(
+        "slow-cloud",
+        [
+            "-m",
+            "qhybrid.cloud",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(folder / "data"),
+            "--queue-delay",
+            "30",
+            "--run-delay",
+            "0.2",
+            "--token",
+            "slow-token",
+        ],
+        log_dir=folder,
+        health_url=f"http://127.0.0.1:{port}/healthz",
+    )
+    yield proc, f"http://127.0.0.1:{port}", "slow-token"
+    proc.stop()
+
+
+def submissions(base_url: str, token: str) -> dict[str, int]:
+    response = httpx.get(f"{base_url}/v1/admin/submissions", headers={"Authorization": f"Bearer {token}"})
+    response.raise_for_status()
+    counts: dict[str, int] = response.json()
+    return counts
+
+
+def test_a_job_travels_to_completed(cloud_settings: Settings, consumer_for: Any) -> None:
+    services = build(cloud_settings)
+    consumer_for(services)
+    job_id = services.new_job()
+    services.queue.kick(job_id)
+    assert services.wait_for(job_id, {JobState.COMPLETED, JobState.FAILED}) == "COMPLETED"
+    view = services.store.view(job_id)
+    assert view is not None
+    path = [e.to_state for e in view.events]
+    assert path[:4] == ["ACCEPTED", "PREPARING", "SUBMITTING", "SUBMITTED"]
+    assert path[-2:] == ["FINALIZING", "COMPLETED"]
+    assert set(path) <= {s.value for s in JobState}
+    result = view.job.result
+    assert result is not None
+    exact = brute_force(problem_from_request(REQUEST))
+    assert result["classical"]["objective"] == pytest.approx(exact.objective, rel=1e-12)
+    assert len(result["selected"]) == 2
+    assert set(result["selected"]) <= set("ABCDE")
+    assert result["objective"] >= result["classical"]["objective"] - 1e-15
+    assert result["gap"] >= 0
+    assert result["quantum"]["task_id"] == view.remote_tasks[0].task_id
+    assert result["quantum"]["shots"] == 512
+    assert result["quantum"]["circuit"]["two_qubit_gates"] > 0
+    assert 0 <= result["quantum"]["best_share"] <= 1
+    assert view.remote_tasks[0].state == "COMPLETED"
+    assert sum(view.remote_tasks[0].counts.values()) == 512  # type: ignore[union-attr]
+    assert view.job.lease_owner is None
+
+
+class _Crash(BaseException):
+    """Stands for the worker process dying: nothing in the journey catches it."""
+
+
+class CrashAfterSubmit(QuantumBackend):
+    """Test double: the real cloud adapter, except the worker 'dies' right after the provider
+    accepted the task and before the task id could be recorded."""
+
+    def __init__(self, real: QuantumBackend) -> None:
+        self.real = real
+        self.name = real.name
+
+    def target(self) -> Any:
+        return self.real.target()
+
+    def submit(self, program: str, shots: int, client_token: str) -> str:
+        self.real.submit(program, shots, client_token)
+        raise _Crash
+
+    def find_task(self, client_token: str) -> str | None:
+        return self.real.find_task(client_token)
+
+    def status(self, task_id: str) -> Any:
+        return self.real.status(task_id)
+
+    def result(self, task_id: str) -> Any:
+        return self.real.result(task_id)
+
+    def cancel(self, task_id: str) -> None:
+        self.real.cancel(task_id)
+
+
+def test_crash_after_submission_never_submits_twice(
+    cloud_settings: Settings, cloud_process: tuple[Process, str, str]
+) -> None:
+    settings = cloud_settings.model_copy(update={"lease_seconds": 0.5})
+    services = build(settings)
+    real = services.backends.get("local")
+    services.backends._backends["local"] = CrashAfterSubmit(real)
+    job_id = services.new_job()
+    with pytest.raises(_Crash):
+        services.journey.advance(job_id)
+    job = services.store.get_job(job_id)
+    assert job is not None and job.state == "SUBMITTING" and job.lease_owner is not None
+    row = services.store.remote_task(job_id, 1)
+    assert row is not None and row.task_id is None
+    _, base_url, token = cloud_process
+    assert submissions(base_url, token)[row.client_token] == 1
+
+    # A new worker (the real adapter again) takes over once the dead worker's lease expires.
+    services.backends._backends["local"] = real
+    time.sleep(0.6)
+    assert job_id in services.store.due_for_reconcile(grace_seconds=0)
+    services.journey.advance(job_id)
+    row = services.store.remote_task(job_id, 1)
+    assert row is not None and row.task_id is not None
+    assert services.store.get_job(job_id).state == "SUBMITTED"  # type: ignore[union-attr]
+    assert submissions(base_url, token)[row.client_token] == 1
+
+
+def test_cancel_reaches_the_provider(
+    slow_cloud: tuple[Process, str, str], settings: Settings, consumer_for: Any
+) -> None:
+    _, url, token = slow_cloud
+    services = build(settings.model_copy(update={"cloud_url": url, "cloud_token": token}))
+    consumer_for(services)
+    job_id = services.new_job()
+    services.queue.kick(job_id)
+    services.wait_for(job_id, {JobState.REMOTE_QUEUED})
+    outcome = services.store.request_cancel(job_id)
+    assert outcome.accepted and not outcome.immediate
+    services.queue.kick(job_id)
+    assert services.wait_for(job_id, {JobState.CANCELLED, JobState.FAILED, JobState.COMPLETED}) == "CANCELLED"
+    row = services.store.remote_task(job_id, 1)
+    assert row is not None and row.task_id is not None
+    assert services.backends.get("local").status(row.task_id).state is TaskState.CANCELLED
+    events = services.store.view(job_id).events  # type: ignore[union-attr]
+    assert "cancelled" in (events[-1].detail or "")
+
+
+def test_unreachable_provider_fails_after_bounded_retries(settings: Settings, consumer_for: Any) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    services = build(settings.model_copy(update={"cloud_url": dead, "max_step_retries": 2}))
+    consumer_for(services)
+    job_id = services.new_job()
+    services.queue.kick(job_id)
+    assert services.wait_for(job_id, {JobState.FAILED, JobState.COMPLETED}, timeout=30) == "FAILED"
+    job = services.store.get_job(job_id)
+    assert job is not None and job.error is not None
+    assert "gave up after 3 tries" in job.error
+    assert "ConnectError" in job.error or "connect" in job.error.lower()
+
+
+def test_refused_credentials_fail_at_once(cloud_settings: Settings, consumer_for: Any) -> None:
+    services = build(cloud_settings.model_copy(update={"cloud_token": "wrong-token"}))
+    consumer_for(services)
+    job_id = services.new_job()
+    services.queue.kick(job_id)
+    assert services.wait_for(job_id, {JobState.FAILED, JobState.COMPLETED}) == "FAILED"
+    job = services.store.get_job(job_id)
+    assert job is not None and job.error is not None
+    assert "PermanentBackendError" in job.error
+    assert job.step_failures == 0  # no retries for a refusal
+
+
+def test_deadline_ends_the_job(
+    slow_cloud: tuple[Process, str, str], settings: Settings, consumer_for: Any
+) -> None:
+    _, url, token = slow_cloud
+    services = build(settings.model_copy(update={"cloud_url": url, "cloud_token": token}))
+    consumer_for(services)
+    job_id = services.new_job(deadline=4)
+    services.queue.kick(job_id)
+    assert (
+        services.wait_for(job_id, {JobState.FAILED, JobState.COMPLETED, JobState.CANCELLED}, timeout=30)
+        == "FAILED"
+    )
+    job = services.store.get_job(job_id)
+    assert job is not None and "deadline" in (job.error or "")
+    row = services.store.remote_task(job_id, 1)
+    assert row is not None and row.task_id is not None
+    # The provider task is cancelled with the job, not left to run (and bill).
+    assert services.backends.get("local").status(row.task_id).state is TaskState.CANCELLED
+
+
+def test_reconciler_rescues_a_job_whose_kick_was_lost(cloud_settings: Settings, consumer_for: Any) -> None:
+    services = build(cloud_settings)
+    consumer_for(services)
+    job_id = services.new_job()  # stored, never kicked: as if the enqueue was lost
+    time.sleep(0.3)
+    assert services.store.get_job(job_id).state == "ACCEPTED"  # type: ignore[union-attr]
+    assert reconcile_once(services.store, services.queue, grace_seconds=0) == [job_id]
+    assert services.wait_for(job_id, {JobState.COMPLETED, JobState.FAILED}) == "COMPLETED"
