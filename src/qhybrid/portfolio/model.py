@@ -1,0 +1,182 @@
+"""Markowitz binary asset selection under a cardinality budget.
+
+The problem follows the convention of qiskit-finance's ``PortfolioOptimization``: choose a binary
+vector ``x`` (``x_i = 1`` buys asset ``i``) that minimises ``q · xᵀΣx − μᵀx`` subject to
+``Σ x_i = budget``, where ``q`` is the risk aversion, ``Σ`` the covariance matrix and ``μ`` the
+expected returns. This module holds the business data (asset names included) and never leaves
+the trusted zone; only the anonymous :class:`~qhybrid.core.qubo.Qubo` derived from it does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from qhybrid.core.qubo import FloatArray
+
+
+def _frozen(array: FloatArray) -> FloatArray:
+    """A read-only copy, so a frozen dataclass cannot be mutated through its arrays."""
+    copy = np.array(array, dtype=np.float64, copy=True)
+    copy.setflags(write=False)
+    return copy
+
+
+def as_bit_matrix(x: ArrayLike, num_bits: int) -> FloatArray:
+    """Validate a bit vector or a batch of them and return it as a float ``(m, num_bits)`` matrix.
+
+    Args:
+        x: Shape ``(num_bits,)`` or ``(m, num_bits)``; every entry must be 0 or 1.
+        num_bits: Expected number of columns.
+
+    Returns:
+        The bits as ``float64``, always two-dimensional.
+
+    Raises:
+        ValueError: On a wrong shape or an entry other than 0 and 1.
+    """
+    xs = np.asarray(x)
+    if xs.ndim == 1:
+        xs = xs[np.newaxis, :]
+    if xs.ndim != 2 or xs.shape[1] != num_bits:
+        raise ValueError(f"expected bit vectors of length {num_bits}, got shape {np.shape(x)}")
+    values = xs.astype(np.float64)
+    if not np.all((values == 0.0) | (values == 1.0)):
+        raise ValueError("bit vectors may only contain 0 and 1")
+    return values
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One selection judged on the true business data.
+
+    Attributes:
+        selected: Names of the bought assets, in the problem's asset order.
+        bits: The selection as 0/1 per asset.
+        expected_return: ``μᵀx``.
+        variance: ``xᵀΣx``.
+        objective: ``q · xᵀΣx − μᵀx`` (lower is better).
+    """
+
+    selected: tuple[str, ...]
+    bits: tuple[int, ...]
+    expected_return: float
+    variance: float
+    objective: float
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-friendly dictionary (tuples become lists)."""
+        return {
+            "selected": list(self.selected),
+            "bits": list(self.bits),
+            "expected_return": self.expected_return,
+            "variance": self.variance,
+            "objective": self.objective,
+        }
+
+
+@dataclass(frozen=True)
+class PortfolioProblem:
+    """Pick exactly ``budget`` assets minimising ``risk_aversion · xᵀΣx − μᵀx``.
+
+    Attributes:
+        names: Asset names, unique, one per asset.
+        expected_returns: ``μ``, shape ``(n,)``.
+        covariance: ``Σ``, symmetric, shape ``(n, n)``.
+        risk_aversion: ``q ≥ 0``.
+        budget: Number of assets to buy, ``0 ≤ budget ≤ n``.
+
+    Raises:
+        ValueError: On inconsistent shapes, non-finite numbers, a non-symmetric covariance,
+            duplicate names, a negative risk aversion or a budget out of range.
+    """
+
+    names: tuple[str, ...]
+    expected_returns: FloatArray
+    covariance: FloatArray
+    risk_aversion: float
+    budget: int
+
+    def __post_init__(self) -> None:
+        names = tuple(self.names)
+        n = len(names)
+        if n == 0:
+            raise ValueError("a portfolio needs at least one asset")
+        if not all(isinstance(name, str) for name in names):
+            raise ValueError("asset names must be strings")
+        if len(set(names)) != n:
+            raise ValueError("asset names must be unique")
+        mu = np.asarray(self.expected_returns, dtype=np.float64)
+        cov = np.asarray(self.covariance, dtype=np.float64)
+        if mu.shape != (n,):
+            raise ValueError(f"expected_returns must have shape {(n,)}, got {mu.shape}")
+        if cov.shape != (n, n):
+            raise ValueError(f"covariance must have shape {(n, n)}, got {cov.shape}")
+        if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(cov))):
+            raise ValueError("expected_returns and covariance must be finite")
+        tolerance = 1e-9 * max(float(np.abs(cov).max()), 1e-300)
+        if not np.allclose(cov, cov.T, rtol=0.0, atol=tolerance):
+            raise ValueError("covariance must be symmetric")
+        risk = float(self.risk_aversion)
+        if not math.isfinite(risk) or risk < 0.0:
+            raise ValueError(f"risk_aversion must be finite and >= 0, got {self.risk_aversion}")
+        if isinstance(self.budget, bool) or int(self.budget) != self.budget:
+            raise ValueError(f"budget must be an integer, got {self.budget!r}")
+        budget = int(self.budget)
+        if not 0 <= budget <= n:
+            raise ValueError(f"budget must be between 0 and {n}, got {budget}")
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "expected_returns", _frozen(mu))
+        # Exact symmetry lets every consumer (QUBO, brute force) rely on Σ == Σᵀ bit for bit.
+        object.__setattr__(self, "covariance", _frozen((cov + cov.T) / 2.0))
+        object.__setattr__(self, "risk_aversion", risk)
+        object.__setattr__(self, "budget", budget)
+
+    @property
+    def num_assets(self) -> int:
+        """Number of assets ``n``."""
+        return len(self.names)
+
+    def objective(self, x: ArrayLike) -> FloatArray:
+        """``q · xᵀΣx − μᵀx`` for every row of ``x``.
+
+        Args:
+            x: One bit vector ``(n,)`` or a batch ``(m, n)``.
+
+        Returns:
+            Shape ``(m,)`` (``(1,)`` for a single vector), like :meth:`Qubo.energy`.
+        """
+        xs = as_bit_matrix(x, self.num_assets)
+        variance = np.einsum("mi,mi->m", xs @ self.covariance, xs)
+        return np.asarray(self.risk_aversion * variance - xs @ self.expected_returns, dtype=np.float64)
+
+    def is_feasible(self, x: ArrayLike) -> NDArray[np.bool_]:
+        """Whether each row of ``x`` buys exactly ``budget`` assets; shape ``(m,)``."""
+        xs = as_bit_matrix(x, self.num_assets)
+        return np.asarray(np.rint(xs.sum(axis=1)).astype(np.int64) == self.budget, dtype=np.bool_)
+
+    def evaluate(self, x: ArrayLike) -> Evaluation:
+        """Judge one selection on the true data.
+
+        Args:
+            x: A single bit vector of shape ``(n,)`` (feasible or not).
+
+        Raises:
+            ValueError: If ``x`` is not one bit vector of length ``n``.
+        """
+        if np.ndim(x) != 1:
+            raise ValueError(f"evaluate takes one bit vector, got shape {np.shape(x)}")
+        xs = as_bit_matrix(x, self.num_assets)[0]
+        bits = tuple(int(b) for b in xs)
+        variance = float(xs @ self.covariance @ xs)
+        expected_return = float(xs @ self.expected_returns)
+        return Evaluation(
+            selected=tuple(name for name, bit in zip(self.names, bits, strict=True) if bit),
+            bits=bits,
+            expected_return=expected_return,
+            variance=variance,
+            objective=float(self.objective(xs)[0]),
+        )

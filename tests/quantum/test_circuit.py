@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qiskit import QuantumCircuit, qasm3  # type: ignore[import-untyped, unused-ignore]
+from qiskit.quantum_info import Statevector  # type: ignore[import-untyped, unused-ignore]
+from qiskit_aer import AerSimulator
+
+from qhybrid.backends.base import DeviceTarget
+from qhybrid.core.qubo import Ising
+from qhybrid.portfolio.classical import brute_force
+from qhybrid.portfolio.qubo import to_qubo
+from qhybrid.portfolio.samples import analyse_samples
+from qhybrid.quantum.angles import QaoaAngles, optimize_angles
+from qhybrid.quantum.circuit import CircuitMetrics, CircuitTooLargeError, qaoa_circuit, transpile_for
+from qhybrid.quantum.decode import decode_counts
+from qhybrid.quantum.qasm import to_openqasm3
+from qhybrid.quantum.simulator import qaoa_statevector
+from tests.portfolio.factories import random_problem
+from tests.quantum.test_simulator import random_ising
+
+LINE = tuple((i, i + 1) for i in range(7)) + tuple((i + 1, i) for i in range(7))
+LINE_DEVICE = DeviceTarget("line8", 8, ("rz", "sx", "x", "cx"), LINE)
+ALL_TO_ALL = DeviceTarget("ions", 32, ("rx", "ry", "rz", "cz"), None)
+ANGLES = QaoaAngles(gammas=(0.3, 0.55), betas=(-0.45, -0.2), expectation=0.0, evaluations=0)
+
+
+def simulated_probabilities(ising: Ising, angles: QaoaAngles) -> np.ndarray:
+    cost = ising.cost_vector() / ising.scale()
+    state = qaoa_statevector(cost, ising.num_qubits, angles.gammas, angles.betas)
+    return np.abs(state) ** 2
+
+
+def measured_distribution(circuit: QuantumCircuit, num_clbits: int) -> np.ndarray:
+    """Exact distribution of the classical register; index bit k = classical bit k."""
+    measured: dict[int, int] = {}
+    for instruction in circuit.data:
+        qubits = [circuit.find_bit(q).index for q in instruction.qubits]
+        if instruction.operation.name == "measure":
+            measured[circuit.find_bit(instruction.clbits[0]).index] = qubits[0]
+        else:
+            # Measurements must be final: nothing may act on a measured qubit afterwards.
+            assert not set(qubits) & set(measured.values())
+    assert sorted(measured) == list(range(num_clbits))
+    unitary = circuit.remove_final_measurements(inplace=False)
+    probabilities = Statevector(unitary).probabilities([measured[k] for k in range(num_clbits)])
+    return np.asarray(probabilities, dtype=np.float64)
+
+
+def test_logical_circuit_shape() -> None:
+    ising = random_ising(4, seed=0)
+    circuit = qaoa_circuit(ising, ANGLES)
+    assert (circuit.num_qubits, circuit.num_clbits) == (4, 4)
+    ops = circuit.count_ops()
+    assert ops["h"] == 4
+    assert ops["rx"] == 8
+    assert ops["rzz"] == 2 * int(np.count_nonzero(ising.couplings))
+    assert ops["rz"] == 2 * int(np.count_nonzero(ising.h))
+    assert ops["measure"] == 4
+    assert "measure" not in qaoa_circuit(ising, ANGLES, measure=False).count_ops()
+
+
+@pytest.mark.parametrize("device", [LINE_DEVICE, ALL_TO_ALL], ids=lambda d: d.name)
+@pytest.mark.parametrize("n", [3, 5, 6])
+def test_transpiled_circuit_keeps_the_distribution(device: DeviceTarget, n: int) -> None:
+    ising = random_ising(n, seed=20 + n, density=0.8)
+    transpiled, metrics = transpile_for(qaoa_circuit(ising, ANGLES), device, seed=11)
+    used = set(transpiled.count_ops()) - {"measure", "barrier"}
+    assert used <= set(device.basis_gates)
+    np.testing.assert_allclose(
+        measured_distribution(transpiled, n), simulated_probabilities(ising, ANGLES), atol=1e-9
+    )
+    assert metrics.logical_qubits == n
+    assert n <= metrics.physical_qubits <= device.num_qubits
+    assert metrics.two_qubit_gates >= int(np.count_nonzero(ising.couplings))
+    assert metrics.total_gates > metrics.two_qubit_gates
+    assert metrics.depth > 0
+
+
+def test_coupling_map_is_respected() -> None:
+    ising = random_ising(6, seed=3)  # all-to-all couplings on a line: routing needed
+    transpiled, metrics = transpile_for(qaoa_circuit(ising, ANGLES), LINE_DEVICE, seed=5)
+    assert transpiled.num_qubits == 8
+    edges = set(LINE)
+    for instruction in transpiled.data:
+        if len(instruction.qubits) == 2:
+            pair = tuple(transpiled.find_bit(q).index for q in instruction.qubits)
+            assert pair in edges
+    assert metrics.two_qubit_gates == sum(1 for i in transpiled.data if len(i.qubits) == 2)
+
+
+def test_all_to_all_keeps_the_logical_width() -> None:
+    transpiled, metrics = transpile_for(qaoa_circuit(random_ising(5, seed=1), ANGLES), ALL_TO_ALL, seed=0)
+    assert transpiled.num_qubits == 5
+    assert metrics.physical_qubits == 5
+
+
+def test_transpilation_is_seeded() -> None:
+    circuit = qaoa_circuit(random_ising(6, seed=2), ANGLES)
+    first, _ = transpile_for(circuit, LINE_DEVICE, seed=3)
+    second, _ = transpile_for(circuit, LINE_DEVICE, seed=3)
+    assert first == second
+
+
+def test_too_large() -> None:
+    circuit = qaoa_circuit(random_ising(9, seed=0), ANGLES)
+    with pytest.raises(CircuitTooLargeError, match=r"9 qubits.*'line8' has only 8"):
+        transpile_for(circuit, LINE_DEVICE, seed=0)
+    with pytest.raises(ValueError, match="invalid coupling"):
+        transpile_for(circuit, DeviceTarget("bad", 12, ("rz", "sx", "cx"), ((0, 12),)), seed=0)
+
+
+def test_sampled_counts_decode_to_the_simulated_distribution() -> None:
+    # End to end with a sampler: Aer prints classical bit 0 LAST, TaskResult wants it first.
+    n = 5
+    ising = random_ising(n, seed=8)
+    transpiled, _ = transpile_for(qaoa_circuit(ising, ANGLES), LINE_DEVICE, seed=2)
+    shots = 40_000
+    result = AerSimulator(seed_simulator=1).run(transpiled, shots=shots).result()
+    counts = {key[::-1]: value for key, value in result.get_counts().items()}
+    bits, frequencies = decode_counts(counts, n)
+    observed = np.zeros(2**n)
+    observed[bits @ (1 << np.arange(n))] = frequencies / shots
+    expected = simulated_probabilities(ising, ANGLES)
+    assert 0.5 * np.abs(observed - expected).sum() < 0.03
+
+
+def test_metrics_as_dict() -> None:
+    metrics = CircuitMetrics(logical_qubits=3, physical_qubits=4, depth=10, two_qubit_gates=5, total_gates=20)
+    assert metrics.as_dict() == {
+        "logical_qubits": 3,
+        "physical_qubits": 4,
+        "depth": 10,
+        "two_qubit_gates": 5,
+        "total_gates": 20,
+    }
+
+
+def test_end_to_end_portfolio() -> None:
+    # Problem -> QUBO -> Ising -> angles -> circuit -> device -> OpenQASM 3 -> sampler -> counts
+    # -> decision, compared with the exact optimum.
+    problem = random_problem(6, 3, seed=2, kind="negative")
+    qubo, _ = to_qubo(problem)
+    ising = qubo.to_ising()
+    angles = optimize_angles(ising, 2, seed=0)
+    transpiled, _ = transpile_for(qaoa_circuit(ising, angles), LINE_DEVICE, seed=0)
+    program = qasm3.loads(to_openqasm3(transpiled))
+    result = AerSimulator(seed_simulator=3).run(program, shots=4000).result()
+    counts = {key[::-1]: value for key, value in result.get_counts().items()}
+    bits, frequencies = decode_counts(counts, 6)
+    optimum = brute_force(problem)
+    analysis = analyse_samples(problem, bits, frequencies, optimum_bits=optimum.bits)
+    assert analysis.shots == 4000
+    assert analysis.source == "sample"
+    assert analysis.best_bits == optimum.bits
+    assert analysis.best_objective == pytest.approx(optimum.objective)
+    assert analysis.feasible_share > 0.6
+    expected = simulated_probabilities(ising, angles)[sum(b << i for i, b in enumerate(optimum.bits))]
+    assert analysis.optimum_share == pytest.approx(expected, abs=0.02)
