@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 def test_demo_json_prints_the_completed_job_and_nothing_else(tmp_path: Path) -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "qhybrid", "demo", "--json", "--queue-delay", "0.5", "--run-delay", "0.5"],
+        [sys.executable, "-m", "qhybrid", "demo", "--json"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -28,7 +28,9 @@ def test_demo_json_prints_the_completed_job_and_nothing_else(tmp_path: Path) -> 
     assert isinstance(result["selected"], list) and all(isinstance(n, str) for n in result["selected"])
     assert isinstance(result["objective"], float)
     assert isinstance(result["classical"]["objective"], float)
-    assert "remote_queued" in [e["status"] for e in job["events"]]
+    # With the demo's default delays the job is seen waiting in the provider's queue, then running.
+    statuses = [e["status"] for e in job["events"]]
+    assert statuses.index("remote_queued") < statuses.index("remote_running") < statuses.index("completed")
     # The demo's state stays in the working directory it ran in.
     assert (tmp_path / ".qhybrid" / "qhybrid.db").exists()
     assert (tmp_path / ".qhybrid-cloud").is_dir()

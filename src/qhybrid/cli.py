@@ -54,7 +54,7 @@ def worker(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def cloud(ctx: typer.Context) -> None:
     """Run the emulated public quantum cloud (all options: ``qhybrid cloud --help-cloud``)."""
-    from qhybrid.cloud.__main__ import main as cloud_main
+    from qhybrid.cloud.main import main as cloud_main
 
     args = ["--help" if arg == "--help-cloud" else arg for arg in ctx.args]
     raise typer.Exit(cloud_main(args) or 0)

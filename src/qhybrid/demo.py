@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -156,17 +157,24 @@ def run_demo(
             f"[green]ready[/]: cloud :{cloud_port}, api :{api_port}, worker pid {worker.popen.pid} "
             f"(logs in {log_dir})"
         )
-        started = time.monotonic()
         with Client(f"http://127.0.0.1:{api_port}") as client:
             job_id = client.submit(request, idempotency_key=f"demo-{secrets.token_hex(8)}")
             err.print(f"submitted job [bold]{job_id}[/] (202 Accepted)")
+            created = datetime.fromisoformat(client.get(job_id)["created_at"])
+
+            printed = 0
 
             def show(job: dict[str, Any]) -> None:
-                extra = ""
-                task = job.get("remote_task") or {}
-                if job["status"].startswith("remote_") and task.get("task_id"):
-                    extra = f"  task {task['task_id']}"
-                err.print(f"  {time.monotonic() - started:6.1f}s  {job['status']}{extra}")
+                # Print every transition recorded since the last look, not only the current
+                # status: quick states (preparing, finalizing) pass between two polls.
+                nonlocal printed
+                task = (job.get("remote_task") or {}).get("task_id")
+                for event in job["events"][printed:]:
+                    extra = f"  task {task}" if event["status"].startswith("remote_") and task else ""
+                    detail = f"  ({event['detail']})" if event.get("detail") and not extra else ""
+                    at = (datetime.fromisoformat(event["at"]) - created).total_seconds()
+                    err.print(f"  {at:6.1f}s  {event['status']}{extra}{detail}")
+                printed = len(job["events"])
 
             with err.status("waiting for the job..."):
                 job = client.wait(job_id, timeout=timeout, on_update=show)

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from qiskit import QuantumCircuit, qasm3  # type: ignore[import-untyped, unused-ignore]
-from qiskit.quantum_info import Statevector  # type: ignore[import-untyped, unused-ignore]
+from qiskit import QuantumCircuit, qasm3
+from qiskit.quantum_info import Statevector
 from qiskit_aer import AerSimulator
 
 from qhybrid.backends.base import DeviceTarget

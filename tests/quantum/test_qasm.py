@@ -4,11 +4,11 @@ import re
 
 import numpy as np
 import pytest
-import qiskit.qasm3  # type: ignore[import-untyped, unused-ignore]
-from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister  # type: ignore[import-untyped, unused-ignore]
-from qiskit.circuit import Gate, Parameter  # type: ignore[import-untyped, unused-ignore]
-from qiskit.circuit.library import CXGate  # type: ignore[import-untyped, unused-ignore]
-from qiskit.quantum_info import Operator  # type: ignore[import-untyped, unused-ignore]
+import qiskit.qasm3
+from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
+from qiskit.circuit import Gate, Parameter
+from qiskit.circuit.library import CXGate
+from qiskit.quantum_info import Operator
 
 from qhybrid.backends.base import DeviceTarget
 from qhybrid.quantum.angles import QaoaAngles

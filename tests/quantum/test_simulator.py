@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from qiskit.quantum_info import Statevector  # type: ignore[import-untyped, unused-ignore]
+from qiskit.quantum_info import Statevector
 
 from qhybrid.core.qubo import Ising
 from qhybrid.quantum.angles import QaoaAngles

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -31,7 +31,7 @@ class ApiError(Exception):
         error: str,
         message: str,
         errors: Sequence[ErrorItem] = (),
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
         *,
         field: str | None = None,
     ) -> None:

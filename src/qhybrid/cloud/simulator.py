@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import qiskit_aer
-from qiskit import QuantumCircuit, qasm3, transpile  # type: ignore[import-untyped, unused-ignore]
+from qiskit import QuantumCircuit, qasm3, transpile
 from qiskit_aer import AerSimulator
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from qiskit import QuantumCircuit, transpile  # type: ignore[import-untyped, unused-ignore]
-from qiskit.transpiler import CouplingMap  # type: ignore[import-untyped, unused-ignore]
+from qiskit import QuantumCircuit, transpile
+from qiskit.transpiler import CouplingMap
 
 from qhybrid.backends.base import DeviceTarget
 from qhybrid.core.qubo import Ising

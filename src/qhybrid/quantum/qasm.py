@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import math
 
-from qiskit import QuantumCircuit  # type: ignore[import-untyped, unused-ignore]
-from qiskit.circuit import ControlledGate, Instruction, Measure, ParameterExpression  # type: ignore[import-untyped, unused-ignore]
-from qiskit.circuit.library import get_standard_gate_name_mapping  # type: ignore[import-untyped, unused-ignore]
+from qiskit import QuantumCircuit
+from qiskit.circuit import ControlledGate, Instruction, Measure, ParameterExpression
+from qiskit.circuit.library import get_standard_gate_name_mapping
 
 #: Gates we emit: the subset of OpenQASM's ``stdgates.inc`` that device basis sets use (Pauli,
 #: Clifford and T gates, single-qubit rotations, the phase gate, CX/CY/CZ, controlled phase and
