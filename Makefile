@@ -29,5 +29,9 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# Benchmarks run outside `make test`; each prints a table (figures go in docs/benchmarks.md).
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.accept_latency
+
 clean:
 	rm -rf $(VENV) .qhybrid .qhybrid-cloud .pytest_cache .mypy_cache .ruff_cache

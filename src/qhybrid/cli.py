@@ -26,15 +26,23 @@ app = typer.Typer(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
 ) -> None:
     """Run the HTTP API (uvicorn); it migrates the database on start."""
     import uvicorn
 
-    from qhybrid.api.main import create_app
-
     configure_logging(log_level)
-    uvicorn.run(create_app(Settings()), host=host, port=port, log_level=log_level.lower())
+    # An import string plus factory=True lets uvicorn start several processes, each building its
+    # own application (and connection pools) from the environment.
+    uvicorn.run(
+        "qhybrid.api.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level.lower(),
+    )
 
 
 @app.command()
