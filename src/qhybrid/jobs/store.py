@@ -131,7 +131,9 @@ class JobStore:
             with self.db.write() as session:
                 session.execute(insert(Job).values(**values))
                 session.execute(
-                    insert(JobEvent).values(job_id=job_id, at=now, from_state=None, to_state=JobState.ACCEPTED.value)
+                    insert(JobEvent).values(
+                        job_id=job_id, at=now, from_state=None, to_state=JobState.ACCEPTED.value
+                    )
                 )
         except IntegrityError:
             # Two retries of one request raced; the loser returns the winner's job.
