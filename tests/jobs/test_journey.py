@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from qhybrid.backends.base import QuantumBackend, TaskState
+from qhybrid.backends.base import QuantumBackend, TaskState, TaskStatus
 from qhybrid.backends.registry import BackendRegistry
 from qhybrid.core.config import Settings
 from qhybrid.jobs.database import Database
@@ -299,3 +299,60 @@ def test_reconciler_rescues_a_job_whose_kick_was_lost(cloud_settings: Settings, 
     assert services.store.get_job(job_id).state == "ACCEPTED"  # type: ignore[union-attr]
     assert reconcile_once(services.store, services.queue, grace_seconds=0) == [job_id]
     assert services.wait_for(job_id, {JobState.COMPLETED, JobState.FAILED}) == "COMPLETED"
+
+
+class FirstTaskFails(CrashAfterSubmit):
+    """Test double until the cloud injects faults (issue 4): the real adapter, except that the
+    provider reports the first task it ever sees as FAILED."""
+
+    def __init__(self, real: QuantumBackend) -> None:
+        super().__init__(real)
+        self.failed: str | None = None
+
+    def submit(self, program: str, shots: int, client_token: str) -> str:
+        return self.real.submit(program, shots, client_token)
+
+    def status(self, task_id: str) -> Any:
+        if self.failed in (None, task_id):
+            self.failed = task_id
+            return TaskStatus(state=TaskState.FAILED, provider_state="FAILED", message="calibration drift")
+        return self.real.status(task_id)
+
+
+def test_a_failed_provider_task_is_resubmitted_under_a_new_token(
+    cloud_settings: Settings, cloud_process: tuple[Process, str, str], consumer_for: Any
+) -> None:
+    services = build(cloud_settings)
+    double = FirstTaskFails(services.backends.get("local"))
+    services.backends._backends["local"] = double
+    consumer_for(services)
+    job_id = services.new_job()
+    services.queue.kick(job_id)
+    assert services.wait_for(job_id, {JobState.COMPLETED, JobState.FAILED}) == "COMPLETED"
+    view = services.store.view(job_id)
+    assert view is not None
+    assert view.job.attempt == 2
+    first, second = view.remote_tasks
+    assert first.task_id == double.failed and second.task_id != first.task_id
+    assert first.client_token != second.client_token
+    assert any("calibration drift" in (e.detail or "") and e.to_state == "SUBMITTING" for e in view.events)
+    _, base_url, token = cloud_process
+    counts = submissions(base_url, token)
+    assert counts[first.client_token] == 1 and counts[second.client_token] == 1
+
+
+def test_a_job_fails_when_every_attempt_fails(cloud_settings: Settings, consumer_for: Any) -> None:
+    services = build(cloud_settings.model_copy(update={"max_remote_attempts": 2}))
+
+    class AlwaysFails(FirstTaskFails):
+        def status(self, task_id: str) -> Any:
+            return TaskStatus(state=TaskState.FAILED, provider_state="FAILED", message="device offline")
+
+    services.backends._backends["local"] = AlwaysFails(services.backends.get("local"))
+    consumer_for(services)
+    job_id = services.new_job()
+    services.queue.kick(job_id)
+    assert services.wait_for(job_id, {JobState.COMPLETED, JobState.FAILED}) == "FAILED"
+    job = services.store.get_job(job_id)
+    assert job is not None and job.error is not None
+    assert "device offline" in job.error and "after 2 attempts" in job.error
