@@ -53,6 +53,30 @@ def test_idempotency_key_returns_the_same_job(client: TestClient) -> None:
     assert job_count(client) == 1
 
 
+def prices_request(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "prices": {
+            "assets": ["AAPL", "MSFT", "KO"],
+            "values": [
+                [100.0, 200.0, 50.0],
+                [101.0, 199.0, 50.5],
+                [102.5, 201.0, 50.2],
+                [101.8, 203.0, 50.9],
+            ],
+            "dates": ["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"],
+        },
+        "budget": 1,
+    }
+    body.update(overrides)
+    return body
+
+
+def weights_request(**overrides: Any) -> dict[str, Any]:
+    body = {"formulation": "weights", "budget": 4, "max_lots": 3}
+    body.update(overrides)
+    return valid_request(**body)
+
+
 def _nan_body() -> str:
     text = json.dumps(valid_request())
     return text.replace("0.0012", "NaN", 1)
@@ -63,7 +87,8 @@ def _inf_body() -> str:
     return text.replace("0.00024", "Infinity", 1)
 
 
-BIG = {"assets": [{"name": f"A{i}", "expected_return": 0.001} for i in range(50_000)]}
+# Just over the default 8 MB limit; the body is refused before it is parsed.
+BIG = b'{"assets": [' + b'{"name": "A", "expected_return": 0.1},' * 220_000 + b"]}"
 
 # (case id, request kwargs for client.post, expected status, field the message must name)
 BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
@@ -168,7 +193,62 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
         415,
         "content-type",
     ),
-    ("oversize-body", {"json": BIG}, 413, "body"),
+    ("oversize-body", {"content": BIG, "headers": {"content-type": "application/json"}}, 413, "body"),
+    ("prices-and-assets", {"json": {**valid_request(), "prices": prices_request()["prices"]}}, 422, "prices"),
+    ("neither-prices-nor-assets", {"json": {"budget": 1}}, 422, "prices"),
+    ("covariance-without-assets", {"json": {"covariance": [[1.0]], "budget": 1}}, 422, "covariance"),
+    (
+        "prices-ragged",
+        {"json": prices_request(prices={"assets": ["A", "B"], "values": [[1.0, 2.0], [1.0], [1.0, 2.0]]})},
+        422,
+        "prices.values",
+    ),
+    (
+        "prices-negative",
+        {
+            "json": prices_request(
+                prices={"assets": ["A", "B"], "values": [[1.0, 2.0], [1.0, -2.0], [1.0, 2.0]]}
+            )
+        },
+        422,
+        "prices.values",
+    ),
+    (
+        "prices-too-few-rows",
+        {"json": prices_request(prices={"assets": ["A", "B"], "values": [[1.0, 2.0], [1.0, 2.0]]})},
+        422,
+        "prices.values",
+    ),
+    (
+        "prices-duplicate-names",
+        {"json": prices_request(prices={"assets": ["A", "A"], "values": [[1.0, 2.0]] * 3})},
+        422,
+        "prices.assets",
+    ),
+    (
+        "prices-dates-mismatch",
+        {"json": prices_request(prices={"assets": ["A", "B"], "values": [[1.0, 2.0]] * 3, "dates": ["d1"]})},
+        422,
+        "prices.dates",
+    ),
+    ("unknown-estimator", {"json": prices_request(estimator="magic")}, 422, "estimator"),
+    ("weights-infeasible-budget", {"json": weights_request(budget=10)}, 422, "lot_bounds"),
+    ("weights-bad-bounds", {"json": weights_request(lot_bounds={"AAPL": [3, 1]})}, 422, "lot_bounds"),
+    (
+        "weights-unknown-asset-bound",
+        {"json": weights_request(lot_bounds={"TSLA": [0, 2]})},
+        422,
+        "lot_bounds",
+    ),
+    ("bounds-without-weights", {"json": valid_request(lot_bounds={"AAPL": [0, 2]})}, 422, "lot_bounds"),
+    ("xy-mixer-with-weights", {"json": weights_request(options={"mixer": "xy"})}, 422, "options"),
+    ("unknown-mixer", {"json": valid_request(options={"mixer": "grover"})}, 422, "options.mixer"),
+    (
+        "cvar-alpha-zero",
+        {"json": valid_request(options={"objective": "cvar", "cvar_alpha": 0})},
+        422,
+        "options.cvar_alpha",
+    ),
     (
         "bad-idempotency-key",
         {"json": valid_request(), "headers": {"Idempotency-Key": "x" * 300}},
@@ -196,6 +276,23 @@ def test_bad_input_is_refused_with_the_field_named_and_nothing_stored(
     assert client.app.state.services.queue.pending() == 0  # type: ignore[attr-defined]
 
 
+def test_prices_are_accepted_instead_of_moments(client: TestClient) -> None:
+    response = client.post("/optimize_portfolio", json=prices_request(estimator="sample", returns="log"))
+    assert response.status_code == 202, response.text
+    stored = client.get(response.headers["location"]).json()["request"]
+    assert stored["prices"]["assets"] == ["AAPL", "MSFT", "KO"]
+    assert stored["estimator"] == "sample" and stored["returns"] == "log"
+    assert stored["assets"] is None
+
+
+def test_weights_are_accepted_with_bounds(client: TestClient) -> None:
+    response = client.post("/optimize_portfolio", json=weights_request(lot_bounds={"AAPL": [1, 3]}))
+    assert response.status_code == 202, response.text
+    stored = client.get(response.headers["location"]).json()["request"]
+    assert stored["formulation"] == "weights"
+    assert stored["lot_bounds"] == {"AAPL": [1, 3]}
+
+
 def test_rules_are_named(client: TestClient) -> None:
     response = client.post(
         "/optimize_portfolio",
@@ -221,6 +318,19 @@ def test_configured_limit_on_assets(settings: Settings) -> None:
         assert response.status_code == 422
         assert response.json()["errors"][0]["rule"] == "max_assets"
         assert "QHYBRID_MAX_ASSETS" in response.json()["message"]
+        assert job_count(small) == 0
+
+
+def test_configured_limit_on_qubits(settings: Settings) -> None:
+    with TestClient(create_app(settings.model_copy(update={"max_qubits": 8}))) as small:
+        # Three assets of up to 7 lots need 3 bits each: 9 qubits.
+        response = small.post("/optimize_portfolio", json=weights_request(max_lots=7))
+        assert response.status_code == 422
+        assert response.json()["errors"][0] == {
+            "field": "lot_bounds",
+            "rule": "max_qubits",
+            "message": "the problem needs 9 qubits; at most 8 are allowed (QHYBRID_MAX_QUBITS)",
+        }
         assert job_count(small) == 0
 
 

@@ -41,11 +41,13 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="If set, requests need 'Authorization: Bearer <key>'."
     )
-    max_assets: int = Field(default=20, ge=2, le=40)
+    max_assets: int = Field(default=24, ge=2, le=64)
+    max_qubits: int = Field(default=24, ge=2, le=40, description="Binary variables (qubits) per job.")
+    max_price_rows: int = Field(default=20_000, ge=3, description="Rows of a price history.")
     max_shots: int = Field(default=100_000, ge=1)
-    max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    max_body_bytes: int = Field(default=8_000_000, ge=1024)
     default_shots: int = Field(default=2048, ge=1)
-    default_reps: int = Field(default=2, ge=1, le=8)
+    default_reps: int = Field(default=3, ge=1, le=8)
 
     lease_seconds: float = Field(default=300.0, gt=0, description="How long a worker owns a job step.")
     poll_initial_seconds: float = Field(default=1.0, gt=0)

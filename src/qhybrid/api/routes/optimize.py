@@ -33,12 +33,29 @@ def check_limits(request: OptimizeRequest, settings: Settings) -> None:
     Raises:
         ApiError: 422 naming the field and the configured limit.
     """
-    if len(request.assets) > settings.max_assets:
+    names = request.asset_names()
+    if len(names) > settings.max_assets:
+        field = "assets" if request.assets is not None else "prices.assets"
         raise invalid(
-            "assets",
+            field,
             "max_assets",
-            f"at most {settings.max_assets} assets are allowed (QHYBRID_MAX_ASSETS), "
-            f"got {len(request.assets)}",
+            f"at most {settings.max_assets} assets are allowed (QHYBRID_MAX_ASSETS), got {len(names)}",
+        )
+    if request.prices is not None and len(request.prices.values) > settings.max_price_rows:
+        raise invalid(
+            "prices.values",
+            "max_price_rows",
+            f"at most {settings.max_price_rows} rows of prices are allowed (QHYBRID_MAX_PRICE_ROWS), "
+            f"got {len(request.prices.values)}",
+        )
+    qubits = request.num_qubits()
+    if qubits > settings.max_qubits:
+        field = "lot_bounds" if request.formulation == "weights" else "assets"
+        raise invalid(
+            field,
+            "max_qubits",
+            f"the problem needs {qubits} qubits; at most {settings.max_qubits} are allowed "
+            "(QHYBRID_MAX_QUBITS)",
         )
     if request.shots is not None and request.shots > settings.max_shots:
         raise invalid(
