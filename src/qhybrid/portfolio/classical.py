@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,14 +24,30 @@ class ClassicalSolution:
     Attributes:
         bits: The selection, 0/1 per asset.
         objective: Its objective ``q · xᵀΣx − μᵀx``.
-        method: Which solver produced it (``"brute_force"``).
-        evaluated: How many feasible selections were evaluated.
+        method: Which solver produced it (``"brute_force"``, ``"scip"``, ...).
+        evaluated: How many feasible selections were evaluated (solver nodes for SCIP, samples for
+            annealing).
+        seconds: Wall-clock time the solver took.
+        optimal: Whether the solution is proven optimal (enumeration, or SCIP's status).
     """
 
     bits: tuple[int, ...]
     objective: float
     method: str
     evaluated: int
+    seconds: float = 0.0
+    optimal: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-friendly dictionary (tuples become lists)."""
+        return {
+            "bits": list(self.bits),
+            "objective": self.objective,
+            "method": self.method,
+            "evaluated": self.evaluated,
+            "seconds": self.seconds,
+            "optimal": self.optimal,
+        }
 
 
 def _subsets(size: int, count: int) -> NDArray[np.uint8]:
@@ -89,6 +106,7 @@ def brute_force(problem: PortfolioProblem, *, chunk_size: int = 1 << 16) -> Clas
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    started = time.perf_counter()
     n = problem.num_assets
     budget = problem.budget
     total = math.comb(n, budget)
@@ -138,4 +156,6 @@ def brute_force(problem: PortfolioProblem, *, chunk_size: int = 1 << 16) -> Clas
         objective=float(problem.objective(best_bits)[0]),
         method="brute_force",
         evaluated=total,
+        seconds=time.perf_counter() - started,
+        optimal=True,
     )

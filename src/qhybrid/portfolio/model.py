@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from qhybrid.core.qubo import FloatArray
+from qhybrid.core.qubo import FloatArray, Qubo
+from qhybrid.portfolio.formulation import best_transfer_search, relax_levels
 
 
 def _frozen(array: FloatArray) -> FloatArray:
@@ -140,6 +141,16 @@ class PortfolioProblem:
         """Number of assets ``n``."""
         return len(self.names)
 
+    @property
+    def num_variables(self) -> int:
+        """Number of binary variables: one per asset."""
+        return self.num_assets
+
+    @property
+    def hamming_weight(self) -> int:
+        """Every feasible selection holds exactly ``budget`` ones (what an XY mixer preserves)."""
+        return self.budget
+
     def objective(self, x: ArrayLike) -> FloatArray:
         """``q · xᵀΣx − μᵀx`` for every row of ``x``.
 
@@ -179,4 +190,61 @@ class PortfolioProblem:
             expected_return=expected_return,
             variance=variance,
             objective=float(self.objective(xs)[0]),
+        )
+
+    def to_qubo(self, penalty: float | None = None) -> tuple[Qubo, float]:
+        """The QUBO ``f(x) + A (Σx − B)²`` and ``A``; see :func:`qhybrid.portfolio.qubo.to_qubo`."""
+        # Imported here because qubo.py imports this module.
+        from qhybrid.portfolio.qubo import to_qubo
+
+        return to_qubo(self, penalty)
+
+    def repair(self, x: ArrayLike) -> NDArray[np.uint8]:
+        """Greedily bring one selection to the budget; see :func:`qhybrid.portfolio.samples.repair`."""
+        # Imported here because samples.py imports this module.
+        from qhybrid.portfolio.samples import repair
+
+        return repair(self, x)
+
+    def local_search(self, x: ArrayLike) -> NDArray[np.uint8]:
+        """Best-improvement 1-swap search: exchange a held and a non-held asset while it helps.
+
+        All ``B (n − B)`` swaps are scored at once from ``g = Σx`` (swapping ``i`` out and ``j``
+        in changes ``f`` by ``q(Σ_ii + Σ_jj − 2Σ_ij + 2g_j − 2g_i) + μ_i − μ_j``) and the best
+        one is applied until none improves; ties go to the lowest ``i``, then the lowest ``j``.
+
+        Args:
+            x: One bit vector ``(n,)``; an infeasible one is repaired first with :meth:`repair`.
+
+        Returns:
+            A feasible selection no single swap improves, never worse than the (repaired) input.
+        """
+        start = self.repair(x)
+        n = self.num_assets
+        levels = best_transfer_search(
+            start,
+            np.zeros(n, dtype=np.int64),
+            np.ones(n, dtype=np.int64),
+            self.risk_aversion * self.covariance,
+            self.expected_returns,
+        )
+        return np.asarray(levels, dtype=np.uint8)
+
+    def relaxation(self) -> FloatArray:
+        """The continuous relaxation ``min q xᵀΣx − μᵀx`` over ``0 ≤ x ≤ 1``, ``Σx = B``.
+
+        A convex QP when ``Σ`` is positive semidefinite (a covariance is), solved with SLSQP;
+        its value is a lower bound on every feasible selection's objective. The warm-start QAOA
+        of Egger et al. (2021) starts from this point.
+
+        Returns:
+            ``x*`` in ``[0, 1]^n`` with ``Σ x* = B``.
+        """
+        n = self.num_assets
+        return relax_levels(
+            self.risk_aversion * self.covariance,
+            self.expected_returns,
+            np.zeros(n, dtype=np.int64),
+            np.ones(n, dtype=np.int64),
+            self.budget,
         )

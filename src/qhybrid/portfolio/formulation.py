@@ -1,0 +1,280 @@
+"""What every portfolio formulation offers the solvers, and the integer moves they share.
+
+Two formulations live in :mod:`qhybrid.portfolio`: binary asset selection under a cardinality
+budget (:class:`~qhybrid.portfolio.model.PortfolioProblem`) and integer lots under a total
+(:class:`~qhybrid.portfolio.lots.LotsProblem`). Both are, underneath, the same integer problem
+
+``minimise F(ℓ) = ℓᵀAℓ − bᵀℓ  subject to  lower ≤ ℓ ≤ upper (integers),  Σ ℓ_i = total``
+
+with ``ℓ`` the selection bits (``A = qΣ``, ``b = μ``, bounds 0 and 1, total ``B``) or the lot
+counts (``A = qΣ/L²``, ``b = μ/L``, the lot bounds, total ``L``). The helpers below work on that
+shared form, so repair, local search and the continuous relaxation are written (and tested) once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.optimize import minimize
+
+from qhybrid.core.qubo import FloatArray, Qubo
+
+IntArray = NDArray[np.int64]
+
+
+@runtime_checkable
+class EvaluationLike(Protocol):
+    """A decision judged on the true data: an objective and a JSON-friendly report."""
+
+    @property
+    def objective(self) -> float:
+        """The true objective (lower is better)."""
+        ...
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-friendly dictionary."""
+        ...
+
+
+@runtime_checkable
+class Formulation(Protocol):
+    """A portfolio problem over ``num_variables`` binary variables, as the solvers see it.
+
+    Bit vectors are ``(num_variables,)`` 0/1 arrays, batches ``(m, num_variables)``. The objective
+    is always the TRUE business objective (no penalty); feasibility is the problem's own
+    constraint, which :meth:`to_qubo` turns into a penalty.
+    """
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Asset names."""
+        ...
+
+    @property
+    def num_variables(self) -> int:
+        """Number of binary variables (qubits)."""
+        ...
+
+    @property
+    def hamming_weight(self) -> int | None:
+        """The number of ones every feasible bit vector has, if there is one (XY mixers need it)."""
+        ...
+
+    def objective(self, x: ArrayLike) -> FloatArray:
+        """The true objective of each row of ``x``; shape ``(m,)``."""
+        ...
+
+    def is_feasible(self, x: ArrayLike) -> NDArray[np.bool_]:
+        """Whether each row of ``x`` satisfies the constraint; shape ``(m,)``."""
+        ...
+
+    def evaluate(self, x: ArrayLike) -> EvaluationLike:
+        """One bit vector judged on the true data."""
+        ...
+
+    def to_qubo(self) -> tuple[Qubo, float]:
+        """The penalised QUBO whose minimisers are the optima, and the penalty weight."""
+        ...
+
+    def repair(self, x: ArrayLike) -> NDArray[np.uint8]:
+        """A feasible bit vector obtained greedily from ``x`` (``x`` itself if feasible)."""
+        ...
+
+    def local_search(self, x: ArrayLike) -> NDArray[np.uint8]:
+        """A local optimum of the true objective reached from ``x`` by improving moves."""
+        ...
+
+    def relaxation(self) -> FloatArray:
+        """The continuous relaxation's optimum as values in ``[0, 1]^num_variables``."""
+        ...
+
+
+def _move_tolerance(diagonal: FloatArray, load: FloatArray, b: FloatArray, a: FloatArray) -> float:
+    """Improvements smaller than this are rounding noise, not progress.
+
+    Every change is a sum of a handful of the terms below; ``1e-12`` of their magnitude is far
+    above the rounding error of that sum and far below any real difference between portfolios.
+    Without it, two moves of equal value could undo each other forever.
+    """
+    magnitude = float(np.abs(diagonal).max() + 2.0 * np.abs(load).max() + np.abs(b).max())
+    return 1e-12 * (magnitude + 2.0 * float(np.abs(a).max()))
+
+
+def greedy_fill(
+    levels: ArrayLike, lower: IntArray, upper: IntArray, total: int, a: FloatArray, b: FloatArray
+) -> IntArray:
+    """Bring ``Σ ℓ`` to ``total`` one unit at a time, each step the cheapest for ``F``.
+
+    While the sum is short, add one unit to the level whose increase changes ``F`` least
+    (``Δ⁺_i = A_ii + 2(Aℓ)_i − b_i``); while it is over, remove one unit where that is cheapest
+    (``Δ⁻_i = A_ii − 2(Aℓ)_i + b_i``). Levels stay within their bounds; ties go to the lowest index.
+
+    Args:
+        levels: Integer levels ``(n,)`` within their bounds.
+        lower: Lower bounds ``(n,)``.
+        upper: Upper bounds ``(n,)``.
+        total: The required sum, with ``Σ lower ≤ total ≤ Σ upper``.
+        a: ``A``, symmetric ``(n, n)``.
+        b: ``b``, shape ``(n,)``.
+
+    Returns:
+        Levels with sum ``total``.
+    """
+    current = np.array(levels, dtype=np.int64)
+    diagonal = np.diag(a)
+    held = int(current.sum())
+    while held != total:
+        load = a @ current
+        if held < total:
+            change = np.where(current < upper, diagonal + 2.0 * load - b, np.inf)
+            step = 1
+        else:
+            change = np.where(current > lower, diagonal - 2.0 * load + b, np.inf)
+            step = -1
+        i = int(np.argmin(change))
+        if not math.isfinite(float(change[i])):  # pragma: no cover - excluded by the bounds check
+            raise ValueError("the total cannot be reached within the bounds")
+        current[i] += step
+        held += step
+    return current
+
+
+def best_transfer_search(
+    levels: ArrayLike, lower: IntArray, upper: IntArray, a: FloatArray, b: FloatArray
+) -> IntArray:
+    """Best-improvement local search moving one unit from one level to another.
+
+    Moving a unit from ``i`` to ``j`` keeps the sum and changes ``F`` by
+    ``Δ_ij = (A_jj + 2g_j − b_j) + (A_ii − 2g_i + b_i) − 2A_ij`` with ``g = Aℓ``; all ``n²`` moves
+    are scored with one broadcast and the best one is taken while it improves ``F`` by more than
+    rounding noise. Each step strictly lowers ``F`` over a finite set, so the search ends, at a
+    point no single transfer improves. For 0/1 levels a transfer is a swap of a held and a
+    non-held asset. Ties go to the lowest donor, then the lowest receiver.
+
+    Args:
+        levels: Integer levels ``(n,)`` within their bounds.
+        lower: Lower bounds ``(n,)``.
+        upper: Upper bounds ``(n,)``.
+        a: ``A``, symmetric ``(n, n)``.
+        b: ``b``, shape ``(n,)``.
+
+    Returns:
+        The locally optimal levels (same sum).
+    """
+    current = np.array(levels, dtype=np.int64)
+    n = current.size
+    diagonal = np.diag(a)
+    off_self = ~np.eye(n, dtype=np.bool_)
+    while True:
+        load = a @ current  # recomputed each step: no drift from incremental updates
+        gain_in = diagonal + 2.0 * load - b
+        gain_out = diagonal - 2.0 * load + b
+        change = gain_out[:, np.newaxis] + gain_in[np.newaxis, :] - 2.0 * a
+        allowed = (current > lower)[:, np.newaxis] & (current < upper)[np.newaxis, :] & off_self
+        change = np.where(allowed, change, np.inf)
+        k = int(np.argmin(change))
+        if not change.flat[k] < -_move_tolerance(diagonal, load, b, a):
+            return current
+        i, j = divmod(k, n)
+        current[i] -= 1
+        current[j] += 1
+
+
+def relax_levels(a: FloatArray, b: FloatArray, lower: IntArray, upper: IntArray, total: int) -> FloatArray:
+    """The continuous relaxation ``min ℓᵀAℓ − bᵀℓ`` over ``lower ≤ ℓ ≤ upper``, ``Σ ℓ = total``.
+
+    Solved in the unit coordinates ``t_i = (ℓ_i − lower_i)/(upper_i − lower_i) ∈ [0, 1]`` (fixed
+    levels drop out), with the objective divided by its coefficient scale so that SLSQP's
+    absolute tolerances are meaningful for daily returns of order 1e-4. SLSQP starts from the
+    projection of the uniform point and uses the exact gradient; the answer is projected back
+    onto the constraints to remove the solver's last rounding. For a positive semidefinite ``A``
+    the problem is a convex QP and this is its global minimum; otherwise it is a local one.
+    The same optimum in bit coordinates is ``t_i`` for every bit of asset ``i``: the bits'
+    coefficients add up to ``upper_i − lower_i``, so that bit point encodes ``ℓ_i`` exactly.
+
+    Args:
+        a: ``A``, symmetric ``(n, n)``.
+        b: ``b``, shape ``(n,)``.
+        lower: Lower bounds ``(n,)``.
+        upper: Upper bounds ``(n,)``.
+        total: Required sum.
+
+    Returns:
+        ``t``, shape ``(n,)``, in ``[0, 1]``; fixed levels get 0.
+
+    Raises:
+        RuntimeError: If SLSQP fails.
+    """
+    width = (upper - lower).astype(np.float64)
+    free = width > 0.0
+    t = np.zeros(width.size, dtype=np.float64)
+    if not free.any():
+        return t
+    base = lower.astype(np.float64)
+    rest = float(total) - float(base.sum())
+    # In t: ℓ = lower + W t, F = tᵀ(WAW)t + (2WAlower − Wb)ᵀt + const.
+    w = width[free]
+    quad = a[np.ix_(free, free)] * w[:, np.newaxis] * w[np.newaxis, :]
+    linear = w * (2.0 * (a @ base)[free] - b[free])
+    scale = max(float(np.abs(quad).max()), float(np.abs(linear).max()))
+    if scale == 0.0:
+        scale = 1.0
+    quad = quad / scale
+    linear = linear / scale
+    initial = project_weighted(np.full(w.size, 0.5), w, rest)
+
+    def fun(v: FloatArray) -> float:
+        return float(v @ quad @ v + linear @ v)
+
+    def jac(v: FloatArray) -> FloatArray:
+        return np.asarray(2.0 * quad @ v + linear, dtype=np.float64)
+
+    result = minimize(
+        fun,
+        initial,
+        jac=jac,
+        method="SLSQP",
+        bounds=[(0.0, 1.0)] * w.size,
+        constraints=[{"type": "eq", "fun": lambda v: float(w @ v) - rest, "jac": lambda v: w}],
+        options={"ftol": 1e-15, "maxiter": 1000},
+    )
+    if not result.success and result.status != 8:  # pragma: no cover - SLSQP is robust here
+        raise RuntimeError(f"the continuous relaxation failed: {result.message}")
+    solved = project_weighted(np.asarray(result.x, dtype=np.float64), w, rest)
+    # Snap the projection's last-bit residues (±1e-16) onto the bounds they stand for.
+    solved[solved < 1e-13] = 0.0
+    solved[solved > 1.0 - 1e-13] = 1.0
+    t[free] = solved
+    return t
+
+
+def project_weighted(values: FloatArray, weights: FloatArray, total: float) -> FloatArray:
+    """Project onto ``{0 ≤ v ≤ 1, Σ w_i v_i = total}`` for positive weights ``w``.
+
+    The Euclidean projection moves along the constraint's normal ``w`` until a bound stops a
+    coordinate, so it is ``clip(v − τw, 0, 1)`` for the ``τ`` that makes the weighted sum right
+    (the KKT conditions of the projection say exactly this). The sum decreases in ``τ``, so
+    bisection finds it to machine precision.
+
+    Args:
+        values: The point ``(n,)``.
+        weights: Positive weights ``(n,)``.
+        total: Required weighted sum, between 0 and ``Σ w``.
+
+    Returns:
+        The projected point.
+    """
+    low = float(np.min((values - 1.0) / weights))
+    high = float(np.max(values / weights))
+    for _ in range(200):
+        middle = (low + high) / 2.0
+        if weights @ np.clip(values - middle * weights, 0.0, 1.0) > total:
+            low = middle
+        else:
+            high = middle
+        if high - low <= 1e-15 * max(1.0, abs(low), abs(high)):
+            break
+    return np.asarray(np.clip(values - (low + high) / 2.0 * weights, 0.0, 1.0), dtype=np.float64)
