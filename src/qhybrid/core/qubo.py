@@ -17,6 +17,13 @@ from numpy.typing import NDArray
 FloatArray = NDArray[np.float64]
 
 
+def _spin_table(num_bits: int) -> FloatArray:
+    """Spins of every index below ``2^num_bits``: row ``a`` holds ``z_i = 1 − 2·bit_i(a)``."""
+    index = np.arange(1 << num_bits, dtype=np.int64)[:, np.newaxis]
+    bits = (index >> np.arange(num_bits, dtype=np.int64)[np.newaxis, :]) & 1
+    return np.asarray(1.0 - 2.0 * bits, dtype=np.float64)
+
+
 @dataclass(frozen=True)
 class Qubo:
     """Minimise ``xᵀ Q x + offset`` over binary vectors ``x``.
@@ -93,21 +100,28 @@ class Ising:
     def cost_vector(self) -> FloatArray:
         """Energy of every basis state, indexed by the integer whose bit ``i`` is ``x_i``.
 
-        Memory is ``8 · 2^n`` bytes plus two vectors of the same size during the build.
+        The spins are split into a low half (bits ``0 .. L−1``) and a high half (the rest). For
+        an index ``a + 2^L b`` the energy is ``offset + c_low[a] + c_high[b] + z_low(a)ᵀ J_× z_high(b)``
+        with ``J_×`` the couplings between the halves, so the whole vector is one
+        ``(2^H × (H + 2)) @ ((H + 2) × 2^L)`` matrix product instead of one
+        pass over ``2^n`` numbers per coupling. Memory is the result (``8 · 2^n`` bytes) plus
+        ``O(n · 2^{n/2})``; ``n = 24`` takes a fraction of a second.
         """
         n = self.num_qubits
-        indices = np.arange(1 << n, dtype=np.int64)
-        cost = np.full(1 << n, self.offset, dtype=np.float64)
-        spins: list[FloatArray] = []
-        for i in range(n):
-            spins.append(1.0 - 2.0 * ((indices >> i) & 1).astype(np.float64))
-        for i in range(n):
-            field = np.full(1 << n, self.h[i], dtype=np.float64)
-            for j in range(i + 1, n):
-                if self.couplings[i, j] != 0.0:
-                    field += self.couplings[i, j] * spins[j]
-            cost += field * spins[i]
-        return cost
+        low = n // 2
+        high = n - low
+        z_low = _spin_table(low)
+        z_high = _spin_table(high)
+        j = self.couplings
+        h = self.h
+        c_low = z_low @ h[:low] + np.einsum("ai,ij,aj->a", z_low, j[:low, :low], z_low)
+        c_high = z_high @ h[low:] + np.einsum("bi,ij,bj->b", z_high, j[low:, low:], z_high)
+        # Both halves' own energies ride along in the same product as two extra columns of ones,
+        # so the 2^n result is written exactly once. Row b, column a is the index a + 2^L b: C
+        # order makes the final reshape free.
+        left = np.column_stack([z_high, c_high, np.ones(1 << high)])
+        right = np.vstack([(z_low @ j[:low, low:]).T, np.ones(1 << low), c_low + self.offset])
+        return np.asarray(left @ right, dtype=np.float64).reshape(-1)
 
     def scale(self) -> float:
         """A positive magnitude of the coefficients, used to normalise QAOA angles."""

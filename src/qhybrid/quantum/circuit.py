@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +13,7 @@ from qiskit.transpiler import CouplingMap
 from qhybrid.backends.base import DeviceTarget
 from qhybrid.core.qubo import Ising
 from qhybrid.quantum.angles import QaoaAngles
+from qhybrid.quantum.subspace import ring_edges
 
 #: Instructions that are not gates: not counted in gate metrics.
 _NON_GATES = frozenset({"measure", "barrier", "delay", "reset"})
@@ -67,20 +70,149 @@ def qaoa_circuit(ising: Ising, angles: QaoaAngles, *, measure: bool = True) -> Q
         A circuit with ``n`` qubits and ``n`` classical bits.
     """
     n = ising.num_qubits
-    scale = ising.scale()
     circuit = QuantumCircuit(n, n, name="qaoa")
     circuit.h(range(n))
-    fields = [(i, float(ising.h[i])) for i in range(n) if ising.h[i] != 0.0]
-    rows, cols = np.nonzero(ising.couplings)
-    couplings = [(int(i), int(j), float(ising.couplings[i, j])) for i, j in zip(rows, cols, strict=True)]
     for gamma, beta in zip(angles.gammas, angles.betas, strict=True):
-        for i, h in fields:
-            circuit.rz(2.0 * gamma * h / scale, i)
-        for i, j, coupling in couplings:
-            circuit.rzz(2.0 * gamma * coupling / scale, i, j)
+        append_cost_layer(circuit, ising, gamma)
         circuit.rx(2.0 * beta, range(n))
     if measure:
         circuit.measure(range(n), range(n))
+    return circuit
+
+
+def append_cost_layer(circuit: QuantumCircuit, ising: Ising, gamma: float) -> None:
+    """Append ``exp(−iγ H / s)`` (up to a global phase), ``s = ising.scale()``.
+
+    That is ``RZ(2γ h_i / s)`` on each qubit with a nonzero field, then ``RZZ(2γ J_ij / s)`` on
+    each nonzero coupling, row by row. Qubit ``i`` of ``circuit`` carries variable ``i``.
+
+    Args:
+        circuit: A circuit with at least ``n`` qubits; modified in place.
+        ising: The problem.
+        gamma: The phase angle for the normalised Hamiltonian.
+    """
+    scale = ising.scale()
+    for i in np.flatnonzero(ising.h):
+        circuit.rz(2.0 * gamma * float(ising.h[i]) / scale, int(i))
+    rows, cols = np.nonzero(ising.couplings)
+    for i, j in zip(rows, cols, strict=True):
+        circuit.rzz(2.0 * gamma * float(ising.couplings[i, j]) / scale, int(i), int(j))
+
+
+def append_xy_mixer(circuit: QuantumCircuit, beta: float) -> None:
+    """Append the ring XY mixer: ``exp(−iβ(XX+YY)/2)`` = ``RXX(β)·RYY(β)`` per edge.
+
+    The edges come in the order of :func:`qhybrid.quantum.subspace.ring_edges` (even, odd,
+    closing), the order the subspace simulator multiplies them in; they do not commute, so the
+    order is part of the definition.
+
+    Args:
+        circuit: The circuit, modified in place; its first ``n`` qubits are the ring.
+        beta: The mixer angle.
+    """
+    for i, j in ring_edges(circuit.num_qubits):
+        # XX and YY commute, so the two rotations together are exactly the edge's XY rotation.
+        circuit.rxx(beta, i, j)
+        circuit.ryy(beta, i, j)
+
+
+def append_warm_mixer(circuit: QuantumCircuit, thetas: Sequence[float], beta: float) -> None:
+    """Append Egger et al.'s warm-start mixer ``RY(θ_i)·RZ(−2β)·RY(−θ_i)`` on every qubit.
+
+    Args:
+        circuit: The circuit, modified in place.
+        thetas: ``θ_i`` per qubit (:func:`qhybrid.quantum.simulator.warm_start_thetas`).
+        beta: The mixer angle.
+    """
+    for qubit, theta in enumerate(thetas):
+        circuit.ry(-float(theta), qubit)
+        circuit.rz(-2.0 * beta, qubit)
+        circuit.ry(float(theta), qubit)
+
+
+def _controlled_ry(circuit: QuantumCircuit, theta: float, control: int, target: int) -> None:
+    """``RY(θ)`` on ``target`` if ``control`` is 1, from two CX: ``X·RY(−θ/2)·X = RY(θ/2)``."""
+    circuit.ry(theta / 2.0, target)
+    circuit.cx(control, target)
+    circuit.ry(-theta / 2.0, target)
+    circuit.cx(control, target)
+
+
+def _doubly_controlled_ry(
+    circuit: QuantumCircuit, theta: float, first: int, second: int, target: int
+) -> None:
+    """``RY(θ)`` on ``target`` if both controls are 1, from four CX and four ``RY(±θ/4)``.
+
+    ``X·RY(φ)·X = RY(−φ)``: the CX flip the sign of the rotations that follow them while their
+    control is set. With no control set the four quarters cancel, with one set they still cancel
+    in pairs, with both set they all point the same way and add up to ``RY(θ)``. Every gate is
+    real, so unlike the cheaper relative-phase Toffoli constructions there is no stray phase.
+    """
+    quarter = theta / 4.0
+    circuit.ry(quarter, target)
+    circuit.cx(first, target)
+    circuit.ry(-quarter, target)
+    circuit.cx(second, target)
+    circuit.ry(quarter, target)
+    circuit.cx(first, target)
+    circuit.ry(-quarter, target)
+    circuit.cx(second, target)
+
+
+def _split_and_cyclic_shift(circuit: QuantumCircuit, last: int, k: int) -> None:
+    """Bärtschi–Eidenbenz's ``SCS_{l,k}`` on the paper's qubits ``l−k .. l`` (1-based, ``l = last``).
+
+    Paper qubit ``j`` is our qubit ``j − 1``. On ``|0…0 1^m>`` (``m ≤ k`` ones at the end) it
+    yields ``√(m/l)|0…0 1^m> + √((l−m)/l)|0…0 1^m 0>``: the block ``m`` moves the boundary one to
+    the left with the right amplitude, conditioned on the state having ``m`` ones.
+    """
+
+    def q(paper: int) -> int:
+        return paper - 1
+
+    # Block (i) on (l−1, l).
+    circuit.cx(q(last - 1), q(last))
+    _controlled_ry(circuit, 2.0 * math.acos(math.sqrt(1.0 / last)), q(last), q(last - 1))
+    circuit.cx(q(last - 1), q(last))
+    # Blocks (ii)_m on (l−m, l−m+1, l).
+    for m in range(2, k + 1):
+        circuit.cx(q(last - m), q(last))
+        _doubly_controlled_ry(
+            circuit, 2.0 * math.acos(math.sqrt(m / last)), q(last), q(last - m + 1), q(last - m)
+        )
+        circuit.cx(q(last - m), q(last))
+
+
+def dicke_circuit(num_qubits: int, weight: int) -> QuantumCircuit:
+    """Deterministic preparation of the Dicke state ``|D^n_k>`` from ``|0…0>``.
+
+    The construction of Bärtschi and Eidenbenz (2019): put ``k`` ones on the last ``k`` qubits,
+    then apply ``SCS_{l,k}`` for ``l = n … k+1`` and ``SCS_{l,l−1}`` for ``l = k … 2``. It uses
+    ``O(n·k)`` gates (CX and RY only, controlled rotations decomposed as in
+    :func:`_doubly_controlled_ry`) and prepares exactly the uniform superposition of the
+    ``C(n, k)`` weight-``k`` basis states with real positive amplitudes.
+
+    Args:
+        num_qubits: ``n ≥ 1``.
+        weight: ``k`` in ``0..n``.
+
+    Returns:
+        A circuit on ``n`` qubits without classical bits.
+
+    Raises:
+        ValueError: On sizes out of range.
+    """
+    if num_qubits < 1 or not 0 <= weight <= num_qubits:
+        raise ValueError(f"need 0 <= weight <= num_qubits and num_qubits >= 1, got {weight} and {num_qubits}")
+    circuit = QuantumCircuit(num_qubits, name=f"dicke_{num_qubits}_{weight}")
+    for qubit in range(num_qubits - weight, num_qubits):
+        circuit.x(qubit)
+    if weight in (0, num_qubits):
+        return circuit
+    for last in range(num_qubits, weight, -1):
+        _split_and_cyclic_shift(circuit, last, weight)
+    for last in range(weight, 1, -1):
+        _split_and_cyclic_shift(circuit, last, last - 1)
     return circuit
 
 
