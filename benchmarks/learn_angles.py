@@ -43,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize
-from skfolio.datasets import load_sp500_dataset  # type: ignore[import-untyped]
-from sklearn.covariance import LedoitWolf  # type: ignore[import-untyped]
+from skfolio.datasets import load_sp500_dataset
+from sklearn.covariance import LedoitWolf
 
 from benchmarks.simulator import machine_line
 from qhybrid.core.qubo import FloatArray, Ising

@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from braket.circuits import Circuit  # type: ignore[import-untyped]
-from braket.devices import LocalSimulator  # type: ignore[import-untyped]
+from braket.circuits import Circuit
+from braket.devices import LocalSimulator
 from qiskit import transpile
 from qiskit_aer import AerSimulator
 

@@ -16,13 +16,14 @@ from qhybrid.backends.base import QuantumBackend, TaskState, TaskStatus
 from qhybrid.backends.registry import BackendRegistry
 from qhybrid.core.config import Settings
 from qhybrid.jobs.database import Database
-from qhybrid.jobs.journey import Journey, problem_from_request
+from qhybrid.jobs.journey import Journey
 from qhybrid.jobs.models import utcnow
 from qhybrid.jobs.queue import JobQueue, make_huey
 from qhybrid.jobs.reconciler import reconcile_once
+from qhybrid.jobs.solution import formulation_from_request
 from qhybrid.jobs.states import JobState
 from qhybrid.jobs.store import JobStore
-from qhybrid.portfolio.classical import brute_force
+from qhybrid.portfolio.baselines import exact
 from tests.support.processes import Process, free_port, start_process
 
 REQUEST: dict[str, Any] = {
@@ -53,13 +54,18 @@ class Services:
     journey: Journey
     backends: BackendRegistry
 
-    def new_job(self, request: dict[str, Any] | None = None, *, deadline: float = 3600) -> str:
+    def new_job(
+        self, request: dict[str, Any] | None = None, *, deadline: float = 3600, fallback: bool = True
+    ) -> str:
+        request = request or REQUEST
+        if not fallback:
+            request = {**request, "options": {**request["options"], "fallback": False}}
         job, _ = self.store.create_job(
             job_id=str(uuid.uuid4()),
-            request=request or REQUEST,
+            request=request,
             request_hash=uuid.uuid4().hex,
             backend="local",
-            shots=int((request or REQUEST)["shots"]),
+            shots=int(request["shots"]),
             deadline_at=utcnow() + timedelta(seconds=deadline),
         )
         return job.id
@@ -151,8 +157,8 @@ def test_a_job_travels_to_completed(cloud_settings: Settings, consumer_for: Any)
     assert set(path) <= {s.value for s in JobState}
     result = view.job.result
     assert result is not None
-    exact = brute_force(problem_from_request(REQUEST))
-    assert result["classical"]["objective"] == pytest.approx(exact.objective, rel=1e-12)
+    optimum = exact(formulation_from_request(REQUEST)[0])
+    assert result["classical"]["objective"] == pytest.approx(optimum.objective, rel=1e-12)
     assert len(result["selected"]) == 2
     assert set(result["selected"]) <= set("ABCDE")
     assert result["objective"] >= result["classical"]["objective"] - 1e-15
@@ -250,7 +256,7 @@ def test_unreachable_provider_fails_after_bounded_retries(settings: Settings, co
     dead = f"http://127.0.0.1:{free_port()}"
     services = build(settings.model_copy(update={"cloud_url": dead, "max_step_retries": 2}))
     consumer_for(services)
-    job_id = services.new_job()
+    job_id = services.new_job(fallback=False)
     services.queue.kick(job_id)
     assert services.wait_for(job_id, {JobState.FAILED, JobState.COMPLETED}, timeout=30) == "FAILED"
     job = services.store.get_job(job_id)
@@ -259,19 +265,45 @@ def test_unreachable_provider_fails_after_bounded_retries(settings: Settings, co
     assert "ConnectError" in job.error or "connect" in job.error.lower()
 
 
+def test_unreachable_provider_gets_the_classical_fallback(settings: Settings, consumer_for: Any) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    services = build(settings.model_copy(update={"cloud_url": dead, "max_step_retries": 1}))
+    consumer_for(services)
+    job_id = services.new_job()
+    services.queue.kick(job_id)
+    assert services.wait_for(job_id, {JobState.FAILED, JobState.COMPLETED}, timeout=30) == "COMPLETED"
+    view = services.store.view(job_id)
+    assert view is not None and view.job.result is not None
+    result = view.job.result
+    assert result["source"] == "classical_fallback"
+    assert "gave up after 2 tries" in result["fallback"]["reason"]
+    assert result["quantum"] is None
+    optimum = exact(formulation_from_request(REQUEST)[0])
+    assert result["objective"] == pytest.approx(optimum.objective, rel=1e-12)
+    assert [e.to_state for e in view.events][-2:] == ["FINALIZING", "COMPLETED"]
+    assert "classical fallback" in (view.events[-2].detail or "")
+
+
 def test_refused_credentials_fail_at_once(cloud_settings: Settings, consumer_for: Any) -> None:
     services = build(cloud_settings.model_copy(update={"cloud_token": "wrong-token"}))
     consumer_for(services)
-    job_id = services.new_job()
+    job_id = services.new_job(fallback=False)
     services.queue.kick(job_id)
     assert services.wait_for(job_id, {JobState.FAILED, JobState.COMPLETED}) == "FAILED"
     job = services.store.get_job(job_id)
     assert job is not None and job.error is not None
     assert "PermanentBackendError" in job.error
     assert job.step_failures == 0  # no retries for a refusal
+    fallback_job = services.new_job()
+    services.queue.kick(fallback_job)
+    assert services.wait_for(fallback_job, {JobState.FAILED, JobState.COMPLETED}) == "COMPLETED"
+    answered = services.store.get_job(fallback_job)
+    assert answered is not None and answered.result is not None
+    assert answered.result["source"] == "classical_fallback"
+    assert "PermanentBackendError" in answered.result["fallback"]["reason"]
 
 
-def test_deadline_ends_the_job(
+def test_deadline_answers_classically_and_cancels_the_task(
     slow_cloud: tuple[Process, str, str], settings: Settings, consumer_for: Any
 ) -> None:
     _, url, token = slow_cloud
@@ -281,13 +313,15 @@ def test_deadline_ends_the_job(
     services.queue.kick(job_id)
     assert (
         services.wait_for(job_id, {JobState.FAILED, JobState.COMPLETED, JobState.CANCELLED}, timeout=30)
-        == "FAILED"
+        == "COMPLETED"
     )
     job = services.store.get_job(job_id)
-    assert job is not None and "deadline" in (job.error or "")
+    assert job is not None and job.result is not None
+    assert job.result["source"] == "classical_fallback"
+    assert "deadline" in job.result["fallback"]["reason"]
     row = services.store.remote_task(job_id, 1)
     assert row is not None and row.task_id is not None
-    # The provider task is cancelled with the job, not left to run (and bill).
+    # The provider task is cancelled, not left to run (and bill).
     assert services.backends.get("local").status(row.task_id).state is TaskState.CANCELLED
 
 
@@ -341,7 +375,9 @@ def test_a_failed_provider_task_is_resubmitted_under_a_new_token(
     assert counts[first.client_token] == 1 and counts[second.client_token] == 1
 
 
-def test_a_job_fails_when_every_attempt_fails(cloud_settings: Settings, consumer_for: Any) -> None:
+def test_a_job_fails_when_every_attempt_fails_without_fallback(
+    cloud_settings: Settings, consumer_for: Any
+) -> None:
     services = build(cloud_settings.model_copy(update={"max_remote_attempts": 2}))
 
     class AlwaysFails(FirstTaskFails):
@@ -350,7 +386,7 @@ def test_a_job_fails_when_every_attempt_fails(cloud_settings: Settings, consumer
 
     services.backends._backends["local"] = AlwaysFails(services.backends.get("local"))
     consumer_for(services)
-    job_id = services.new_job()
+    job_id = services.new_job(fallback=False)
     services.queue.kick(job_id)
     assert services.wait_for(job_id, {JobState.COMPLETED, JobState.FAILED}) == "FAILED"
     job = services.store.get_job(job_id)

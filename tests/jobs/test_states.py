@@ -52,7 +52,7 @@ def test_terminal_states_never_move(state: JobState) -> None:
         (JobState.REMOTE_RUNNING, JobState.REMOTE_QUEUED),
         (JobState.FINALIZING, JobState.SUBMITTING),
         (JobState.ACCEPTED, JobState.COMPLETED),
-        (JobState.SUBMITTING, JobState.FINALIZING),
+        (JobState.ACCEPTED, JobState.FINALIZING),
     ],
 )
 def test_shortcuts_are_refused(source: JobState, target: JobState) -> None:
@@ -63,6 +63,11 @@ def test_shortcuts_are_refused(source: JobState, target: JobState) -> None:
 def test_remote_states_may_resubmit_after_a_failed_task() -> None:
     for state in REMOTE_STATES:
         check_transition(state, JobState.SUBMITTING)
+
+
+def test_the_classical_fallback_can_start_from_any_working_state() -> None:
+    for state in (JobState.PREPARING, JobState.SUBMITTING, *REMOTE_STATES):
+        check_transition(state, JobState.FINALIZING)
 
 
 def test_api_names_are_lower_case() -> None:

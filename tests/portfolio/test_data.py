@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.covariance import LedoitWolf  # type: ignore[import-untyped]
+from sklearn.covariance import LedoitWolf
 
 from qhybrid.portfolio.classical import brute_force
 from qhybrid.portfolio.data import (

@@ -11,13 +11,13 @@ from qhybrid.quantum.spec import QaoaSpec
 def test_defaults_and_as_dict() -> None:
     spec = QaoaSpec()
     assert spec.as_dict() == {
-        "mixer": "xy",
+        "mixer": "x-warm",
         "reps": 3,
         "objective": "mean",
         "cvar_alpha": 0.1,
         "init": "table",
         "maxiter": 100,
-        "warm_epsilon": 0.25,
+        "warm_epsilon": 0.1,
     }
     json.dumps(spec.as_dict())
 

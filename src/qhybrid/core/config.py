@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     reconcile_grace_seconds: float = Field(default=30.0, ge=0)
     worker_threads: int = Field(default=2, ge=1)
     backend_timeout_seconds: float = Field(default=30.0, gt=0)
+    exact_time_limit_seconds: float = Field(
+        default=30.0, gt=0, description="Time limit of the exact classical baseline (SCIP) per job."
+    )
 
     @field_validator("api_keys", "egress_allow", mode="before")
     @classmethod

@@ -23,7 +23,6 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-import numpy as np
 from sqlalchemy.exc import OperationalError
 
 from qhybrid.backends.base import (
@@ -36,17 +35,10 @@ from qhybrid.backends.registry import BackendRegistry
 from qhybrid.core.config import Settings
 from qhybrid.jobs.models import Job, RemoteTask, utcnow
 from qhybrid.jobs.queue import JobQueue
+from qhybrid.jobs.solution import fallback_result, prepare_program, quantum_result, request_seed
 from qhybrid.jobs.states import HAS_REMOTE_TASK, REMOTE_STATES, TERMINAL_STATES, JobState
 from qhybrid.jobs.store import JobStore
-from qhybrid.portfolio.classical import brute_force
-from qhybrid.portfolio.model import PortfolioProblem
-from qhybrid.portfolio.qubo import to_qubo
-from qhybrid.portfolio.samples import analyse_samples
-from qhybrid.proxy.abstract import abstract_problem
-from qhybrid.quantum.angles import optimize_angles
-from qhybrid.quantum.circuit import CircuitTooLargeError, qaoa_circuit, transpile_for
-from qhybrid.quantum.decode import decode_counts
-from qhybrid.quantum.qasm import to_openqasm3
+from qhybrid.quantum.circuit import CircuitTooLargeError
 
 log = logging.getLogger("qhybrid.worker")
 
@@ -56,29 +48,8 @@ PERMANENT_ERRORS: tuple[type[Exception], ...] = (PermanentBackendError, CircuitT
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (TransientBackendError, httpx.HTTPError, OperationalError)
 
 
-def problem_from_request(request: dict[str, Any]) -> PortfolioProblem:
-    """The portfolio problem of a validated request document."""
-    assets = request["assets"]
-    return PortfolioProblem(
-        names=tuple(str(a["name"]) for a in assets),
-        expected_returns=np.array([float(a["expected_return"]) for a in assets], dtype=np.float64),
-        covariance=np.array(request["covariance"], dtype=np.float64),
-        risk_aversion=float(request["risk_aversion"]),
-        budget=int(request["budget"]),
-    )
-
-
-def job_seed(job: Job) -> int:
-    """The seed of a job's randomised steps: the request's, or one derived from the job id."""
-    options = job.request.get("options") or {}
-    seed = options.get("seed")
-    return int(seed) if seed is not None else uuid.UUID(job.id).int % (2**31)
-
-
-def relative_gap(objective: float, optimum: float) -> float:
-    """``(objective − optimum) / |optimum|``, or the absolute difference when the optimum is ~0."""
-    difference = objective - optimum
-    return difference / abs(optimum) if abs(optimum) > 1e-12 else difference
+#: States from which the classical fallback may answer instead of the QPU.
+FALLBACK_STATES = frozenset({JobState.PREPARING, JobState.SUBMITTING, *REMOTE_STATES})
 
 
 def _owner_id() -> str:
@@ -129,7 +100,7 @@ class Journey:
         except _LostLeaseError:
             log.info("job %s changed under worker %s; leaving it", job_id, owner)
         except PERMANENT_ERRORS as exc:
-            self._fail(job_id, owner, f"{self._state_of(job_id)}: {_describe(exc)}")
+            self._give_up(job_id, owner, f"{self._state_of(job_id)}: {_describe(exc)}")
         except Exception as exc:
             # Transient errors and unexpected ones alike get a bounded number of retries, so a
             # bug cannot spin forever and a passing outage does not kill the job.
@@ -148,8 +119,8 @@ class Journey:
             if job.cancel_requested:
                 self._cancel(job, owner)
                 return
-            if utcnow() >= job.deadline_at:
-                self._fail(job_id, owner, "deadline passed before the job could complete", job=job)
+            if utcnow() >= job.deadline_at and state is not JobState.FINALIZING:
+                self._give_up(job_id, owner, "deadline passed before the QPU answered", job=job)
                 return
             if job.next_poll_at is not None and utcnow() < job.next_poll_at - timedelta(milliseconds=50):
                 # Woken early (a duplicate kick): the scheduled wake-up still stands.
@@ -173,26 +144,11 @@ class Journey:
 
     def _prepare(self, job: Job, owner: str) -> None:
         """Business problem -> QUBO -> abstract Ising -> QAOA circuit for the device -> OpenQASM 3."""
-        problem = problem_from_request(job.request)
-        qubo, penalty = to_qubo(problem)
-        ising = abstract_problem(qubo)
-        backend = self.backends.get(job.backend)
-        target = backend.target()
-        options = job.request.get("options") or {}
-        reps = int(options.get("reps") or self.settings.default_reps)
-        seed = job_seed(job)
-        angles = optimize_angles(ising, reps, seed=seed, maxiter=int(options.get("maxiter") or 200))
-        transpiled, metrics = transpile_for(qaoa_circuit(ising, angles), target, seed=seed)
-        program = to_openqasm3(transpiled)
-        prepared = {
-            "reps": reps,
-            "seed": seed,
-            "penalty": penalty,
-            "angles": angles.as_dict(),
-            "device": target.name,
-            "circuit": metrics.as_dict(),
-        }
-        self._move(job, owner, JobState.SUBMITTING, program=program, prepared=prepared, attempt=1)
+        target = self.backends.get(job.backend).target()
+        program = prepare_program(
+            job.request, target, seed=request_seed(job.request, job.id), settings=self.settings
+        )
+        self._move(job, owner, JobState.SUBMITTING, program=program.text, prepared=program.facts, attempt=1)
 
     def _submit(self, job: Job, owner: str) -> None:
         """Submit the program at most once per attempt: the token is stored before the call."""
@@ -263,7 +219,7 @@ class Journey:
                 self._move(job, owner, JobState.SUBMITTING, detail=reason, attempt=job.attempt + 1)
                 self._submit(self._reload(job.id, owner), owner)
                 return False
-            self._fail(job.id, owner, f"{reason} (after {job.attempt} attempts)", job=job)
+            self._give_up(job.id, owner, f"{reason} (after {job.attempt} attempts)", job=job)
             return False
         interval = min(
             (job.poll_interval or self.settings.poll_initial_seconds) * 2, self.settings.poll_max_seconds
@@ -284,40 +240,35 @@ class Journey:
         return False
 
     def _finalize(self, job: Job, owner: str) -> None:
-        """Decode the counts, pick the best sample on the true problem, compare with the exact optimum."""
-        row = self._remote_row(job)
-        if row.counts is None:
-            raise PermanentBackendError("completed task has no stored counts")
-        problem = problem_from_request(job.request)
-        bitstrings, counts = decode_counts(row.counts, problem.num_assets)
-        exact = brute_force(problem)
-        analysis = analyse_samples(problem, bitstrings, counts, optimum_bits=exact.bits)
-        chosen = problem.evaluate(np.array(analysis.best_bits, dtype=np.uint8))
-        optimum = problem.evaluate(np.array(exact.bits, dtype=np.uint8))
-        prepared = job.prepared or {}
-        result = {
-            **chosen.as_dict(),
-            "source": "quantum" if analysis.source == "sample" else "quantum+repair",
-            "classical": {**optimum.as_dict(), "method": exact.method},
-            "gap": relative_gap(chosen.objective, optimum.objective),
-            "gap_abs": chosen.objective - optimum.objective,
-            "quantum": {
+        """Judge the samples on the true problem, refine, compare with the classical baselines."""
+        seed = request_seed(job.request, job.id)
+        if job.fallback_reason is not None:
+            result = fallback_result(
+                job.request, seed=seed, reason=job.fallback_reason, settings=self.settings
+            )
+            detail = f"classical fallback: {job.fallback_reason}"
+        else:
+            row = self._remote_row(job)
+            if row.counts is None:
+                raise PermanentBackendError("completed task has no stored counts")
+            facts = {
                 "backend": job.backend,
-                "device": prepared.get("device"),
                 "task_id": row.task_id,
                 "attempt": job.attempt,
                 "shots": job.shots,
-                "reps": prepared.get("reps"),
-                "seed": prepared.get("seed"),
-                "penalty": prepared.get("penalty"),
-                "angles": prepared.get("angles"),
-                "circuit": prepared.get("circuit"),
-                "samples": analysis.as_dict(),
-                "best_share": analysis.best_share,
-                "optimum_share": analysis.optimum_share,
-            },
-        }
-        self._move(job, owner, JobState.COMPLETED, detail=f"objective {chosen.objective:.6g}", result=result)
+            }
+            result = quantum_result(
+                job.request,
+                row.counts,
+                seed=seed,
+                prepared=job.prepared or {},
+                facts=facts,
+                settings=self.settings,
+            )
+            detail = (
+                f"objective {result['objective']:.6g} ({result['source']}, found by {result['found_by']})"
+            )
+        self._move(job, owner, JobState.COMPLETED, detail=detail, result=result)
 
     def _cancel(self, job: Job, owner: str) -> None:
         """Cancel the provider task if there may be one, then the job."""
@@ -336,9 +287,8 @@ class Journey:
             return
         failures = job.step_failures + 1
         if failures > self.settings.max_step_retries:
-            self._fail(
-                job_id, owner, f"{job.state}: gave up after {failures} tries: {_describe(exc)}", job=job
-            )
+            reason = f"{job.state}: gave up after {failures} tries: {_describe(exc)}"
+            self._give_up(job_id, owner, reason, job=job)
             return
         delay = min(
             self.settings.retry_initial_seconds * 2 ** (failures - 1), self.settings.retry_max_seconds
@@ -355,6 +305,43 @@ class Journey:
             job_id, owner=owner, step_failures=failures, last_error=_describe(exc), next_poll_at=when
         ):
             self.queue.kick_at(job_id, when)
+
+    def _give_up(self, job_id: str, owner: str, reason: str, *, job: Job | None = None) -> None:
+        """The QPU cannot answer: answer classically (marked) when allowed, else fail the job."""
+        job = job or self.store.get_job(job_id)
+        if job is None:
+            return
+        state = JobState(job.state)
+        allowed = (job.request.get("options") or {}).get("fallback", True)
+        if not allowed or state not in FALLBACK_STATES:
+            self._fail(job_id, owner, reason, job=job)
+            return
+        if state in HAS_REMOTE_TASK:
+            try:
+                self._cancel_remote(job)
+            except Exception:  # best effort: the classical answer does not depend on it
+                log.warning("job %s: could not cancel the provider task before falling back", job_id)
+        log.warning("job %s: classical fallback: %s", job_id, reason)
+        moved = self.store.transition(
+            job_id,
+            owner=owner,
+            source=state,
+            target=JobState.FINALIZING,
+            detail=f"classical fallback: {reason}",
+            fallback_reason=reason,
+            next_poll_at=None,
+            step_failures=0,
+            last_error=None,
+        )
+        if not moved:
+            return
+        try:
+            self._run(job_id, owner)
+        except _LostLeaseError:
+            log.info("job %s changed under worker %s; leaving it", job_id, owner)
+        except Exception as exc:
+            # FINALIZING never falls back again, so this ends in a retry or in FAILED.
+            self._retry_later(job_id, owner, exc)
 
     def _fail(self, job_id: str, owner: str, reason: str, *, job: Job | None = None) -> None:
         job = job or self.store.get_job(job_id)

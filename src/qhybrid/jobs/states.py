@@ -3,6 +3,7 @@
 ```
 ACCEPTED -> PREPARING -> SUBMITTING -> SUBMITTED -> REMOTE_QUEUED -> REMOTE_RUNNING -> FINALIZING -> COMPLETED
 every non-terminal state -> FAILED | CANCELLED;  a failed remote task with attempts left -> SUBMITTING
+PREPARING | SUBMITTING | remote states -> FINALIZING with a fallback reason: the classical answer
 ```
 """
 
@@ -42,8 +43,10 @@ HAS_REMOTE_TASK = REMOTE_STATES | {JobState.SUBMITTING}
 
 _FORWARD: dict[JobState, frozenset[JobState]] = {
     JobState.ACCEPTED: frozenset({JobState.PREPARING}),
-    JobState.PREPARING: frozenset({JobState.SUBMITTING}),
-    JobState.SUBMITTING: frozenset({JobState.SUBMITTED}),
+    # FINALIZING straight from PREPARING or SUBMITTING: the classical fallback, when the provider
+    # cannot be used at all (unreachable for good, circuit too large, deadline passed).
+    JobState.PREPARING: frozenset({JobState.SUBMITTING, JobState.FINALIZING}),
+    JobState.SUBMITTING: frozenset({JobState.SUBMITTED, JobState.FINALIZING}),
     # A provider can report any state at the first poll: a short task may already be done.
     JobState.SUBMITTED: frozenset(
         {JobState.REMOTE_QUEUED, JobState.REMOTE_RUNNING, JobState.FINALIZING, JobState.SUBMITTING}

@@ -123,7 +123,7 @@ def estimate(
     if estimator == "sample":
         cov = np.atleast_2d(np.cov(r, rowvar=False, ddof=1))
     else:
-        from sklearn.covariance import LedoitWolf  # type: ignore[import-untyped]
+        from sklearn.covariance import LedoitWolf
 
         fitted = LedoitWolf().fit(r)
         cov = np.asarray(fitted.covariance_, dtype=np.float64)
@@ -146,7 +146,7 @@ def load_sp500() -> tuple[tuple[str, ...], FloatArray, tuple[str, ...]]:
         ``(tickers, prices, dates)``: 20 tickers, prices of shape ``(8313, 20)`` (read-only,
         rows in date order) and the ISO dates of the rows.
     """
-    from skfolio.datasets import load_sp500_dataset  # type: ignore[import-untyped]
+    from skfolio.datasets import load_sp500_dataset
 
     frame = load_sp500_dataset()
     prices = np.array(frame.to_numpy(dtype=np.float64), copy=True)

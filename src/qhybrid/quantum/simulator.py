@@ -30,7 +30,7 @@ from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
-from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
+from threadpoolctl import ThreadpoolController
 
 from qhybrid.core.qubo import FloatArray
 from qhybrid.quantum.objective import MeanObjective, Objective

@@ -42,13 +42,13 @@ class QaoaSpec:
         ValueError: On any value out of range, with a message naming the field.
     """
 
-    mixer: Mixer = "xy"
+    mixer: Mixer = "x-warm"
     reps: int = 3
     objective: ObjectiveName = "mean"
     cvar_alpha: float = 0.1
     init: AngleInit = "table"
     maxiter: int = 100
-    warm_epsilon: float = 0.25
+    warm_epsilon: float = 0.1
 
     def __post_init__(self) -> None:
         _choice("mixer", self.mixer, get_args(Mixer))
