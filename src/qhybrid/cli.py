@@ -109,6 +109,38 @@ def demo(
 
 
 @app.command()
+def sample(
+    tickers: Annotated[
+        str, typer.Option(help="Comma-separated tickers from the S&P 500 dataset shipped with skfolio.")
+    ] = ",".join(("AAPL", "MSFT", "JPM", "BAC", "XOM", "CVX", "JNJ", "PG", "KO", "WMT")),
+    budget: Annotated[
+        int | None, typer.Option(help="Assets to hold (selection) or total lots (weights).")
+    ] = None,
+    days: Annotated[int, typer.Option(help="Trading days of history, ending 2022-12-28.")] = 756,
+    weights: Annotated[
+        bool, typer.Option("--weights", help="Ask for integer lots instead of a selection.")
+    ] = False,
+    max_lots: Annotated[int, typer.Option(help="Upper bound of lots per asset (with --weights).")] = 3,
+) -> None:
+    """Print a request on real S&P 500 prices, ready for ``qhybrid submit`` or curl."""
+    from qhybrid.demo import sample_request
+    from qhybrid.portfolio.data import load_sp500
+
+    chosen = tuple(t.strip().upper() for t in tickers.split(",") if t.strip())
+    known = load_sp500()[0]
+    unknown = [t for t in chosen if t not in known]
+    if unknown:
+        Console(stderr=True).print(
+            f"[red]unknown tickers[/]: {', '.join(unknown)}; known: {', '.join(known)}"
+        )
+        raise typer.Exit(2)
+    request = sample_request(tickers=chosen, budget=budget, days=days)
+    if weights:
+        request.update(formulation="weights", max_lots=max_lots, budget=budget or len(chosen))
+    sys.stdout.write(json.dumps(request) + "\n")
+
+
+@app.command()
 def submit(
     file: Annotated[
         Path, typer.Argument(help="Request JSON file (see docs or the sample portfolio).", exists=True)

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +31,40 @@ from rich.table import Table
 
 from qhybrid.client import Client
 from qhybrid.core.config import Settings
+from qhybrid.portfolio.data import balanced_risk_aversion, estimate, load_sp500
+
+#: The demo's stocks: large caps from four sectors, all in skfolio's S&P 500 dataset.
+SAMPLE_TICKERS = ("AAPL", "MSFT", "JPM", "BAC", "XOM", "CVX", "JNJ", "PG", "KO", "WMT")
 
 
-def sample_request() -> dict[str, Any]:
-    """The demo's portfolio (illustrative daily figures for eight large US stocks)."""
-    text = resources.files("qhybrid").joinpath("data/sample_portfolio.json").read_text()
-    request: dict[str, Any] = json.loads(text)
-    return request
+def sample_request(
+    *, tickers: tuple[str, ...] = SAMPLE_TICKERS, budget: int | None = None, days: int = 756
+) -> dict[str, Any]:
+    """A request on real data: the last ``days`` daily closes of ``tickers`` (up to 2022-12-28).
+
+    The request carries the prices, so the trusted zone estimates μ and Σ (Ledoit-Wolf) itself.
+    The risk aversion is the one where the return-chaser and the variance-minimiser tie, so the
+    answer is neither (see :func:`qhybrid.portfolio.data.balanced_risk_aversion`).
+    """
+    names, prices, dates = load_sp500()
+    columns = [names.index(ticker) for ticker in tickers]
+    window = prices[-days:, columns]
+    budget = budget or len(tickers) // 2
+    fit = estimate(window)
+    risk = balanced_risk_aversion(fit.expected_returns, fit.covariance, budget)
+    return {
+        "prices": {
+            "assets": list(tickers),
+            "values": [[round(float(v), 4) for v in row] for row in window],
+            "dates": list(dates[-days:]),
+        },
+        "estimator": "ledoit_wolf",
+        "risk_aversion": float(f"{risk:.4g}"),
+        "budget": budget,
+        "backend": "local",
+        "shots": 4096,
+        "options": {"seed": 7},
+    }
 
 
 def _free_port() -> int:
@@ -192,24 +218,39 @@ def run_demo(
 def print_result(console: Console, job: dict[str, Any]) -> None:
     """A human-readable summary of a completed job."""
     result = job["result"]
-    quantum = result.get("quantum") or {}
-    circuit = quantum.get("circuit") or {}
+    classical = result["classical"]
+    columns = [("returned", result)]
+    if result.get("quantum_best"):
+        columns.append(("best QPU sample", result["quantum_best"]))
+    columns.append((f"classical ({classical['method']})", classical))
     table = Table(title=f"job {job['job_id']}: {job['status']}", show_header=True)
     table.add_column("")
-    table.add_column("quantum (QAOA)")
-    table.add_column("classical (exact)")
-    classical = result["classical"]
-    table.add_row("selected", ", ".join(result["selected"]), ", ".join(classical["selected"]))
-    table.add_row(
-        "expected return", f"{result['expected_return']:.6g}", f"{classical['expected_return']:.6g}"
-    )
-    table.add_row("variance", f"{result['variance']:.6g}", f"{classical['variance']:.6g}")
-    table.add_row("objective", f"{result['objective']:.6g}", f"{classical['objective']:.6g}")
+    for title, _ in columns:
+        table.add_column(title)
+    table.add_row("selected", *(", ".join(column["selected"]) for _, column in columns))
+    if "weights" in result:
+        table.add_row(
+            "weights",
+            *(", ".join(f"{k} {v:.0%}" for k, v in column["weights"].items() if v) for _, column in columns),
+        )
+    table.add_row("expected return", *(f"{column['expected_return']:.6g}" for _, column in columns))
+    table.add_row("variance", *(f"{column['variance']:.6g}" for _, column in columns))
+    table.add_row("objective", *(f"{column['objective']:.6g}" for _, column in columns))
     console.print(table)
+    if result["source"] == "classical_fallback":
+        console.print(f"[yellow]classical fallback[/]: {result['fallback']['reason']}")
+        return
+    quantum = result["quantum"]
+    qaoa = quantum.get("qaoa") or {}
+    spec = qaoa.get("spec") or {}
+    circuit = quantum.get("circuit") or {}
     optimum_share = quantum.get("optimum_share")
     console.print(
-        f"gap {result['gap']:.3%}  |  backend {quantum.get('backend')} task {quantum.get('task_id')}  |  "
-        f"{quantum.get('shots')} shots, p={quantum.get('reps')}, depth {circuit.get('depth')}, "
-        f"{circuit.get('two_qubit_gates')} two-qubit gates  |  "
-        f"samples on the optimum: {optimum_share if optimum_share is None else f'{optimum_share:.1%}'}"
+        f"{result['source']}, found by {result['found_by']}; "
+        f"gap to the classical optimum {result['gap']:.3%}\n"
+        f"QPU: backend {quantum.get('backend')}, task {quantum.get('task_id')}, "
+        f"{quantum.get('shots')} shots; "
+        f"QAOA {spec.get('mixer')} mixer, p={spec.get('reps')}; {circuit.get('logical_qubits')} qubits, "
+        f"depth {circuit.get('depth')}, {circuit.get('two_qubit_gates')} two-qubit gates; "
+        f"samples on the optimum: {'n/a' if optimum_share is None else f'{optimum_share:.1%}'}"
     )

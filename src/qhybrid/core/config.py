@@ -47,7 +47,9 @@ class Settings(BaseSettings):
     max_shots: int = Field(default=100_000, ge=1)
     max_body_bytes: int = Field(default=8_000_000, ge=1024)
     default_shots: int = Field(default=2048, ge=1)
-    default_reps: int = Field(default=3, ge=1, le=8)
+    default_reps: int | None = Field(
+        default=None, ge=1, le=8, description="QAOA layers when a request sets none; unset: by size."
+    )
 
     lease_seconds: float = Field(default=300.0, gt=0, description="How long a worker owns a job step.")
     poll_initial_seconds: float = Field(default=1.0, gt=0)
