@@ -207,3 +207,22 @@ def test_submit_command_waits_and_prints_json(start_stack: Callable[..., Stack],
     job = json.loads(completed.stdout)
     assert job["status"] == "completed"
     assert "accepted" in completed.stderr  # progress goes to stderr, stdout is JSON only
+
+
+def test_weights_over_http_match_the_exact_optimum(start_stack: Callable[..., Stack]) -> None:
+    from qhybrid.jobs.solution import formulation_from_request
+    from qhybrid.portfolio.baselines import exact
+
+    stack = start_stack()
+    request = sample_request(tickers=("AAPL", "MSFT", "JPM", "XOM", "KO"), budget=2)
+    request.update(formulation="weights", budget=6, max_lots=3, lot_bounds={"KO": [1, 2]})
+    with Client(stack.api_url) as client:
+        job = client.wait(client.submit(request), timeout=120)
+    assert job["status"] == "completed", stack.logs()
+    result = job["result"]
+    assert sum(result["lots"].values()) == 6
+    assert 1 <= result["lots"]["KO"] <= 2
+    optimum = exact(formulation_from_request(job["request"])[0])
+    assert optimum.optimal
+    assert result["objective"] == pytest.approx(optimum.objective, rel=1e-12)
+    assert result["classical"]["objective"] == pytest.approx(optimum.objective, rel=1e-12)

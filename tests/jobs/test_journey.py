@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from qhybrid.backends.base import QuantumBackend, TaskState, TaskStatus
@@ -392,3 +394,69 @@ def test_a_job_fails_when_every_attempt_fails_without_fallback(
     job = services.store.get_job(job_id)
     assert job is not None and job.error is not None
     assert "device offline" in job.error and "after 2 attempts" in job.error
+
+
+def test_weights_travel_end_to_end_and_match_brute_force(cloud_settings: Settings, consumer_for: Any) -> None:
+    services = build(cloud_settings)
+    consumer_for(services)
+    request = {
+        **REQUEST,
+        "formulation": "weights",
+        "budget": 5,
+        "max_lots": 3,
+        "lot_bounds": {"A": [1, 3]},
+        "options": {"seed": 5},
+    }
+    job_id = services.new_job(request)
+    services.queue.kick(job_id)
+    assert services.wait_for(job_id, {JobState.COMPLETED, JobState.FAILED}) == "COMPLETED"
+    result = services.store.get_job(job_id).result  # type: ignore[union-attr]
+    assert result is not None
+    lots = result["lots"]
+    assert sum(lots.values()) == 5 and 1 <= lots["A"] <= 3
+    assert all(0 <= v <= 3 for v in lots.values())
+    assert result["weights"] == {name: count / 5 for name, count in lots.items()}
+    # Independent check: enumerate every integer allocation within the bounds.
+    problem = formulation_from_request(request)[0]
+    mu = problem.expected_returns
+    sigma = problem.covariance
+    best = min(
+        (
+            0.5 * (w := np.array(v) / 5) @ sigma @ w - mu @ w,
+            v,
+        )
+        for v in itertools.product(range(1, 4), *([range(4)] * 4))
+        if sum(v) == 5
+    )
+    assert result["objective"] == pytest.approx(best[0], rel=1e-12)
+    assert tuple(lots[n] for n in "ABCDE") == best[1]
+    assert result["quantum"]["formulation"] == "weights"
+    assert result["quantum"]["qubits"] == 10  # two bits for 0..3 lots, two for A's 1..3
+
+
+def test_prices_are_estimated_in_the_trusted_zone(cloud_settings: Settings, consumer_for: Any) -> None:
+    services = build(cloud_settings)
+    consumer_for(services)
+    rng = np.random.default_rng(0)
+    prices = 100 * np.cumprod(1 + rng.normal(0.0005, 0.01, size=(60, 4)), axis=0)
+    request = {
+        "prices": {"assets": ["W", "X", "Y", "Z"], "values": prices.tolist()},
+        "estimator": "sample",
+        "returns": "simple",
+        "risk_aversion": 2.0,
+        "budget": 2,
+        "backend": "local",
+        "shots": 256,
+        "options": {"seed": 2},
+    }
+    job_id = services.new_job(request)
+    services.queue.kick(job_id)
+    assert services.wait_for(job_id, {JobState.COMPLETED, JobState.FAILED}) == "COMPLETED"
+    result = services.store.get_job(job_id).result  # type: ignore[union-attr]
+    assert result is not None
+    assert result["estimate"]["estimator"] == "sample"
+    assert result["estimate"]["observations"] == 59
+    returns = prices[1:] / prices[:-1] - 1
+    mu, sigma = returns.mean(axis=0), np.cov(returns, rowvar=False)
+    x = np.array([1.0 if n in result["selected"] else 0.0 for n in "WXYZ"])
+    assert result["objective"] == pytest.approx(2.0 * x @ sigma @ x - mu @ x, rel=1e-9)
