@@ -31,6 +31,10 @@ test: lint typecheck pytest
 
 # Benchmarks run outside `make test`; each prints a table (figures go in docs/benchmarks.md).
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks.quality
+	$(BIN)/python -m benchmarks.simulator
+	$(BIN)/python -m benchmarks.time_to_solution
 	$(BIN)/python -m benchmarks.accept_latency
 
 clean:

@@ -1,7 +1,8 @@
 """QAOA answer quality on real data: P(optimum), approximation ratio, optimum among the shots.
 
-Seeded S&P 500 subsets (skfolio's dataset, last three years, Ledoit-Wolf covariance), budgets n/2
-and n/4, p = 1..3, for each QAOA variant. Everything is computed from the exact final state of the
+Seeded S&P 500 subsets (skfolio's dataset, Ledoit-Wolf covariance; seed k uses a random subset and
+the k-th most recent three-year window, so seed 1 ends 2022-12-28), budgets n/2 and n/4,
+p = 1..3, for each QAOA variant. Everything is computed from the exact final state of the
 trusted-zone simulator (the same circuit the QPU gets), then 4096 shots are drawn from it and
 post-processed exactly as a job is.
 
@@ -124,7 +125,9 @@ def main() -> None:
     for n in args.sizes:
         for budget in sorted({max(1, n // 2), max(1, n // 4)}, reverse=True):
             for seed in args.seeds:
-                problem = sp500_problem(n, budget, seed=seed)
+                # Seed k: a random subset and the k-th most recent three-year window (with all 20
+                # stocks only the period can vary).
+                problem = sp500_problem(n, budget, seed=seed, end_offset_days=756 * (seed - 1))
                 for variant in args.variants:
                     for reps in args.reps:
                         row = evaluate(problem, variant, reps, seed)

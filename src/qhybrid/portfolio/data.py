@@ -217,6 +217,7 @@ def sp500_problem(
     risk_aversion: float | None = None,
     window_days: int = 756,
     estimator: Estimator = "ledoit_wolf",
+    end_offset_days: int = 0,
 ) -> PortfolioProblem:
     """A real selection problem: a seeded random subset of the bundled S&P 500 stocks.
 
@@ -233,6 +234,8 @@ def sp500_problem(
             a value exists.
         window_days: Price rows used, ``3 ≤ window_days ≤ 8313``.
         estimator: ``"ledoit_wolf"`` or ``"sample"``, see :func:`estimate`.
+        end_offset_days: The window ends this many rows before the last one (0: 2022-12-28);
+            with all 20 stocks the subset cannot vary, so benchmarks vary the period instead.
 
     Returns:
         The problem, assets named by ticker.
@@ -247,8 +250,11 @@ def sp500_problem(
         raise ValueError(f"budget must be between 0 and {num_assets}, got {budget}")
     if not 3 <= window_days <= prices.shape[0]:
         raise ValueError(f"window_days must be between 3 and {prices.shape[0]}, got {window_days}")
+    end = prices.shape[0] - end_offset_days
+    if not window_days <= end <= prices.shape[0]:
+        raise ValueError(f"end_offset_days must leave {window_days} rows, got {end_offset_days}")
     chosen = np.sort(np.random.default_rng(seed).choice(len(names), size=num_assets, replace=False))
-    fitted = estimate(prices[-window_days:, chosen], estimator=estimator)
+    fitted = estimate(prices[end - window_days : end, chosen], estimator=estimator)
     q = risk_aversion
     if q is None:
         q = balanced_risk_aversion(fitted.expected_returns, fitted.covariance, budget)
