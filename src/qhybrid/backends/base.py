@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class TaskState(StrEnum):
@@ -55,12 +56,41 @@ class DeviceTarget:
         num_qubits: Physical qubits available.
         basis_gates: Native gate names (Qiskit spelling).
         coupling_map: Directed qubit pairs a two-qubit gate may act on; ``None`` means all-to-all.
+        qiskit_target: The provider's ``qiskit.transpiler.Target`` when it has one (IBM backends,
+            Braket devices through qiskit-braket-provider): it carries gate and readout error
+            rates, which the transpiler uses to choose the qubit layout.
+        provider: Who runs the device (``emulated-cloud``, ``braket``, ``ibm``...).
     """
 
     name: str
     num_qubits: int
     basis_gates: tuple[str, ...]
     coupling_map: tuple[tuple[int, int], ...] | None = None
+    qiskit_target: Any = None
+    provider: str = "unknown"
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """A provider's public price list for one device.
+
+    Attributes:
+        per_task: Charged once per task.
+        per_shot: Charged per shot.
+        per_second: Charged per second of QPU time (IBM's model).
+        currency: ISO currency code.
+        source: Where the figures come from (page and date), for the record.
+    """
+
+    per_task: float = 0.0
+    per_shot: float = 0.0
+    per_second: float = 0.0
+    currency: str = "USD"
+    source: str = ""
+
+    def estimate(self, shots: int, seconds: float = 0.0) -> float:
+        """Cost of one task of ``shots`` shots using ``seconds`` of QPU time."""
+        return self.per_task + self.per_shot * shots + self.per_second * seconds
 
 
 @dataclass(frozen=True)
@@ -129,6 +159,14 @@ class QuantumBackend(abc.ABC):
     @abc.abstractmethod
     def cancel(self, task_id: str) -> None:
         """Ask the provider to cancel the task; harmless on a task already finished."""
+
+    def pricing(self) -> Pricing | None:
+        """The device's price list, or ``None`` for free (local) devices."""
+        return None
+
+    def estimated_seconds(self, shots: int, circuit_seconds: float | None = None) -> float:
+        """QPU seconds a task is expected to use (for per-second pricing); 0 when not charged by time."""
+        return 0.0
 
     def close(self) -> None:  # noqa: B027 - optional hook, most adapters hold nothing to release
         """Release connections held by the adapter."""
