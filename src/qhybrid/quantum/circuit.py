@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from qiskit import QuantumCircuit, transpile
@@ -13,6 +14,7 @@ from qiskit.transpiler import CouplingMap
 from qhybrid.backends.base import DeviceTarget
 from qhybrid.core.qubo import Ising
 from qhybrid.quantum.angles import QaoaAngles
+from qhybrid.quantum.qasm import ALLOWED_GATES
 from qhybrid.quantum.subspace import ring_edges
 
 #: Instructions that are not gates: not counted in gate metrics.
@@ -34,6 +36,10 @@ class CircuitMetrics:
         depth: Circuit depth, measurements included.
         two_qubit_gates: Gates acting on two qubits.
         total_gates: All gates; measurements and barriers are not counted.
+        layout: Physical qubit of each logical qubit, when the circuit was laid out on a device.
+        estimated_success: Product of ``1 − error`` over every gate and measurement, from the
+            device's calibration data (``None`` when the device publishes none): a rough chance
+            that a shot runs without any error.
     """
 
     logical_qubits: int
@@ -41,6 +47,8 @@ class CircuitMetrics:
     depth: int
     two_qubit_gates: int
     total_gates: int
+    layout: tuple[int, ...] | None = None
+    estimated_success: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-friendly dictionary."""
@@ -50,6 +58,8 @@ class CircuitMetrics:
             "depth": self.depth,
             "two_qubit_gates": self.two_qubit_gates,
             "total_gates": self.total_gates,
+            "layout": None if self.layout is None else list(self.layout),
+            "estimated_success": self.estimated_success,
         }
 
 
@@ -258,11 +268,80 @@ def circuit_metrics(logical_qubits: int, circuit: QuantumCircuit) -> CircuitMetr
     )
 
 
+#: Target operations that are not gates the program format needs to carry.
+_NON_GATE_OPERATIONS = frozenset(
+    {
+        "measure",
+        "barrier",
+        "delay",
+        "reset",
+        "id",
+        "if_else",
+        "for_loop",
+        "while_loop",
+        "switch_case",
+        "store",
+    }
+)
+
+
+def estimated_success(circuit: QuantumCircuit, qiskit_target: Any) -> float | None:
+    """Product of ``1 − error`` over the circuit's instructions, from the target's calibration.
+
+    Returns ``None`` when the target publishes no error rate at all (simulators).
+    """
+    probability = 1.0
+    known = False
+    for instruction in circuit.data:
+        name = instruction.operation.name
+        if name == "barrier":
+            continue
+        qargs = tuple(circuit.find_bit(qubit).index for qubit in instruction.qubits)
+        try:
+            properties = qiskit_target[name][qargs]
+        except KeyError:
+            continue
+        error = getattr(properties, "error", None)
+        if error is not None:
+            known = True
+            probability *= max(0.0, 1.0 - float(error))
+    return probability if known else None
+
+
+def _target_plan(target: DeviceTarget) -> tuple[Any, list[str] | None, CouplingMap | None]:
+    """How to transpile: with the provider's Target (error-aware) or with basis gates + coupling map."""
+    if target.qiskit_target is None:
+        return None, list(target.basis_gates), _coupling_map(target)
+    gates = set(target.qiskit_target.operation_names) - _NON_GATE_OPERATIONS
+    if gates <= ALLOWED_GATES:
+        # Every native gate fits the program format: use the Target itself, so level 3 picks
+        # the layout by the device's gate and readout error rates (VF2Layout / VF2PostLayout).
+        return target.qiskit_target, None, None
+    # Some native gates cannot be carried by the program format (e.g. rzz, ecr): restrict the
+    # basis to the ones that can and keep the device's connectivity.
+    basis = sorted(gates & ALLOWED_GATES)
+    if not any(_STANDARD_ARITY.get(gate) == 2 for gate in basis):
+        raise UnsupportedTargetError(
+            f"device {target.name!r} has no two-qubit gate the program format carries "
+            f"(native: {', '.join(sorted(gates))}; allowed: {', '.join(sorted(ALLOWED_GATES))})"
+        )
+    return None, basis, target.qiskit_target.build_coupling_map()
+
+
+class UnsupportedTargetError(ValueError):
+    """The device's gate set cannot express the program format's gates."""
+
+
+_STANDARD_ARITY = {"cx": 2, "cy": 2, "cz": 2, "cp": 2, "swap": 2}
+
+
 def transpile_for(
     circuit: QuantumCircuit, target: DeviceTarget, *, seed: int, optimization_level: int = 3
 ) -> tuple[QuantumCircuit, CircuitMetrics]:
     """Transpile for a device's basis gates and connectivity.
 
+    With the provider's ``qiskit_target`` the circuit is transpiled against it, so layout and
+    routing follow the published error rates; otherwise against the basis gates and coupling map.
     With a coupling map the result is laid out on the device's physical qubits (routing may add
     swaps); without one (all-to-all) no layout is forced and the circuit keeps its logical qubit
     count. Either way a measurement keeps its classical bit, so classical bit ``i`` still holds
@@ -275,10 +354,12 @@ def transpile_for(
         optimization_level: Qiskit optimisation level, 0 to 3.
 
     Returns:
-        The transpiled circuit and its metrics.
+        The transpiled circuit and its metrics (with the layout and the estimated success
+        probability when the device publishes calibration data).
 
     Raises:
         CircuitTooLargeError: If the circuit has more qubits than the device.
+        UnsupportedTargetError: If the device's gates cannot carry the program format.
         ValueError: On an invalid coupling map.
     """
     if circuit.num_qubits > target.num_qubits:
@@ -286,11 +367,20 @@ def transpile_for(
             f"the circuit needs {circuit.num_qubits} qubits but device {target.name!r} "
             f"has only {target.num_qubits}"
         )
+    qiskit_target, basis, coupling = _target_plan(target)
     transpiled = transpile(
         circuit,
-        basis_gates=list(target.basis_gates),
-        coupling_map=_coupling_map(target),
+        target=qiskit_target,
+        basis_gates=basis,
+        coupling_map=coupling,
         optimization_level=optimization_level,
         seed_transpiler=seed,
     )
-    return transpiled, circuit_metrics(circuit.num_qubits, transpiled)
+    metrics = circuit_metrics(circuit.num_qubits, transpiled)
+    layout = None
+    if transpiled.layout is not None and transpiled.num_qubits != circuit.num_qubits:
+        layout = tuple(int(q) for q in transpiled.layout.final_index_layout()[: circuit.num_qubits])
+    success = (
+        estimated_success(transpiled, target.qiskit_target) if target.qiskit_target is not None else None
+    )
+    return transpiled, replace(metrics, layout=layout, estimated_success=success)
