@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
+import struct
 import threading
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -35,14 +39,22 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudServer]:
         server.process.stop()
 
 
-def make_backend(base_url: str, *, token: str, allowed: list[str] | None = None, timeout: float = 5.0):
-    egress = EgressClient(allowed if allowed is not None else [base_url], timeout=timeout)
+def make_backend(
+    base_url: str,
+    *,
+    token: str,
+    allowed: list[str] | None = None,
+    timeout: float = 5.0,
+    ca_file: Path | None = None,
+):
+    egress = EgressClient(allowed if allowed is not None else [base_url], timeout=timeout, ca_file=ca_file)
     return CloudBackend(name="cloud", base_url=base_url, token=token, device="emulator", egress=egress)
 
 
 @pytest.fixture
 def backend(cloud: CloudServer) -> Iterator[CloudBackend]:
-    adapter = make_backend(cloud.base_url, token=cloud.token)
+    assert cloud.base_url.startswith("https://")  # the cloud speaks TLS by default
+    adapter = make_backend(cloud.base_url, token=cloud.token, ca_file=cloud.ca_file)
     try:
         yield adapter
     finally:
@@ -126,7 +138,7 @@ def test_bad_program_is_permanent(backend: CloudBackend) -> None:
 
 
 def test_bad_token_is_permanent(cloud: CloudServer) -> None:
-    adapter = make_backend(cloud.base_url, token="wrong-token")
+    adapter = make_backend(cloud.base_url, token="wrong-token", ca_file=cloud.ca_file)
     try:
         with pytest.raises(PermanentBackendError, match="401: invalid bearer token"):
             adapter.target()
@@ -152,7 +164,7 @@ def test_nothing_listening_is_transient() -> None:
 
 def test_egress_allow_list_refuses_other_destinations(cloud: CloudServer) -> None:
     token = new_token("egress")
-    adapter = make_backend(cloud.base_url, token=cloud.token, allowed=["127.0.0.1:1"])
+    adapter = make_backend(cloud.base_url, token=cloud.token, allowed=["127.0.0.1:1"], ca_file=cloud.ca_file)
     try:
         with pytest.raises(PermanentBackendError, match="allow-list") as caught:
             adapter.submit(X_ON_BIT0, 10, token)
@@ -163,9 +175,42 @@ def test_egress_allow_list_refuses_other_destinations(cloud: CloudServer) -> Non
     assert token.encode() not in (cloud.data_dir / "received.log").read_bytes()
 
 
+def test_unpinned_self_signed_certificate_is_refused(cloud: CloudServer) -> None:
+    # Without a CA file the system CAs apply, and they do not vouch for the cloud's own certificate.
+    adapter = make_backend(cloud.base_url, token=cloud.token)
+    try:
+        with pytest.raises(TransientBackendError, match="CERTIFICATE_VERIFY_FAILED"):
+            adapter.target()
+    finally:
+        adapter.close()
+
+
+def test_unreadable_ca_file_is_permanent(cloud: CloudServer, tmp_path: Path) -> None:
+    adapter = make_backend(cloud.base_url, token=cloud.token, ca_file=tmp_path / "missing.pem")
+    try:
+        with pytest.raises(PermanentBackendError, match="CA file"):
+            adapter.target()
+    finally:
+        adapter.close()
+
+
+def test_egress_client_requires_tls12_or_later(cloud: CloudServer) -> None:
+    assert cloud.ca_file is not None
+    egress = EgressClient([cloud.base_url], ca_file=cloud.ca_file)
+    try:
+        assert egress.request("GET", f"{cloud.base_url}/healthz").status_code == 200
+        context = egress._tls_context()
+        assert context.minimum_version is ssl.TLSVersion.TLSv1_2
+        assert context.verify_mode is ssl.CERT_REQUIRED
+        assert context.check_hostname
+    finally:
+        egress.close()
+
+
 # --- throttling and server errors ----------------------------------------------------------------
-# The emulated cloud has no fault injection yet, so a small stdlib HTTP server plays a cloud that
-# throttles, fails or hangs. It is a real server on a real socket, like the cloud itself.
+# The emulated cloud's fault injection covers throttling, 5xx and dropped connections (see
+# tests/cloud/test_faults.py). This small stdlib HTTP server plays the answers the cloud never
+# gives: an HTTP-date Retry-After, an unreadable success body, a bare-text error, a hang.
 
 
 class _TroubleHandler(BaseHTTPRequestHandler):
@@ -176,6 +221,11 @@ class _TroubleHandler(BaseHTTPRequestHandler):
             self._answer(503, b"upstream down", {"Retry-After": formatdate(time.time() + 30, usegmt=True)})
         elif self.path.endswith("/garbled"):
             self._answer(200, b"<html>not json</html>", {})
+        elif self.path.endswith("/reset"):
+            # SO_LINGER 0: closing sends a TCP reset instead of an orderly end.
+            self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.request.close()
+            self.close_connection = True
         elif self.path.endswith("/slow"):
             time.sleep(1.5)
             self._answer(200, b"{}", {})
@@ -228,6 +278,11 @@ def test_server_error_is_transient_with_http_date_retry_after(trouble_url: str) 
 def test_unreadable_success_body_is_transient(trouble_url: str) -> None:
     with pytest.raises(TransientBackendError, match="unreadable JSON"):
         _trouble_backend(trouble_url, "garbled").target()
+
+
+def test_connection_reset_is_transient(trouble_url: str) -> None:
+    with pytest.raises(TransientBackendError, match="connection dropped"):
+        _trouble_backend(trouble_url, "reset").target()
 
 
 def test_timeout_is_transient(trouble_url: str) -> None:

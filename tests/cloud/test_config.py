@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from qhybrid.cloud.config import DEFAULT_TOKEN, CloudConfig
+from qhybrid.cloud.faults import FaultRule
 from qhybrid.cloud.main import config_from_args
 
 
@@ -23,7 +25,13 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.basis_gates == ("rz", "sx", "x", "cx")
     assert config.token.get_secret_value() == DEFAULT_TOKEN
     assert config.uses_default_token
-    assert config.faults.model_dump() == {}
+    assert config.faults == ()
+    assert config.tls is True
+    assert (config.tls_groups, config.tls_min_version, config.tls_max_version) == (
+        "X25519MLKEM768:X25519",
+        "1.2",
+        "1.3",
+    )
     assert DEFAULT_TOKEN not in repr(config)  # the token stays out of logs
 
 
@@ -41,3 +49,49 @@ def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert config.token.get_secret_value() == "from-env"
     assert not config.uses_default_token
     assert config.log_level == "debug"
+
+
+def test_tls_and_fault_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QCLOUD_TLS_GROUPS", "X25519")
+    rules = [
+        {"match": "POST /v1/tasks", "fault": 429, "retry_after": 2},
+        {"fault": "task_failed", "count": 3},
+    ]
+    config = config_from_args(
+        ["--no-tls", "--tls-max-version", "1.2", "--tls-min-version", "1.2", "--faults", json.dumps(rules)]
+    )
+    assert config.tls is False
+    assert config.tls_groups == "X25519"  # from the environment
+    assert config.tls_max_version == "1.2"
+    assert config.faults == (
+        FaultRule(match="POST /v1/tasks", fault="429", retry_after=2.0),
+        FaultRule(fault="task_failed", count=3),
+    )
+    assert config_from_args(["--tls"]).tls is True
+
+
+def test_tls_and_faults_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QCLOUD_TLS", "false")
+    monkeypatch.setenv("QCLOUD_FAULTS", '[{"match": "GET /v1/tasks/*", "fault": "slow", "seconds": 0.5}]')
+    config = CloudConfig()
+    assert config.tls is False
+    assert config.faults == (FaultRule(match="GET /v1/tasks/*", fault="slow", seconds=0.5),)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--faults", "{not json"],
+        ["--faults", '{"fault": "429"}'],  # a rule, not a list of rules
+        ["--faults", '[{"fault": "teapot"}]'],
+        ["--tls-min-version", "1.3", "--tls-max-version", "1.2"],
+        ["--tls-max-version", "1.1"],
+    ],
+)
+def test_bad_tls_or_fault_settings_are_usage_errors(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        config_from_args(argv)
+    assert exited.value.code == 2
+    assert "error" in capsys.readouterr().err

@@ -45,7 +45,7 @@ def client(cloud: CloudServer) -> Iterator[httpx.Client]:
 
 
 def test_healthz_is_open(cloud: CloudServer) -> None:
-    response = httpx.get(f"{cloud.base_url}/healthz", trust_env=False)
+    response = httpx.get(f"{cloud.base_url}/healthz", trust_env=False, verify=cloud.verify)
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
 
@@ -64,10 +64,12 @@ def test_healthz_is_open(cloud: CloudServer) -> None:
 )
 def test_every_route_but_healthz_needs_the_token(cloud: CloudServer, method: str, path: str) -> None:
     url = f"{cloud.base_url}{path}"
-    missing = httpx.request(method, url, trust_env=False)
+    missing = httpx.request(method, url, trust_env=False, verify=cloud.verify)
     assert missing.status_code == 401
     assert "Authorization" in missing.json()["detail"]
-    wrong = httpx.request(method, url, headers={"Authorization": "Bearer not-the-token"}, trust_env=False)
+    wrong = httpx.request(
+        method, url, headers={"Authorization": "Bearer not-the-token"}, trust_env=False, verify=cloud.verify
+    )
     assert wrong.status_code == 401
     assert wrong.json() == {"detail": "invalid bearer token"}
     assert wrong.headers["WWW-Authenticate"] == "Bearer"
@@ -76,12 +78,23 @@ def test_every_route_but_healthz_needs_the_token(cloud: CloudServer, method: str
 def test_bearer_scheme_is_case_insensitive(cloud: CloudServer) -> None:
     url = f"{cloud.base_url}/v1/devices/emulator"
     assert (
-        httpx.get(url, headers={"Authorization": f"bearer {cloud.token}"}, trust_env=False).status_code == 200
+        httpx.get(
+            url, headers={"Authorization": f"bearer {cloud.token}"}, trust_env=False, verify=cloud.verify
+        ).status_code
+        == 200
     )
     assert (
-        httpx.get(url, headers={"Authorization": f"Token {cloud.token}"}, trust_env=False).status_code == 401
+        httpx.get(
+            url, headers={"Authorization": f"Token {cloud.token}"}, trust_env=False, verify=cloud.verify
+        ).status_code
+        == 401
     )
-    assert httpx.get(url, headers={"Authorization": cloud.token}, trust_env=False).status_code == 401
+    assert (
+        httpx.get(
+            url, headers={"Authorization": cloud.token}, trust_env=False, verify=cloud.verify
+        ).status_code
+        == 401
+    )
 
 
 def test_device_info(client: httpx.Client) -> None:
@@ -274,7 +287,9 @@ def test_received_log_records_raw_requests(cloud: CloudServer, client: httpx.Cli
     sent = json.dumps(submit_body(X_ON_BIT0 + f"// {marker}\n")).encode()
     response = client.post("/v1/tasks?probe=1", content=sent, headers={"Content-Type": "application/json"})
     assert response.status_code == 201, response.text
-    refused = httpx.post(f"{cloud.base_url}/v1/tasks", content=f"no token {marker}", trust_env=False)
+    refused = httpx.post(
+        f"{cloud.base_url}/v1/tasks", content=f"no token {marker}", trust_env=False, verify=cloud.verify
+    )
     assert refused.status_code == 401
 
     records = _log_records((cloud.data_dir / "received.log").read_bytes())

@@ -1,8 +1,9 @@
 """Adapter for the emulated public quantum cloud (``qhybrid.cloud``), over the egress gateway.
 
 Every call goes through :class:`~qhybrid.gateway.client.EgressClient`, the trusted zone's only
-way out. Failures are sorted for the retry logic: network trouble, throttling (429) and server
-errors (5xx) are transient; any other refusal (4xx) is permanent and carries the server's reason.
+way out. Failures are sorted for the retry logic: network trouble (including a connection dropped
+before or in the middle of the answer), throttling (429) and server errors (5xx) are transient;
+any other refusal (4xx) is permanent and carries the server's reason.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class CloudBackend(QuantumBackend):
 
     Args:
         name: The name requests use to select this backend.
-        base_url: The cloud's base URL, e.g. ``http://127.0.0.1:8780``.
+        base_url: The cloud's base URL, e.g. ``https://127.0.0.1:8780``.
         token: Bearer token for the cloud.
         device: Device name on the cloud.
         egress: The gateway client; its allow-list must include ``base_url``.
@@ -110,7 +111,7 @@ class CloudBackend(QuantumBackend):
             The response, when its status is below 400 or exactly 404 (callers decide about 404).
 
         Raises:
-            TransientBackendError: Network failure, timeout, 429 or 5xx.
+            TransientBackendError: Network failure, dropped connection, timeout, 429 or 5xx.
             PermanentBackendError: Any other 4xx, or a destination the egress policy refuses.
         """
         url = f"{self._base_url}{path}"
@@ -128,7 +129,11 @@ class CloudBackend(QuantumBackend):
             raise PermanentBackendError(f"cloud {what}: {exc}") from exc
         except httpx.TimeoutException as exc:
             raise TransientBackendError(f"cloud {what} timed out: {exc!r}") from exc
-        except httpx.HTTPError as exc:
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, ConnectionError) as exc:
+            # The connection died with no complete answer: the request may or may not have taken
+            # effect, which only the idempotent retry (same client token) can settle.
+            raise TransientBackendError(f"cloud {what}: connection dropped: {exc!r}") from exc
+        except (httpx.HTTPError, OSError) as exc:
             raise TransientBackendError(f"cloud {what} failed: {exc!r}") from exc
         code = response.status_code
         if code == 429 or code >= 500:

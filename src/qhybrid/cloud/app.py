@@ -1,7 +1,8 @@
 """The HTTP API of the emulated cloud (FastAPI).
 
 Every request is first written verbatim to ``received.log`` (so tests can prove what left the
-trusted zone), then authenticated, then routed. Handlers are plain ``def`` functions: FastAPI runs
+trusted zone), then authenticated, then faulted if a fault rule says so
+(:mod:`qhybrid.cloud.faults`), then routed. Handlers are plain ``def`` functions: FastAPI runs
 them in its thread pool, which keeps SQLite and the OpenQASM parser off the event loop.
 """
 
@@ -26,6 +27,13 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qhybrid.cloud.config import CloudConfig
+from qhybrid.cloud.faults import (
+    DROP_CONNECTION_KEY,
+    FaultInjector,
+    FaultMiddleware,
+    FaultRule,
+    connection_dropper,
+)
 from qhybrid.cloud.runner import QpuRunner
 from qhybrid.cloud.simulator import ProgramError, check_program
 from qhybrid.cloud.store import TaskRecord, TaskState, TaskStore, program_digest
@@ -180,6 +188,7 @@ class CloudService:
 
     def __init__(self, config: CloudConfig) -> None:
         self.config = config
+        self.faults = FaultInjector(config.faults)
         self._store: TaskStore | None = None
         self._runner: QpuRunner | None = None
 
@@ -194,7 +203,7 @@ class CloudService:
         """Open the store and start the QPU."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self._store = TaskStore(self.config.db_path)
-        self._runner = QpuRunner(self._store, self.config)
+        self._runner = QpuRunner(self._store, self.config, faults=self.faults)
         self._runner.start()
         if self.config.uses_default_token:
             logger.warning("using the default development token; set QCLOUD_TOKEN or --token")
@@ -343,6 +352,15 @@ def _build_router(service: CloudService) -> APIRouter:
     def submissions() -> dict[str, int]:
         return service.store.submissions()
 
+    @router.get("/v1/admin/faults")
+    def list_faults() -> list[dict[str, Any]]:
+        return [rule.model_dump(exclude_none=True) for rule in service.faults.rules()]
+
+    @router.put("/v1/admin/faults")
+    def replace_faults(rules: list[FaultRule]) -> list[dict[str, Any]]:
+        service.faults.replace(rules)
+        return [rule.model_dump(exclude_none=True) for rule in service.faults.rules()]
+
     return router
 
 
@@ -377,11 +395,29 @@ def _describe_validation_error(exc: RequestValidationError) -> str:
         if kind == "json_invalid":
             problems.append(f"body is not valid JSON ({error.get('ctx', {}).get('error', 'decode error')})")
         elif location == ["body"]:
-            problems.append("body must be a JSON object sent with 'Content-Type: application/json'")
+            shape = "list" if kind == "list_type" else "object"  # PUT /v1/admin/faults takes a list
+            problems.append(f"body must be a JSON {shape} sent with 'Content-Type: application/json'")
         else:
             where = ".".join(part for part in location if part != "body")
             problems.append(f"{where}: {error.get('msg', 'invalid value')}")
     return "invalid request: " + "; ".join(problems)
+
+
+class _CloudApp(FastAPI):
+    """FastAPI that hands the layers below a way to hang up on the client.
+
+    Starlette wraps ``send`` in its outermost middleware, so only this level still holds the
+    server's own ``send``, from which the connection can be reached (see
+    :func:`~qhybrid.cloud.faults.connection_dropper`).
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Record the connection's drop hook in the scope, then serve as FastAPI does."""
+        if scope["type"] == "http":
+            dropper = connection_dropper(send)
+            if dropper is not None:
+                scope[DROP_CONNECTION_KEY] = dropper
+        await super().__call__(scope, receive, send)
 
 
 def create_app(config: CloudConfig) -> FastAPI:
@@ -402,7 +438,7 @@ def create_app(config: CloudConfig) -> FastAPI:
         finally:
             service.close()
 
-    app = FastAPI(title="qhybrid emulated quantum cloud", lifespan=lifespan)
+    app = _CloudApp(title="qhybrid emulated quantum cloud", lifespan=lifespan)
     app.include_router(_build_router(service))
 
     async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -411,7 +447,9 @@ def create_app(config: CloudConfig) -> FastAPI:
         return JSONResponse({"detail": _describe_validation_error(exc)}, status_code=400)
 
     app.add_exception_handler(RequestValidationError, validation_error)
-    # The last middleware added is the outermost: the log sees the request before auth refuses it.
+    # The last middleware added is the outermost: the log sees the request before auth refuses it,
+    # and faults apply only to authenticated requests, which are logged like any other.
+    app.add_middleware(FaultMiddleware, injector=service.faults)
     app.add_middleware(BearerAuthMiddleware, token=config.token.get_secret_value())
     app.add_middleware(ReceivedLogMiddleware, path=config.received_log_path)
     return app

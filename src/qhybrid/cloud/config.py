@@ -8,27 +8,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from qhybrid.cloud.faults import FaultRule
 
 #: The token used when none is configured; fine on loopback, announced with a warning at start.
 DEFAULT_TOKEN = "local-dev-token"  # noqa: S105 - a well-known development default, not a secret
 
+#: Key-exchange groups offered by default: the post-quantum hybrid first, classical X25519 for
+#: clients whose TLS library has no ML-KEM.
+DEFAULT_TLS_GROUPS = "X25519MLKEM768:X25519"
 
-class FaultConfig(BaseModel):
-    """Faults the cloud injects into its answers (throttling, 5xx, dropped connections...).
-
-    Empty for now: the section exists so that fault injection can be added without reshaping the
-    configuration. Unknown keys are refused so that a typo does not silently disable a fault.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+TlsVersion = Literal["1.2", "1.3"]
 
 
 class CloudConfig(BaseSettings):
     """Configuration of the emulated cloud (environment prefix ``QCLOUD_``).
 
-    Nested sections use ``__`` in environment variables, e.g. ``QCLOUD_FAULTS__<FIELD>``.
+    Fault rules are a JSON list, e.g. ``QCLOUD_FAULTS='[{"match": "POST /v1/tasks", "fault": "429"}]'``
+    (see :class:`~qhybrid.cloud.faults.FaultRule`).
     """
 
     model_config = SettingsConfigDict(env_prefix="QCLOUD_", env_nested_delimiter="__", extra="ignore")
@@ -49,13 +48,37 @@ class CloudConfig(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="Logging level of the cloud and of uvicorn."
     )
-    faults: FaultConfig = Field(default_factory=FaultConfig, description="Fault injection (none yet).")
+    tls: bool = Field(default=True, description="Serve HTTPS (pyOpenSSL front) rather than plain HTTP.")
+    tls_groups: str = Field(
+        default=DEFAULT_TLS_GROUPS, min_length=1, description="TLS key-exchange groups, ':'-separated."
+    )
+    tls_min_version: TlsVersion = Field(default="1.2", description="Lowest TLS version accepted.")
+    tls_max_version: TlsVersion = Field(
+        default="1.3", description="Highest TLS version offered (1.2 emulates a TLS-1.2-only provider)."
+    )
+    faults: tuple[FaultRule, ...] = Field(
+        default=(), description="Fault rules armed at start (JSON list in QCLOUD_FAULTS)."
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _lowercase_level(cls, value: object) -> object:
         # Accept INFO as well as info, the way people type it.
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("tls_min_version", "tls_max_version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: object) -> object:
+        # QCLOUD_TLS_MAX_VERSION=1.2 may arrive as a float from JSON-ish sources.
+        return str(value) if isinstance(value, float) else value
+
+    @model_validator(mode="after")
+    def _check_tls_versions(self) -> CloudConfig:
+        if float(self.tls_min_version) > float(self.tls_max_version):
+            raise ValueError(
+                f"tls_min_version {self.tls_min_version} is above tls_max_version {self.tls_max_version}"
+            )
+        return self
 
     @property
     def db_path(self) -> Path:
@@ -66,6 +89,21 @@ class CloudConfig(BaseSettings):
     def received_log_path(self) -> Path:
         """The append-only record of every request received."""
         return self.data_dir / "received.log"
+
+    @property
+    def tls_dir(self) -> Path:
+        """Where the self-signed certificate and its key are kept between runs."""
+        return self.data_dir / "tls"
+
+    @property
+    def tls_log_path(self) -> Path:
+        """One JSON line per TLS handshake (version, group, cipher) lands here."""
+        return self.data_dir / "tls.log"
+
+    @property
+    def internal_socket_path(self) -> Path:
+        """The unix socket the HTTP app listens on behind the TLS front."""
+        return self.data_dir / "app.sock"
 
     @property
     def uses_default_token(self) -> bool:

@@ -9,6 +9,7 @@ import time
 from typing import Protocol
 
 from qhybrid.cloud.config import CloudConfig
+from qhybrid.cloud.faults import FaultInjector
 from qhybrid.cloud.simulator import ProgramError, SimulationError, SimulationOutcome, simulate
 from qhybrid.cloud.store import TaskRecord, TaskState, TaskStore
 
@@ -43,12 +44,21 @@ class QpuRunner:
         store: Where tasks live.
         config: Delays and device facts.
         simulate_fn: Executes a program; :func:`qhybrid.cloud.simulator.simulate` by default.
+        faults: Armed fault rules; a ``task_failed`` rule makes the next task that runs fail.
     """
 
-    def __init__(self, store: TaskStore, config: CloudConfig, *, simulate_fn: Simulate = simulate) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        config: CloudConfig,
+        *,
+        simulate_fn: Simulate = simulate,
+        faults: FaultInjector | None = None,
+    ) -> None:
         self._store = store
         self._config = config
         self._simulate = simulate_fn
+        self._faults = faults
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -113,10 +123,18 @@ class QpuRunner:
         program = self._store.program(task.task_id) or ""
         outcome: SimulationOutcome | None = None
         message: str | None = None
+        injected = None if self._faults is None else self._faults.take_task_failure(task.task_id)
         try:
-            outcome = self._simulate(
-                program, shots=task.shots, seed=seed_for(task.task_id), max_qubits=self._config.num_qubits
-            )
+            if injected is not None:
+                # The task still spends its run delay RUNNING, as a real device failure would.
+                message = "injected fault: task_failed (the device failed while running the task)"
+            else:
+                outcome = self._simulate(
+                    program,
+                    shots=task.shots,
+                    seed=seed_for(task.task_id),
+                    max_qubits=self._config.num_qubits,
+                )
         except (ProgramError, SimulationError) as exc:
             message = str(exc)
         except Exception as exc:

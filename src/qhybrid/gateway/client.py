@@ -1,11 +1,14 @@
 """The egress gateway: the only code in the trusted zone that opens connections to the public zone.
 
-Today it enforces a destination allow-list and timeouts over one pooled HTTP client. Payload
-validation, the TLS policy and the audit log attach here, so every adapter inherits them.
+Today it enforces a destination allow-list, timeouts and TLS 1.2 or later (verified against a
+pinned CA file or the system CAs) over one pooled HTTP client. Payload validation, the stricter TLS
+policy and the audit log attach here, so every adapter inherits them.
 """
 
 from __future__ import annotations
 
+import os
+import ssl
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -37,11 +40,20 @@ class EgressClient:
     Args:
         allowed: ``host:port`` pairs (or base URLs) that may be contacted.
         timeout: Seconds for connect, read and write.
+        ca_file: PEM file of the certificate(s) that https servers must chain to (e.g. the emulated
+            cloud's self-signed certificate); the system CAs when ``None``.
     """
 
-    def __init__(self, allowed: Iterable[str], *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        allowed: Iterable[str],
+        *,
+        timeout: float = 30.0,
+        ca_file: str | os.PathLike[str] | None = None,
+    ) -> None:
         self._allowed = frozenset(a if "://" not in a else destination_of(a) for a in allowed)
         self._timeout = timeout
+        self._ca_file = ca_file
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
 
@@ -50,11 +62,26 @@ class EgressClient:
         """The destinations this client may reach."""
         return self._allowed
 
+    def _tls_context(self) -> ssl.SSLContext:
+        """Certificate and host name checked, TLS 1.2 at least."""
+        try:
+            context = ssl.create_default_context(
+                cafile=None if self._ca_file is None else os.fspath(self._ca_file)
+            )
+        except (OSError, ssl.SSLError) as exc:
+            # Built on first use rather than at construction, so that a client may be set up before
+            # the server has written its certificate; a bad file is a configuration error.
+            raise EgressPolicyError(f"cannot load the CA file {self._ca_file}: {exc}") from exc
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
+
     def _http(self) -> httpx.Client:
         with self._lock:
             if self._client is None:
                 # trust_env=False: a stray HTTP(S)_PROXY variable must not reroute egress silently.
-                self._client = httpx.Client(timeout=self._timeout, trust_env=False)
+                self._client = httpx.Client(
+                    timeout=self._timeout, trust_env=False, verify=self._tls_context()
+                )
             return self._client
 
     def request(
@@ -69,8 +96,8 @@ class EgressClient:
         """Send one request if its destination is allowed.
 
         Raises:
-            EgressPolicyError: If the destination is not on the allow-list.
-            httpx.HTTPError: On network failures and timeouts.
+            EgressPolicyError: If the destination is not on the allow-list, or the CA file is unusable.
+            httpx.HTTPError: On network failures, TLS failures and timeouts.
         """
         destination = destination_of(url)
         if destination not in self._allowed:

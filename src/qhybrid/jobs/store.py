@@ -95,6 +95,7 @@ class JobStore:
         shots: int,
         deadline_at: datetime,
         idempotency_key: str | None = None,
+        cost: dict[str, Any] | None = None,
     ) -> tuple[Job, bool]:
         """Insert an ACCEPTED job and its first event, unless the idempotency key is known.
 
@@ -121,6 +122,7 @@ class JobStore:
             "step_failures": 0,
             "cancel_requested": False,
             "deadline_at": deadline_at,
+            "cost": cost,
             "version": 1,
             "created_at": now,
             "updated_at": now,
