@@ -29,6 +29,7 @@ from qhybrid.client import Client
 from qhybrid.portfolio.baselines import exact
 from qhybrid.portfolio.data import sp500_problem
 from qhybrid.portfolio.model import PortfolioProblem
+from tests.support.cloud import start_cloud
 from tests.support.processes import Process, free_port, start_process
 
 
@@ -51,37 +52,20 @@ def request_of(problem: PortfolioProblem, *, reps: int | None, seed: int) -> dic
 
 
 def start_stack(folder: Path) -> tuple[list[Process], str]:
-    """Cloud (no queue or run delay), API and worker, embedded default, fast polling."""
-    cloud_port, api_port = free_port(), free_port()
+    """Cloud (HTTPS, no queue or run delay), API and worker, embedded default, fast polling."""
+    cloud = start_cloud(
+        folder / "cloud", queue_delay=0, run_delay=0, token="bench", extra_args=["--log-level", "warning"]
+    )
+    api_port = free_port()
     env = {
         "QHYBRID_DATA_DIR": str(folder / "qhybrid"),
-        "QHYBRID_CLOUD_URL": f"http://127.0.0.1:{cloud_port}",
-        "QHYBRID_CLOUD_TOKEN": "bench",
+        "QHYBRID_CLOUD_URL": cloud.base_url,
+        "QHYBRID_CLOUD_TOKEN": cloud.token,
+        "QHYBRID_CLOUD_CA_FILE": str(cloud.ca_file),
         "QHYBRID_POLL_INITIAL_SECONDS": "0.1",
         "QHYBRID_POLL_MAX_SECONDS": "0.5",
         "QHYBRID_LOG_LEVEL": "WARNING",
     }
-    cloud = start_process(
-        "cloud",
-        [
-            "-m",
-            "qhybrid.cloud",
-            "--port",
-            str(cloud_port),
-            "--data-dir",
-            str(folder / "cloud"),
-            "--queue-delay",
-            "0",
-            "--run-delay",
-            "0",
-            "--token",
-            "bench",
-            "--log-level",
-            "warning",
-        ],
-        log_dir=folder,
-        health_url=f"http://127.0.0.1:{cloud_port}/healthz",
-    )
     api = start_process(
         "api",
         ["-m", "qhybrid", "serve", "--port", str(api_port), "--log-level", "warning"],
@@ -92,7 +76,7 @@ def start_stack(folder: Path) -> tuple[list[Process], str]:
     worker = start_process(
         "worker", ["-m", "qhybrid", "worker", "--log-level", "warning"], log_dir=folder, env=env
     )
-    return [cloud, api, worker], f"http://127.0.0.1:{api_port}"
+    return [cloud.process, api, worker], f"http://127.0.0.1:{api_port}"
 
 
 def run_qhybrid(api_url: str, problem: PortfolioProblem, *, reps: int | None, seed: int) -> dict[str, Any]:

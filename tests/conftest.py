@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from qhybrid.core.config import Settings
-from tests.support.processes import Process, free_port, start_process
+from tests.support.cloud import CloudServer, start_cloud
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -133,36 +133,22 @@ def database_url(request: pytest.FixtureRequest, data_dir: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def cloud_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, str, str]]:
-    """One emulated cloud for the session: (process, base URL, token). Fast queue and run delays."""
-    port = free_port()
-    token = f"test-{uuid.uuid4().hex}"
-    folder = tmp_path_factory.mktemp("cloud")
-    proc = start_process(
-        "cloud",
-        [
-            "-m",
-            "qhybrid.cloud",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(folder / "data"),
-            "--queue-delay",
-            "0.3",
-            "--run-delay",
-            "0.3",
-            "--token",
-            token,
-        ],
-        log_dir=folder,
-        health_url=f"http://127.0.0.1:{port}/healthz",
+def cloud_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudServer]:
+    """One emulated cloud (HTTPS, self-signed certificate) for the session, fast delays."""
+    server = start_cloud(
+        tmp_path_factory.mktemp("cloud"), queue_delay=0.3, run_delay=0.3, token=f"test-{uuid.uuid4().hex}"
     )
-    yield proc, f"http://127.0.0.1:{port}", token
-    proc.stop()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
-def cloud_settings(settings: Settings, cloud_process: tuple[Process, str, str]) -> Settings:
-    """Embedded-default settings pointed at the session's emulated cloud."""
-    _, url, token = cloud_process
-    return settings.model_copy(update={"cloud_url": url, "cloud_token": token})
+def cloud_settings(settings: Settings, cloud_process: CloudServer) -> Settings:
+    """Embedded-default settings pointed at the session's emulated cloud, its certificate pinned."""
+    return settings.model_copy(
+        update={
+            "cloud_url": cloud_process.base_url,
+            "cloud_token": cloud_process.token,
+            "cloud_ca_file": cloud_process.ca_file,
+        }
+    )

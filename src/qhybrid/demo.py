@@ -15,6 +15,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -102,16 +103,21 @@ def _child(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> It
                 popen.wait(timeout=10)
 
 
-def _wait_ready(child: _Child, url: str, timeout: float = 90.0) -> None:
+def _wait_ready(child: _Child, url: str, *, ca_file: Path | None = None, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.popen.poll() is not None:
             raise RuntimeError(f"{child.name} exited with {child.popen.returncode}:\n{child.tail()}")
-        try:
-            if httpx.get(url, timeout=2.0, trust_env=False).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
+        # The cloud writes its self-signed certificate at start; wait for it, then pin it.
+        if ca_file is None or ca_file.exists():
+            verify: ssl.SSLContext | bool = (
+                True if ca_file is None else ssl.create_default_context(cafile=ca_file)
+            )
+            try:
+                if httpx.get(url, timeout=2.0, trust_env=False, verify=verify).status_code == 200:
+                    return
+            except (httpx.HTTPError, ssl.SSLError):
+                pass
         time.sleep(0.2)
     raise RuntimeError(f"{child.name} not ready at {url} after {timeout:.0f}s:\n{child.tail()}")
 
@@ -138,16 +144,20 @@ def run_demo(
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     cloud_port, api_port = _free_port(), _free_port()
+    cloud_dir = Path(".qhybrid-cloud")
+    cloud_ca = cloud_dir / "tls" / "cert.pem"
     token = secrets.token_urlsafe(24)
     env = dict(os.environ)
     env.update(
         {
             "PYTHONUNBUFFERED": "1",
             "QHYBRID_DATA_DIR": str(settings.data_dir),
-            "QHYBRID_CLOUD_URL": f"http://127.0.0.1:{cloud_port}",
+            "QHYBRID_CLOUD_URL": f"https://127.0.0.1:{cloud_port}",
+            "QHYBRID_CLOUD_CA_FILE": str(cloud_ca.resolve()),
             "QHYBRID_CLOUD_TOKEN": token,
-            "QHYBRID_POLL_INITIAL_SECONDS": "0.5",
-            "QHYBRID_POLL_MAX_SECONDS": "2",
+            # Poll often: the demo's point is to show every state the provider reports.
+            "QHYBRID_POLL_INITIAL_SECONDS": "0.25",
+            "QHYBRID_POLL_MAX_SECONDS": "0.5",
             "QCLOUD_TOKEN": token,
         }
     )
@@ -177,7 +187,7 @@ def run_demo(
                 _child("api", ["-m", "qhybrid", "serve", "--port", str(api_port)], env, log_dir)
             )
             worker = stack.enter_context(_child("worker", ["-m", "qhybrid", "worker"], env, log_dir))
-            _wait_ready(cloud, f"http://127.0.0.1:{cloud_port}/healthz")
+            _wait_ready(cloud, f"https://127.0.0.1:{cloud_port}/healthz", ca_file=cloud_ca)
             _wait_ready(api, f"http://127.0.0.1:{api_port}/readyz")
         err.print(
             f"[green]ready[/]: cloud :{cloud_port}, api :{api_port}, worker pid {worker.popen.pid} "

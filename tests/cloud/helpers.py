@@ -2,124 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import ssl
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
 
-from tests.support.processes import Process, free_port, start_process
-
-TOKEN = "test-cloud-token-0123456789"
+from tests.support.cloud import TOKEN, CloudServer, start_cloud, tls_context, wait_healthy
 
 X_ON_BIT0 = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[3] q;\nbit[3] c;\nx q[0];\nc = measure q;\n'
 BELL = (
     'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[2] q;\nbit[2] c;\n'
     "h q[0];\ncx q[0], q[1];\nc = measure q;\n"
 )
-
-
-def tls_context(ca_file: Path) -> ssl.SSLContext:
-    """A client TLS context that trusts exactly ``ca_file`` (the cloud's pinned certificate)."""
-    return ssl.create_default_context(cafile=str(ca_file))
-
-
-@dataclass
-class CloudServer:
-    """A running cloud process and how to reach it."""
-
-    process: Process
-    base_url: str
-    port: int
-    data_dir: Path
-    token: str
-    ca_file: Path | None = None
-
-    @property
-    def verify(self) -> ssl.SSLContext | bool:
-        """What to pass as httpx's ``verify``: the pinned certificate when the cloud speaks TLS."""
-        return True if self.ca_file is None else tls_context(self.ca_file)
-
-    def client(self, token: str | None = None, *, timeout: float = 10.0) -> httpx.Client:
-        """An HTTP client with the bearer token (``token`` overrides the server's)."""
-        return httpx.Client(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {token or self.token}"},
-            timeout=timeout,
-            trust_env=False,
-            verify=self.verify,
-        )
-
-    def tls_log(self) -> list[dict[str, Any]]:
-        """The handshake records of ``tls.log`` so far."""
-        path = self.data_dir / "tls.log"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def wait_healthy(process: Process, url: str, ca_file: Path | None, *, timeout: float = 60.0) -> None:
-    """Wait until ``url`` answers 200, trusting ``ca_file`` once the cloud has written it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not process.alive():
-            raise RuntimeError(
-                f"{process.name} exited with {process.popen.returncode}:\n{process.log()[-4000:]}"
-            )
-        if ca_file is None or ca_file.exists():
-            verify: ssl.SSLContext | bool = True if ca_file is None else tls_context(ca_file)
-            try:
-                if httpx.get(url, timeout=2.0, verify=verify, trust_env=False).status_code == 200:
-                    return
-            except (httpx.HTTPError, ssl.SSLError):
-                pass
-        time.sleep(0.1)
-    process.stop()
-    raise RuntimeError(f"{process.name} not healthy at {url} after {timeout}s:\n{process.log()[-4000:]}")
-
-
-def start_cloud(
-    work_dir: Path,
-    *,
-    name: str = "cloud",
-    port: int | None = None,
-    data_dir: Path | None = None,
-    queue_delay: float = 0.3,
-    run_delay: float = 0.5,
-    token: str = TOKEN,
-    tls: bool = True,
-    extra_args: Sequence[str] = (),
-    env: Mapping[str, str] | None = None,
-) -> CloudServer:
-    """Start ``python -m qhybrid.cloud`` and wait until ``/healthz`` answers.
-
-    With ``tls`` (the cloud's default) the server speaks HTTPS with its self-signed certificate,
-    which the returned :class:`CloudServer` pins; ``tls=False`` passes ``--no-tls``.
-    """
-    port = port or free_port()
-    data_dir = data_dir or work_dir / "data"
-    args = [
-        "-m", "qhybrid.cloud",
-        "--port", str(port),
-        "--data-dir", str(data_dir),
-        "--queue-delay", str(queue_delay),
-        "--run-delay", str(run_delay),
-        "--token", token,
-        *([] if tls else ["--no-tls"]),
-        *extra_args,
-    ]  # fmt: skip
-    base_url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
-    ca_file = data_dir / "tls" / "cert.pem" if tls else None
-    process = start_process(name, args, log_dir=work_dir / "logs", cwd=work_dir, env=env)
-    wait_healthy(process, f"{base_url}/healthz", ca_file)
-    return CloudServer(
-        process=process, base_url=base_url, port=port, data_dir=data_dir, token=token, ca_file=ca_file
-    )
 
 
 def new_token(prefix: str = "tok") -> str:
@@ -159,3 +55,17 @@ def wait_for_state(
         if time.monotonic() > deadline:
             raise AssertionError(f"task {task_id} still {task['state']} after {timeout}s (seen {seen})")
         time.sleep(0.02)
+
+
+__all__ = [
+    "BELL",
+    "TOKEN",
+    "X_ON_BIT0",
+    "CloudServer",
+    "new_token",
+    "start_cloud",
+    "submit_body",
+    "tls_context",
+    "wait_for_state",
+    "wait_healthy",
+]

@@ -17,6 +17,7 @@ import pytest
 
 from qhybrid.client import Client
 from qhybrid.demo import sample_request
+from tests.support.cloud import CloudServer, start_cloud
 from tests.support.processes import Process, free_port, start_process
 
 pytestmark = pytest.mark.integration
@@ -34,8 +35,7 @@ FAST = {
 class Stack:
     env: dict[str, str]
     folder: Path
-    cloud_url: str
-    cloud_token: str
+    cloud: CloudServer
     api_url: str = ""
     processes: list[Process] = field(default_factory=list)
     workers: list[Process] = field(default_factory=list)
@@ -50,15 +50,11 @@ class Stack:
         return proc
 
     def submissions(self) -> dict[str, int]:
-        response = httpx.get(
-            f"{self.cloud_url}/v1/admin/submissions", headers={"Authorization": f"Bearer {self.cloud_token}"}
-        )
-        response.raise_for_status()
-        counts: dict[str, int] = response.json()
-        return counts
+        return self.cloud.submissions()
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.log()[-3000:]}" for p in self.processes)
+        processes = [self.cloud.process, *self.processes]
+        return "\n".join(f"--- {p.name}\n{p.log()[-3000:]}" for p in processes)
 
 
 @pytest.fixture(params=["embedded", "redis+postgresql"])
@@ -77,38 +73,18 @@ def start_stack(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[
     stacks: list[Stack] = []
 
     def start(queue_delay: float = 0.5, run_delay: float = 0.5) -> Stack:
-        cloud_port, api_port = free_port(), free_port()
-        token = "e2e-token"
+        api_port = free_port()
+        cloud = start_cloud(
+            tmp_path / "cloud", queue_delay=queue_delay, run_delay=run_delay, token="e2e-token"
+        )
         env = {
             **stack_env,
-            "QHYBRID_CLOUD_URL": f"http://127.0.0.1:{cloud_port}",
-            "QHYBRID_CLOUD_TOKEN": token,
+            "QHYBRID_CLOUD_URL": cloud.base_url,
+            "QHYBRID_CLOUD_TOKEN": cloud.token,
+            "QHYBRID_CLOUD_CA_FILE": str(cloud.ca_file),
         }
-        stack = Stack(
-            env=env, folder=tmp_path / "logs", cloud_url=env["QHYBRID_CLOUD_URL"], cloud_token=token
-        )
+        stack = Stack(env=env, folder=tmp_path / "logs", cloud=cloud)
         stacks.append(stack)
-        stack.processes.append(
-            start_process(
-                "cloud",
-                [
-                    "-m",
-                    "qhybrid.cloud",
-                    "--port",
-                    str(cloud_port),
-                    "--data-dir",
-                    str(tmp_path / "cloud"),
-                    "--queue-delay",
-                    str(queue_delay),
-                    "--run-delay",
-                    str(run_delay),
-                    "--token",
-                    token,
-                ],
-                log_dir=stack.folder,
-                health_url=f"{stack.cloud_url}/healthz",
-            )
-        )
         stack.api_url = f"http://127.0.0.1:{api_port}"
         stack.processes.append(
             start_process(
@@ -126,6 +102,7 @@ def start_stack(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[
     for stack in stacks:
         for proc in reversed(stack.processes):
             proc.stop()
+        stack.cloud.stop()
 
 
 def wait_for_status(client: Client, job_id: str, wanted: set[str], timeout: float = 60) -> dict[str, Any]:
@@ -140,8 +117,9 @@ def wait_for_status(client: Client, job_id: str, wanted: set[str], timeout: floa
 
 def test_the_seed_flow_end_to_end(start_stack: Callable[..., Stack]) -> None:
     stack = start_stack()
+    request = sample_request()
     with Client(stack.api_url) as client:
-        raw = httpx.post(f"{stack.api_url}/optimize_portfolio", json=sample_request())
+        raw = httpx.post(f"{stack.api_url}/optimize_portfolio", json=request)
         assert raw.status_code == 202
         assert raw.headers["location"] == f"/jobs/{raw.json()['job_id']}"
         job = client.wait(raw.json()["job_id"], timeout=120)
@@ -150,14 +128,17 @@ def test_the_seed_flow_end_to_end(start_stack: Callable[..., Stack]) -> None:
         assert statuses[:4] == ["accepted", "preparing", "submitting", "submitted"]
         assert statuses[-2:] == ["finalizing", "completed"]
         result = job["result"]
-        names = {a["name"] for a in sample_request()["assets"]}
-        assert set(result["selected"]) <= names and len(result["selected"]) == sample_request()["budget"]
-        q = sample_request()["risk_aversion"]
+        names = set(request["prices"]["assets"])
+        assert set(result["selected"]) <= names and len(result["selected"]) == request["budget"]
+        assert result["estimate"]["estimator"] == "ledoit_wolf"
+        q = request["risk_aversion"]
         assert result["objective"] == pytest.approx(
             q * result["variance"] - result["expected_return"], rel=1e-9
         )
         assert result["gap"] >= 0
         assert result["objective"] >= result["classical"]["objective"] - 1e-15
+        assert result["classical"]["optimal"] is True
+        assert result["source"] in ("quantum", "quantum+refinement")
         assert result["quantum"]["task_id"] == job["remote_task"]["task_id"]
         assert job["remote_task"]["state"] == "COMPLETED"
         listed = client.list(limit=5)

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 
@@ -26,7 +25,9 @@ from qhybrid.jobs.solution import formulation_from_request
 from qhybrid.jobs.states import JobState
 from qhybrid.jobs.store import JobStore
 from qhybrid.portfolio.baselines import exact
-from tests.support.processes import Process, free_port, start_process
+from qhybrid.portfolio.lots import LotsProblem
+from tests.support.cloud import CloudServer, start_cloud
+from tests.support.processes import free_port
 
 REQUEST: dict[str, Any] = {
     "assets": [
@@ -111,38 +112,24 @@ def consumer_for() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def slow_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, str, str]]:
+def slow_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudServer]:
     """A cloud whose queue holds tasks for 30 s, to act on jobs while they wait remotely."""
-    port = free_port()
-    folder = tmp_path_factory.mktemp("slow-cloud")
-    proc = start_process(
-        "slow-cloud",
-        [
-            "-m",
-            "qhybrid.cloud",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(folder / "data"),
-            "--queue-delay",
-            "30",
-            "--run-delay",
-            "0.2",
-            "--token",
-            "slow-token",
-        ],
-        log_dir=folder,
-        health_url=f"http://127.0.0.1:{port}/healthz",
+    server = start_cloud(
+        tmp_path_factory.mktemp("slow-cloud"),
+        name="slow-cloud",
+        queue_delay=30,
+        run_delay=0.2,
+        token="slow-token",
     )
-    yield proc, f"http://127.0.0.1:{port}", "slow-token"
-    proc.stop()
+    yield server
+    server.stop()
 
 
-def submissions(base_url: str, token: str) -> dict[str, int]:
-    response = httpx.get(f"{base_url}/v1/admin/submissions", headers={"Authorization": f"Bearer {token}"})
-    response.raise_for_status()
-    counts: dict[str, int] = response.json()
-    return counts
+def on(settings: Settings, cloud: CloudServer) -> Settings:
+    """Settings pointed at ``cloud``."""
+    return settings.model_copy(
+        update={"cloud_url": cloud.base_url, "cloud_token": cloud.token, "cloud_ca_file": cloud.ca_file}
+    )
 
 
 def test_a_job_travels_to_completed(cloud_settings: Settings, consumer_for: Any) -> None:
@@ -207,7 +194,7 @@ class CrashAfterSubmit(QuantumBackend):
 
 
 def test_crash_after_submission_never_submits_twice(
-    cloud_settings: Settings, cloud_process: tuple[Process, str, str]
+    cloud_settings: Settings, cloud_process: CloudServer
 ) -> None:
     settings = cloud_settings.model_copy(update={"lease_seconds": 0.5})
     services = build(settings)
@@ -220,8 +207,7 @@ def test_crash_after_submission_never_submits_twice(
     assert job is not None and job.state == "SUBMITTING" and job.lease_owner is not None
     row = services.store.remote_task(job_id, 1)
     assert row is not None and row.task_id is None
-    _, base_url, token = cloud_process
-    assert submissions(base_url, token)[row.client_token] == 1
+    assert cloud_process.submissions()[row.client_token] == 1
 
     # A new worker (the real adapter again) takes over once the dead worker's lease expires.
     services.backends._backends["local"] = real
@@ -231,14 +217,11 @@ def test_crash_after_submission_never_submits_twice(
     row = services.store.remote_task(job_id, 1)
     assert row is not None and row.task_id is not None
     assert services.store.get_job(job_id).state == "SUBMITTED"  # type: ignore[union-attr]
-    assert submissions(base_url, token)[row.client_token] == 1
+    assert cloud_process.submissions()[row.client_token] == 1
 
 
-def test_cancel_reaches_the_provider(
-    slow_cloud: tuple[Process, str, str], settings: Settings, consumer_for: Any
-) -> None:
-    _, url, token = slow_cloud
-    services = build(settings.model_copy(update={"cloud_url": url, "cloud_token": token}))
+def test_cancel_reaches_the_provider(slow_cloud: CloudServer, settings: Settings, consumer_for: Any) -> None:
+    services = build(on(settings, slow_cloud))
     consumer_for(services)
     job_id = services.new_job()
     services.queue.kick(job_id)
@@ -306,10 +289,9 @@ def test_refused_credentials_fail_at_once(cloud_settings: Settings, consumer_for
 
 
 def test_deadline_answers_classically_and_cancels_the_task(
-    slow_cloud: tuple[Process, str, str], settings: Settings, consumer_for: Any
+    slow_cloud: CloudServer, settings: Settings, consumer_for: Any
 ) -> None:
-    _, url, token = slow_cloud
-    services = build(settings.model_copy(update={"cloud_url": url, "cloud_token": token}))
+    services = build(on(settings, slow_cloud))
     consumer_for(services)
     job_id = services.new_job(deadline=4)
     services.queue.kick(job_id)
@@ -356,7 +338,7 @@ class FirstTaskFails(CrashAfterSubmit):
 
 
 def test_a_failed_provider_task_is_resubmitted_under_a_new_token(
-    cloud_settings: Settings, cloud_process: tuple[Process, str, str], consumer_for: Any
+    cloud_settings: Settings, cloud_process: CloudServer, consumer_for: Any
 ) -> None:
     services = build(cloud_settings)
     double = FirstTaskFails(services.backends.get("local"))
@@ -372,8 +354,7 @@ def test_a_failed_provider_task_is_resubmitted_under_a_new_token(
     assert first.task_id == double.failed and second.task_id != first.task_id
     assert first.client_token != second.client_token
     assert any("calibration drift" in (e.detail or "") and e.to_state == "SUBMITTING" for e in view.events)
-    _, base_url, token = cloud_process
-    counts = submissions(base_url, token)
+    counts = cloud_process.submissions()
     assert counts[first.client_token] == 1 and counts[second.client_token] == 1
 
 
@@ -418,6 +399,7 @@ def test_weights_travel_end_to_end_and_match_brute_force(cloud_settings: Setting
     assert result["weights"] == {name: count / 5 for name, count in lots.items()}
     # Independent check: enumerate every integer allocation within the bounds.
     problem = formulation_from_request(request)[0]
+    assert isinstance(problem, LotsProblem)
     mu = problem.expected_returns
     sigma = problem.covariance
     best = min(

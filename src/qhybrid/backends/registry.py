@@ -22,7 +22,9 @@ class BackendRegistry:
         self._lock = threading.Lock()
         self._backends: dict[str, QuantumBackend] = {}
         self._egress = EgressClient(
-            [settings.cloud_url, *settings.egress_allow], timeout=settings.backend_timeout_seconds
+            [settings.cloud_url, *settings.egress_allow],
+            timeout=settings.backend_timeout_seconds,
+            ca_file=settings.cloud_ca_file,
         )
 
     @staticmethod

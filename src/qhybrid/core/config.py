@@ -30,7 +30,10 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(default=None, description="Redis URL; unset means SqliteHuey.")
     queue_name: str = Field(default="qhybrid", description="Huey queue name (Redis key prefix).")
 
-    cloud_url: str = Field(default="http://127.0.0.1:8780", description="Emulated cloud base URL.")
+    cloud_url: str = Field(default="https://127.0.0.1:8780", description="Emulated cloud base URL.")
+    cloud_ca_file: Path | None = Field(
+        default=None, description="PEM certificate to verify the cloud with (the emulated cloud's is self-signed)."
+    )
     cloud_token: str = Field(default="local-dev-token", description="Bearer token for the cloud.")
     cloud_device: str = Field(default="emulator", description="Device name on the emulated cloud.")
     egress_allow: Annotated[list[str], NoDecode] = Field(
