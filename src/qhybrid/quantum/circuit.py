@@ -317,9 +317,10 @@ def _target_plan(target: DeviceTarget) -> tuple[Any, list[str] | None, CouplingM
         # Every native gate fits the program format: use the Target itself, so level 3 picks
         # the layout by the device's gate and readout error rates (VF2Layout / VF2PostLayout).
         return target.qiskit_target, None, None
-    # Some native gates cannot be carried by the program format (e.g. rzz, ecr): restrict the
-    # basis to the ones that can and keep the device's connectivity.
-    basis = sorted(gates & ALLOWED_GATES)
+    # Some native gates cannot be carried by the program format (e.g. rzz, ecr, iswap): translate
+    # to the gates the adapter says the device accepts in a program (its basis_gates, which the
+    # provider compiles to native gates) and keep the device's connectivity.
+    basis = sorted((set(target.basis_gates) | gates) & ALLOWED_GATES)
     if not any(_STANDARD_ARITY.get(gate) == 2 for gate in basis):
         raise UnsupportedTargetError(
             f"device {target.name!r} has no two-qubit gate the program format carries "
