@@ -194,6 +194,21 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
         "content-type",
     ),
     ("oversize-body", {"content": BIG, "headers": {"content-type": "application/json"}}, 413, "body"),
+    ("unknown-fake-backend", {"json": valid_request(backend="ibm-local:FakeNowhere")}, 422, "backend"),
+    (
+        "braket-without-bucket",
+        {"json": valid_request(backend="braket:arn:aws:braket:::device/quantum-simulator/amazon/sv1")},
+        422,
+        "backend",
+    ),
+    ("ibm-without-token", {"json": valid_request(backend="ibm:ibm_torino")}, 422, "backend"),
+    (
+        "braket-dm-too-small",
+        {"json": weights_request(backend="braket-local:dm", max_lots=255, budget=10)},
+        422,
+        "backend",
+    ),
+    ("negative-max-cost", {"json": valid_request(max_cost=-1)}, 422, "max_cost"),
     ("prices-and-assets", {"json": {**valid_request(), "prices": prices_request()["prices"]}}, 422, "prices"),
     ("neither-prices-nor-assets", {"json": {"budget": 1}}, 422, "prices"),
     ("covariance-without-assets", {"json": {"covariance": [[1.0]], "budget": 1}}, 422, "covariance"),
@@ -319,6 +334,31 @@ def test_configured_limit_on_assets(settings: Settings) -> None:
         assert response.json()["errors"][0]["rule"] == "max_assets"
         assert "QHYBRID_MAX_ASSETS" in response.json()["message"]
         assert job_count(small) == 0
+
+
+def test_every_backend_form_is_accepted(client: TestClient) -> None:
+    for backend in ("local", "cloud", "braket-local", "braket-local:dm", "ibm-local:FakeTorino"):
+        response = client.post("/optimize_portfolio", json=valid_request(backend=backend))
+        assert response.status_code == 202, (backend, response.text)
+        assert response.json()["estimated_cost"] == 0.0
+
+
+def test_max_cost_refuses_an_expensive_submission(settings: Settings) -> None:
+    priced = settings.model_copy(update={"cloud_price_per_task": 0.3, "cloud_price_per_shot": 0.001})
+    with TestClient(create_app(priced)) as client:
+        response = client.post("/optimize_portfolio", json=valid_request(shots=2000, max_cost=1.0))
+        assert response.status_code == 422
+        item = response.json()["errors"][0]
+        assert item["field"] == "max_cost"
+        assert "estimated cost 2.30 USD" in item["message"]
+        assert job_count(client) == 0
+        accepted = client.post("/optimize_portfolio", json=valid_request(shots=500, max_cost=1.0))
+        assert accepted.status_code == 202
+        assert accepted.json()["estimated_cost"] == pytest.approx(0.8)
+        cost = client.get(accepted.headers["location"]).json()["cost"]
+        assert cost["estimated"] == pytest.approx(0.8)
+        assert cost["actual"] is None
+        assert cost["pricing"]["per_task"] == 0.3
 
 
 def test_configured_limit_on_qubits(settings: Settings) -> None:

@@ -4,111 +4,22 @@ from __future__ import annotations
 
 import itertools
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import pytest
 
 from qhybrid.backends.base import QuantumBackend, TaskState, TaskStatus
-from qhybrid.backends.registry import BackendRegistry
 from qhybrid.core.config import Settings
-from qhybrid.jobs.database import Database
-from qhybrid.jobs.journey import Journey
-from qhybrid.jobs.models import utcnow
-from qhybrid.jobs.queue import JobQueue, make_huey
 from qhybrid.jobs.reconciler import reconcile_once
 from qhybrid.jobs.solution import formulation_from_request
 from qhybrid.jobs.states import JobState
-from qhybrid.jobs.store import JobStore
 from qhybrid.portfolio.baselines import exact
 from qhybrid.portfolio.lots import LotsProblem
 from tests.support.cloud import CloudServer, start_cloud
+from tests.support.journey import REQUEST, build, on
 from tests.support.processes import free_port
-
-REQUEST: dict[str, Any] = {
-    "assets": [
-        {"name": n, "expected_return": r}
-        for n, r in zip("ABCDE", (0.012, 0.009, 0.007, 0.004, 0.010), strict=True)
-    ],
-    "covariance": [
-        [0.031, 0.012, 0.004, 0.002, 0.010],
-        [0.012, 0.024, 0.006, 0.001, 0.008],
-        [0.004, 0.006, 0.018, 0.003, 0.002],
-        [0.002, 0.001, 0.003, 0.010, 0.001],
-        [0.010, 0.008, 0.002, 0.001, 0.040],
-    ],
-    "risk_aversion": 0.5,
-    "budget": 2,
-    "backend": "local",
-    "shots": 512,
-    "options": {"reps": 1, "seed": 3},
-}
-
-
-@dataclass
-class Services:
-    settings: Settings
-    store: JobStore
-    queue: JobQueue
-    journey: Journey
-    backends: BackendRegistry
-
-    def new_job(
-        self, request: dict[str, Any] | None = None, *, deadline: float = 3600, fallback: bool = True
-    ) -> str:
-        request = request or REQUEST
-        if not fallback:
-            request = {**request, "options": {**request["options"], "fallback": False}}
-        job, _ = self.store.create_job(
-            job_id=str(uuid.uuid4()),
-            request=request,
-            request_hash=uuid.uuid4().hex,
-            backend="local",
-            shots=int(request["shots"]),
-            deadline_at=utcnow() + timedelta(seconds=deadline),
-        )
-        return job.id
-
-    def wait_for(self, job_id: str, states: set[JobState], timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.store.get_job(job_id)
-            assert job is not None
-            if JobState(job.state) in states:
-                return job.state
-            time.sleep(0.05)
-        job = self.store.get_job(job_id)
-        raise AssertionError(f"job stuck in {job.state if job else None}: {job.last_error if job else ''}")
-
-
-def build(settings: Settings) -> Services:
-    db = Database(settings.resolved_database_url)
-    db.migrate()
-    store = JobStore(db)
-    queue = JobQueue(make_huey(settings))
-    backends = BackendRegistry(settings)
-    journey = Journey(settings, store, queue, backends)
-    queue.handler = journey.advance
-    return Services(settings, store, queue, journey, backends)
-
-
-@pytest.fixture
-def consumer_for() -> Iterator[Any]:
-    """Starts a real Huey consumer (threads) for a Services; stopped at the end."""
-    consumers: list[Any] = []
-
-    def start(services: Services) -> None:
-        consumer = services.queue.consumer(workers=2)
-        consumer.start()
-        consumers.append(consumer)
-
-    yield start
-    for consumer in consumers:
-        consumer.stop(graceful=True)
 
 
 @pytest.fixture(scope="module")
@@ -123,13 +34,6 @@ def slow_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudServer
     )
     yield server
     server.stop()
-
-
-def on(settings: Settings, cloud: CloudServer) -> Settings:
-    """Settings pointed at ``cloud``."""
-    return settings.model_copy(
-        update={"cloud_url": cloud.base_url, "cloud_token": cloud.token, "cloud_ca_file": cloud.ca_file}
-    )
 
 
 def test_a_job_travels_to_completed(cloud_settings: Settings, consumer_for: Any) -> None:

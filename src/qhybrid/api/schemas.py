@@ -165,6 +165,12 @@ class OptimizeRequest(BaseModel):
     deadline_seconds: float | None = Field(
         default=None, gt=0, le=30 * 24 * 3600, description="Answer classically if the QPU has not by then."
     )
+    max_cost: float | None = Field(
+        default=None,
+        ge=0,
+        le=1e7,
+        description="Refuse the job if the QPU task is estimated to cost more (USD).",
+    )
 
     @field_validator("assets")
     @classmethod
@@ -344,6 +350,7 @@ class JobAccepted(BaseModel):
     job_id: str
     status: str
     created_at: datetime
+    estimated_cost: float | None = Field(default=None, description="USD, from the provider's price list.")
     links: dict[str, str]
 
 
@@ -389,6 +396,7 @@ class JobDocument(BaseModel):
     events: list[JobEventOut]
     remote_task: RemoteTaskOut | None
     request: dict[str, Any]
+    cost: dict[str, Any] | None = Field(description="Estimated at submission; actual once the task ran.")
     result: dict[str, Any] | None
 
 

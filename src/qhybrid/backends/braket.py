@@ -51,6 +51,7 @@ from qhybrid.backends.base import (
 )
 from qhybrid.backends.cloud import parse_retry_after
 from qhybrid.backends.local_runner import BRAKET_EXECUTORS, LocalRunnerBackend, LocalTaskRunner
+from qhybrid.backends.pricing import DEVICE_ARN, SIMULATOR_MINIMUM_SECONDS, braket_pricing
 from qhybrid.quantum.qasm import ALLOWED_GATES
 
 _T = TypeVar("_T")
@@ -91,47 +92,9 @@ _TRANSIENT_CODES = frozenset(
 )
 
 _TASK_ARN = re.compile(r"^arn:aws[\w-]*:braket:([a-z0-9-]+):\d{12}:quantum-task/[\w-]+$")
-_DEVICE_ARN = re.compile(r"^arn:aws[\w-]*:braket:([a-z0-9-]*)::device/([\w-]+)/([\w-]+)/([\w.-]+)$")
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9._:/=+@-]{1,64}$")
 _BIT_DECLARATION = re.compile(r"^\s*bit\[(\d+)\]\s+b\s*;", re.MULTILINE)
 _MEASUREMENT = re.compile(r"^\s*b\[(\d+)\]\s*=\s*measure\s+(?:q\[(\d+)\]|\$(\d+))\s*;", re.MULTILINE)
-
-# --------------------------------------------------------------------------- prices
-
-_PRICE_SOURCE = (
-    "https://aws.amazon.com/braket/pricing/ (on-demand prices as published in 2025; QPUs: "
-    "USD 0.30 per task plus a per-shot price; managed simulators: per minute, billed per "
-    "millisecond with a 3-second minimum, converted here to per second)"
-)
-
-#: Public on-demand prices by (provider, device-name prefix), both lower case.
-BRAKET_PRICES: Mapping[tuple[str, str], Pricing] = {
-    ("amazon", "sv1"): Pricing(per_second=0.075 / 60, source=_PRICE_SOURCE),
-    ("amazon", "dm1"): Pricing(per_second=0.075 / 60, source=_PRICE_SOURCE),
-    ("amazon", "tn1"): Pricing(per_second=0.275 / 60, source=_PRICE_SOURCE),
-    ("ionq", "forte"): Pricing(per_task=0.30, per_shot=0.08, source=_PRICE_SOURCE),
-    ("ionq", "aria"): Pricing(per_task=0.30, per_shot=0.03, source=_PRICE_SOURCE),
-    ("iqm", "garnet"): Pricing(per_task=0.30, per_shot=0.00145, source=_PRICE_SOURCE),
-    ("iqm", "emerald"): Pricing(per_task=0.30, per_shot=0.0016, source=_PRICE_SOURCE),
-    ("rigetti", "ankaa"): Pricing(per_task=0.30, per_shot=0.0009, source=_PRICE_SOURCE),
-    ("quera", "aquila"): Pricing(per_task=0.30, per_shot=0.01, source=_PRICE_SOURCE),
-}
-
-#: Braket bills its managed simulators for at least this many seconds per task.
-SIMULATOR_MINIMUM_SECONDS = 3.0
-
-
-def braket_pricing(device_arn: str) -> Pricing | None:
-    """The published price of a device, or ``None`` if the table does not list it."""
-    match = _DEVICE_ARN.match(device_arn)
-    if match is None:
-        return None
-    provider, name = match.group(3).lower(), match.group(4).lower()
-    for (family_provider, prefix), pricing in BRAKET_PRICES.items():
-        if provider == family_provider and name.startswith(prefix):
-            return pricing
-    return None
-
 
 # --------------------------------------------------------------------------- program conversion
 
@@ -437,7 +400,7 @@ class BraketBackend(QuantumBackend):
         search_hours: float = 72.0,
         max_search_pages: int = 20,
     ) -> None:
-        match = _DEVICE_ARN.match(device_arn)
+        match = DEVICE_ARN.match(device_arn)
         if match is None:
             raise PermanentBackendError(f"{device_arn!r} is not a Braket device ARN")
         if not s3_bucket:

@@ -20,6 +20,7 @@ import httpx
 from qhybrid.backends.base import (
     DeviceTarget,
     PermanentBackendError,
+    Pricing,
     QuantumBackend,
     TaskResult,
     TaskState,
@@ -82,8 +83,18 @@ class CloudBackend(QuantumBackend):
         egress: The gateway client; its allow-list must include ``base_url``.
     """
 
-    def __init__(self, *, name: str, base_url: str, token: str, device: str, egress: EgressClient) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        base_url: str,
+        token: str,
+        device: str,
+        egress: EgressClient,
+        pricing: Pricing | None = None,
+    ) -> None:
         self.name = name
+        self._pricing = pricing
         self._base_url = base_url.rstrip("/")
         self._token = token
         self._device = device
@@ -248,6 +259,10 @@ class CloudBackend(QuantumBackend):
         """Ask the cloud to cancel; a finished task is left as it is."""
         path = self._task_path(task_id, "/cancel")
         self._json(self._call("POST", path), f"POST {path}")
+
+    def pricing(self) -> Pricing | None:
+        """The price list configured for this provider (the emulated cloud is free by default)."""
+        return self._pricing
 
     def close(self) -> None:
         """Drop pooled connections; the egress client reconnects if it is used again."""

@@ -44,6 +44,10 @@ from qhybrid.backends.base import (
     TransientBackendError,
 )
 from qhybrid.backends.local_runner import IBM_EXECUTOR_PREFIX, LocalRunnerBackend, LocalTaskRunner
+from qhybrid.backends.pricing import (
+    IBM_PRICING,
+    estimate_qpu_seconds,
+)
 from qhybrid.quantum.qasm import ALLOWED_GATES
 
 _T = TypeVar("_T")
@@ -75,23 +79,6 @@ IBM_STATES: Mapping[str, TaskState] = {
 SUPPORTED_FAKE_BACKENDS = ("FakeTorino", "FakeFez", "FakeMarrakesh", "FakeKingston", "FakeAachen")
 
 _TWO_QUBIT_GATES = frozenset({"cx", "cy", "cz", "cp", "swap"})
-
-#: IBM Quantum Platform pay-as-you-go price per second of QPU time.
-IBM_PRICING = Pricing(
-    per_second=96.0 / 60,
-    source=(
-        "https://www.ibm.com/quantum/pricing: Pay-As-You-Go plan, USD 96 per minute of QPU time "
-        "(as published in 2025), converted to per second"
-    ),
-)
-
-#: Seconds of QPU time a job costs on top of its shots (loading, compilation on the control
-#: electronics, result transfer); an order of magnitude taken from typical small jobs.
-JOB_OVERHEAD_SECONDS = 2.0
-#: Delay between shots when the device does not say (IBM's usual default, 250 µs).
-DEFAULT_REP_DELAY_SECONDS = 250e-6
-#: Duration of one shot's circuit when the caller does not know it.
-DEFAULT_CIRCUIT_SECONDS = 100e-6
 
 #: Job objects kept per adapter (they cache final statuses); the oldest go first.
 _JOB_CACHE_SIZE = 1000
@@ -238,20 +225,6 @@ def _pub_counts(primitive_result: Any) -> dict[str, int]:
     if register is None:
         raise ValueError("the result has no classical register 'c'")
     return counts_bit0_first(register.get_counts())
-
-
-def estimate_qpu_seconds(
-    shots: int, circuit_seconds: float | None = None, rep_delay: float | None = None
-) -> float:
-    """QPU seconds a Sampler job is expected to use.
-
-    ``JOB_OVERHEAD_SECONDS + shots × (circuit duration + repetition delay)``: each shot runs the
-    circuit, then waits the repetition delay for the qubits to relax. A rough estimate for
-    budgeting; IBM reports the billed figure per job after it ran.
-    """
-    circuit = DEFAULT_CIRCUIT_SECONDS if circuit_seconds is None else max(0.0, circuit_seconds)
-    delay = DEFAULT_REP_DELAY_SECONDS if rep_delay is None else max(0.0, rep_delay)
-    return JOB_OVERHEAD_SECONDS + max(0, shots) * (circuit + delay)
 
 
 # --------------------------------------------------------------------------- local mode

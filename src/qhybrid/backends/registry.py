@@ -1,13 +1,165 @@
-"""Which adapter serves which backend name; one shared instance per name and process."""
+"""Backend names, what serves each, and what the API can know about them without calling out.
+
+| name | adapter |
+|---|---|
+| ``local`` | the emulated public cloud (``qhybrid cloud``) at ``QHYBRID_CLOUD_URL`` |
+| ``cloud`` | the same adapter: any provider speaking the emulated cloud's API |
+| ``braket-local``, ``braket-local:dm`` | Braket SDK ``LocalSimulator`` (state vector / density matrix) |
+| ``braket:<device ARN>`` | a real Amazon Braket device (QPU or managed simulator) |
+| ``ibm-local:<FakeName>`` | qiskit-ibm-runtime local testing mode with a fake backend (``FakeTorino``) |
+| ``ibm:<backend>`` | a real IBM Quantum backend through Qiskit Runtime |
+
+One adapter instance per name and process, built lazily.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import re
 import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
-from qhybrid.backends.base import PermanentBackendError, QuantumBackend
+from qhybrid.backends.base import PermanentBackendError, Pricing, QuantumBackend
 from qhybrid.backends.cloud import CloudBackend
-from qhybrid.core.config import KNOWN_BACKENDS, Settings
+from qhybrid.backends.pricing import (
+    IBM_PRICING,
+    SIMULATOR_MINIMUM_SECONDS,
+    braket_pricing,
+    estimate_qpu_seconds,
+)
+from qhybrid.core.config import Settings
 from qhybrid.gateway.client import EgressClient
+
+#: Local simulators' qubit limits (Braket SDK ``LocalSimulator(...).properties``).
+BRAKET_LOCAL_SIMULATORS = {"sv": ("braket_sv", 26), "dm": ("braket_dm", 13)}
+
+
+@dataclass(frozen=True)
+class BackendName:
+    """A parsed backend name.
+
+    Attributes:
+        kind: ``cloud``, ``braket-local``, ``braket``, ``ibm-local`` or ``ibm``.
+        device: The device within the kind (simulator, ARN, fake backend or IBM backend name).
+    """
+
+    kind: str
+    device: str
+
+
+def parse_backend_name(name: str) -> BackendName:
+    """Parse a request's ``backend``.
+
+    Raises:
+        ValueError: With a message listing the accepted forms.
+    """
+    kind, _, device = name.partition(":")
+    if name in ("local", "cloud"):
+        return BackendName("cloud", name)
+    if kind == "braket-local":
+        flavour = device or "sv"
+        if flavour not in BRAKET_LOCAL_SIMULATORS:
+            raise ValueError(
+                f"unknown Braket local simulator {flavour!r}; use braket-local or braket-local:dm"
+            )
+        return BackendName("braket-local", flavour)
+    if kind == "braket" and device.startswith("arn:aws:braket:"):
+        return BackendName("braket", device)
+    if kind == "ibm-local" and device:
+        if device not in fake_backend_names():
+            raise ValueError(
+                f"unknown IBM fake backend {device!r}; e.g. FakeTorino, FakeFez, FakeMarrakesh "
+                f"({len(fake_backend_names())} available in qiskit_ibm_runtime.fake_provider)"
+            )
+        return BackendName("ibm-local", device)
+    if kind == "ibm" and device:
+        return BackendName("ibm", device)
+    raise ValueError(
+        f"unknown backend {name!r}; use local, cloud, braket-local[:dm], braket:<device ARN>, "
+        "ibm-local:<FakeName> (e.g. ibm-local:FakeTorino) or ibm:<backend name>"
+    )
+
+
+@lru_cache(maxsize=1)
+def fake_backend_catalog() -> dict[str, int]:
+    """qiskit-ibm-runtime's fake backends: class name (``FakeTorino``) → number of qubits.
+
+    Read from the package's files (``fake_<name>.py`` and ``conf_<name>.json``) without importing
+    it: the API validates names on request threads, where importing qiskit's extension modules
+    for the first time is slow and has crashed the process on this machine.
+    """
+    spec = importlib.util.find_spec("qiskit_ibm_runtime")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    root = Path(next(iter(spec.submodule_search_locations))) / "fake_provider" / "backends"
+    catalog: dict[str, int] = {}
+    for module in sorted(root.glob("*/fake_*.py")):
+        conf = module.parent / f"conf_{module.parent.name}.json"
+        match = re.search(r"^class (Fake\w+)\(", module.read_text(), flags=re.MULTILINE)
+        if match is None or not conf.exists():
+            continue
+        catalog[match.group(1)] = int(json.loads(conf.read_text())["n_qubits"])
+    return catalog
+
+
+def fake_backend_names() -> frozenset[str]:
+    """Class names of qiskit-ibm-runtime's fake backends (``FakeTorino``...)."""
+    return frozenset(fake_backend_catalog())
+
+
+def check_backend(name: str, settings: Settings) -> str | None:
+    """Why a request may not use ``name`` here (unknown, or its provider not configured), or ``None``."""
+    try:
+        parsed = parse_backend_name(name)
+    except ValueError as exc:
+        return str(exc)
+    if parsed.kind == "braket" and not settings.braket_s3_bucket:
+        return "Braket devices need QHYBRID_BRAKET_S3_BUCKET (where Braket writes results)"
+    if parsed.kind == "ibm" and settings.ibm_token is None:
+        return "IBM Quantum backends need QHYBRID_IBM_TOKEN (and usually QHYBRID_IBM_INSTANCE)"
+    return None
+
+
+def known_capacity(name: str) -> int | None:
+    """Qubits of the device behind ``name`` when known without calling a provider, else ``None``."""
+    parsed = parse_backend_name(name)
+    if parsed.kind == "braket-local":
+        return BRAKET_LOCAL_SIMULATORS[parsed.device][1]
+    if parsed.kind == "ibm-local":
+        return fake_backend_catalog()[parsed.device]
+    return None
+
+
+def static_pricing(name: str, settings: Settings) -> Pricing | None:
+    """The published price list of ``name``'s device, without calling the provider.
+
+    Raises:
+        LookupError: For a paid device whose price is not in the tables (so it never looks free).
+    """
+    parsed = parse_backend_name(name)
+    if parsed.kind == "cloud":
+        return settings.cloud_pricing()
+    if parsed.kind == "braket":
+        pricing = braket_pricing(parsed.device)
+        if pricing is None:
+            raise LookupError(f"no published price for {parsed.device} in qhybrid's Braket price table")
+        return pricing
+    if parsed.kind == "ibm":
+        return IBM_PRICING
+    return None
+
+
+def static_seconds(name: str, shots: int) -> float:
+    """QPU seconds a task of ``shots`` shots is expected to bill, for per-second price lists."""
+    parsed = parse_backend_name(name)
+    if parsed.kind == "ibm":
+        return estimate_qpu_seconds(shots)
+    if parsed.kind == "braket":
+        return SIMULATOR_MINIMUM_SECONDS if "/quantum-simulator/" in parsed.device else 0.0
+    return 0.0
 
 
 class BackendRegistry:
@@ -26,17 +178,13 @@ class BackendRegistry:
             timeout=settings.backend_timeout_seconds,
             ca_file=settings.cloud_ca_file,
         )
-
-    @staticmethod
-    def names() -> tuple[str, ...]:
-        """Backend names requests may use."""
-        return KNOWN_BACKENDS
+        self._runner: object | None = None
 
     def get(self, name: str) -> QuantumBackend:
         """The adapter for ``name``.
 
         Raises:
-            PermanentBackendError: If no backend has that name.
+            PermanentBackendError: If no backend has that name or its provider is not configured.
         """
         with self._lock:
             backend = self._backends.get(name)
@@ -45,19 +193,68 @@ class BackendRegistry:
                 self._backends[name] = backend
             return backend
 
+    def _local_runner(self) -> object:
+        from qhybrid.backends.local_runner import LocalTaskRunner
+
+        if self._runner is None:
+            self._runner = LocalTaskRunner(self._settings.data_dir / "local-tasks")
+        return self._runner
+
     def _build(self, name: str) -> QuantumBackend:
         settings = self._settings
-        if name == "local":
-            # The local backend is the emulated public cloud on loopback, reached through the same
-            # egress gateway a real provider would be: one code path, tested for real.
+        problem = check_backend(name, settings)
+        if problem is not None:
+            raise PermanentBackendError(problem)
+        parsed = parse_backend_name(name)
+        if parsed.kind == "cloud":
+            # The emulated public cloud (or any provider speaking its API), reached through the
+            # egress gateway exactly as a real provider would be.
             return CloudBackend(
                 name=name,
                 base_url=settings.cloud_url,
                 token=settings.cloud_token,
                 device=settings.cloud_device,
                 egress=self._egress,
+                pricing=settings.cloud_pricing(),
             )
-        raise PermanentBackendError(f"unknown backend {name!r}; known: {', '.join(KNOWN_BACKENDS)}")
+        if parsed.kind == "braket-local":
+            from qhybrid.backends.braket import BraketLocalSimulatorBackend
+            from qhybrid.backends.local_runner import LocalTaskRunner
+
+            runner = self._local_runner()
+            assert isinstance(runner, LocalTaskRunner)
+            return BraketLocalSimulatorBackend(
+                name=name, runner=runner, simulator=BRAKET_LOCAL_SIMULATORS[parsed.device][0]
+            )
+        if parsed.kind == "ibm-local":
+            from qhybrid.backends.ibm import IBMFakeBackend
+            from qhybrid.backends.local_runner import LocalTaskRunner
+
+            runner = self._local_runner()
+            assert isinstance(runner, LocalTaskRunner)
+            return IBMFakeBackend(name=name, runner=runner, fake_name=parsed.device)
+        if parsed.kind == "braket":
+            from qhybrid.backends.braket import BraketBackend
+
+            assert settings.braket_s3_bucket is not None
+            return BraketBackend(
+                name=name,
+                device_arn=parsed.device,
+                s3_bucket=settings.braket_s3_bucket,
+                s3_prefix=settings.braket_s3_prefix,
+                region=settings.aws_region,
+            )
+        from qhybrid.backends.ibm import IBMBackend
+
+        assert settings.ibm_token is not None
+        return IBMBackend(
+            name=name,
+            backend_name=parsed.device,
+            token=settings.ibm_token.get_secret_value(),
+            instance=settings.ibm_instance,
+            channel=settings.ibm_channel,
+            max_execution_time=settings.ibm_max_execution_time,
+        )
 
     def close(self) -> None:
         """Close every adapter and the egress client."""

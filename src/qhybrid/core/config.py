@@ -11,11 +11,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-#: Backend names a request may ask for; the registry in ``qhybrid.backends`` implements each.
-KNOWN_BACKENDS = ("local",)
+from qhybrid.backends.base import Pricing
 
 
 class Settings(BaseSettings):
@@ -32,10 +31,24 @@ class Settings(BaseSettings):
 
     cloud_url: str = Field(default="https://127.0.0.1:8780", description="Emulated cloud base URL.")
     cloud_ca_file: Path | None = Field(
-        default=None, description="PEM certificate to verify the cloud with (the emulated cloud's is self-signed)."
+        default=None,
+        description="PEM certificate to verify the cloud with (the emulated cloud's is self-signed).",
     )
     cloud_token: str = Field(default="local-dev-token", description="Bearer token for the cloud.")
     cloud_device: str = Field(default="emulator", description="Device name on the emulated cloud.")
+    cloud_price_per_task: float = Field(default=0.0, ge=0, description="Price list of the emulated cloud.")
+    cloud_price_per_shot: float = Field(default=0.0, ge=0, description="Price list of the emulated cloud.")
+
+    aws_region: str | None = Field(default=None, description="AWS region for Braket simulators.")
+    braket_s3_bucket: str | None = Field(default=None, description="S3 bucket Braket writes results to.")
+    braket_s3_prefix: str = Field(default="qhybrid", description="Key prefix in that bucket.")
+    ibm_channel: str = Field(default="ibm_quantum_platform", description="Qiskit Runtime channel.")
+    ibm_token: SecretStr | None = Field(default=None, description="IBM Quantum API key.")
+    ibm_instance: str | None = Field(default=None, description="IBM Quantum instance (CRN).")
+    ibm_max_execution_time: int = Field(
+        default=300, ge=1, description="Seconds IBM may run a job (caps cost)."
+    )
+
     egress_allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Extra host:port pairs the egress gateway may reach (cloud_url is always allowed).",
@@ -77,6 +90,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    def cloud_pricing(self) -> Pricing | None:
+        """The emulated cloud's price list, ``None`` when it is free (the default)."""
+        if self.cloud_price_per_task == 0 and self.cloud_price_per_shot == 0:
+            return None
+        return Pricing(
+            per_task=self.cloud_price_per_task,
+            per_shot=self.cloud_price_per_shot,
+            source="QHYBRID_CLOUD_PRICE_PER_TASK / QHYBRID_CLOUD_PRICE_PER_SHOT",
+        )
 
     @property
     def resolved_database_url(self) -> str:

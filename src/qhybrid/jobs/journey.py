@@ -28,6 +28,7 @@ from sqlalchemy.exc import OperationalError
 from qhybrid.backends.base import (
     PermanentBackendError,
     QuantumBackend,
+    TaskResult,
     TaskState,
     TransientBackendError,
 )
@@ -50,6 +51,29 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (TransientBackendError, httpx.HT
 
 #: States from which the classical fallback may answer instead of the QPU.
 FALLBACK_STATES = frozenset({JobState.PREPARING, JobState.SUBMITTING, *REMOTE_STATES})
+
+
+def actual_cost(
+    estimate: dict[str, Any] | None, backend: QuantumBackend, outcome: TaskResult
+) -> dict[str, Any]:
+    """The cost record after a task ran: the estimate kept, the actual from the price list.
+
+    The actual uses the shots taken and, for per-second prices, the seconds the provider reports
+    it billed (``usage_seconds``), else the adapter's estimate.
+    """
+    record = dict(estimate or {"currency": "USD", "estimated": None})
+    pricing = backend.pricing()
+    if pricing is None:
+        record["actual"] = 0.0
+        return record
+    reported = outcome.metadata.get("usage_seconds")
+    seconds = (
+        float(reported) if isinstance(reported, int | float) else backend.estimated_seconds(outcome.shots)
+    )
+    record.update(
+        actual=pricing.estimate(outcome.shots, seconds), actual_seconds=seconds, currency=pricing.currency
+    )
+    return record
 
 
 def _owner_id() -> str:
@@ -210,7 +234,8 @@ class Journey:
             self.store.update_remote_task(
                 row.id, counts=outcome.counts, details={"shots": outcome.shots, **outcome.metadata}
             )
-            self._move(job, owner, JobState.FINALIZING, detail=f"task {row.task_id} completed")
+            cost = actual_cost(job.cost, backend, outcome)
+            self._move(job, owner, JobState.FINALIZING, detail=f"task {row.task_id} completed", cost=cost)
             return True
         if status.state in (TaskState.FAILED, TaskState.CANCELLED):
             why = status.message or "no reason given"

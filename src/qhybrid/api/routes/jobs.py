@@ -70,6 +70,7 @@ def job_document(view: JobView) -> JobDocument:
             updated_at=current.updated_at,
         ),
         request=job.request,
+        cost=job.cost,
         result=job.result,
     )
 

@@ -7,14 +7,15 @@ import json
 import logging
 import uuid
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Response
 
 from qhybrid.api.deps import QueueDep, SettingsDep, StoreDep, require_api_key, require_json
 from qhybrid.api.errors import ApiError, invalid
 from qhybrid.api.schemas import ErrorBody, JobAccepted, OptimizeRequest
-from qhybrid.core.config import KNOWN_BACKENDS, Settings
+from qhybrid.backends.registry import check_backend, known_capacity, static_pricing, static_seconds
+from qhybrid.core.config import Settings
 from qhybrid.jobs.models import utcnow
 from qhybrid.jobs.states import JobState
 from qhybrid.jobs.store import IdempotencyConflictError
@@ -63,12 +64,54 @@ def check_limits(request: OptimizeRequest, settings: Settings) -> None:
             "max_shots",
             f"at most {settings.max_shots} shots are allowed (QHYBRID_MAX_SHOTS), got {request.shots}",
         )
-    if request.backend not in KNOWN_BACKENDS:
+    problem = check_backend(request.backend, settings)
+    if problem is not None:
+        raise invalid("backend", "known_backend", problem)
+    capacity = known_capacity(request.backend)
+    if capacity is not None and qubits > capacity:
         raise invalid(
             "backend",
-            "known_backend",
-            f"unknown backend {request.backend!r}; known: {', '.join(KNOWN_BACKENDS)}",
+            "device_capacity",
+            f"{request.backend} has {capacity} qubits; the problem needs {qubits}",
         )
+
+
+def cost_estimate(request: OptimizeRequest, shots: int, settings: Settings) -> dict[str, Any] | None:
+    """The QPU task's estimated cost from the provider's published price list, checked against max_cost.
+
+    Raises:
+        ApiError: 422 on ``max_cost`` when the estimate exceeds it or cannot be made.
+    """
+    try:
+        pricing = static_pricing(request.backend, settings)
+    except LookupError as exc:
+        if request.max_cost is not None:
+            raise invalid("max_cost", "cost_known", f"cannot check max_cost: {exc}") from exc
+        return {"currency": "USD", "estimated": None, "note": str(exc)}
+    if pricing is None:
+        return {"currency": "USD", "estimated": 0.0, "pricing": None}
+    seconds = static_seconds(request.backend, shots)
+    estimated = pricing.estimate(shots, seconds)
+    if request.max_cost is not None and estimated > request.max_cost:
+        raise invalid(
+            "max_cost",
+            "max_cost",
+            f"estimated cost {estimated:.2f} {pricing.currency} ({pricing.per_task:g} per task + "
+            f"{pricing.per_shot:g} × {shots} shots + {pricing.per_second:g} × {seconds:g} s) "
+            f"exceeds max_cost {request.max_cost:g}",
+        )
+    return {
+        "currency": pricing.currency,
+        "estimated": estimated,
+        "estimated_seconds": seconds,
+        "pricing": {
+            "per_task": pricing.per_task,
+            "per_shot": pricing.per_shot,
+            "per_second": pricing.per_second,
+            "source": pricing.source,
+        },
+        "actual": None,
+    }
 
 
 @router.post(
@@ -100,6 +143,7 @@ def optimize_portfolio(
     if body.shots is None:
         body = body.model_copy(update={"shots": settings.default_shots})
     document = body.model_dump(mode="json")
+    cost = cost_estimate(body, int(document["shots"]), settings)
     request_hash = hashlib.sha256(
         json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()
@@ -113,6 +157,7 @@ def optimize_portfolio(
             shots=int(document["shots"]),
             deadline_at=deadline,
             idempotency_key=idempotency_key,
+            cost=cost,
         )
     except IdempotencyConflictError as exc:
         raise ApiError(
@@ -131,6 +176,7 @@ def optimize_portfolio(
     response.headers["Location"] = f"/jobs/{job.id}"
     return JobAccepted(
         job_id=job.id,
+        estimated_cost=None if job.cost is None else job.cost.get("estimated"),
         status=JobState(job.state).api_name,
         created_at=job.created_at,
         links={"self": f"/jobs/{job.id}", "cancel": f"/jobs/{job.id}/cancel"},
