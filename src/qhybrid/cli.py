@@ -95,12 +95,21 @@ def demo(
     file: Annotated[
         Path | None, typer.Option(help="A request JSON file instead of the sample portfolio.")
     ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="local (emulated cloud, default), braket-local, braket-local:dm, ibm-local:FakeTorino..."
+        ),
+    ] = None,
 ) -> None:
     """Start the cloud, the API and a worker, submit a sample portfolio over HTTP, print the result."""
-    from qhybrid.demo import run_demo
+    from qhybrid.demo import run_demo, sample_request
 
     configure_logging("WARNING")
     request = json.loads(file.read_text()) if file else None
+    if backend is not None:
+        request = request or sample_request()
+        request["backend"] = backend
     try:
         run_demo(Settings(), as_json=as_json, request=request, queue_delay=queue_delay, run_delay=run_delay)
     except RuntimeError as exc:

@@ -226,3 +226,14 @@ def test_refusals(runner: LocalTaskRunner) -> None:
     with pytest.raises(PermanentBackendError, match="does not exist"):
         runner.status(task_id_for("never-submitted"))
     assert not list(runner.root.iterdir())
+
+
+def test_a_relative_root_works_from_another_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    runner = LocalTaskRunner(Path("relative-tasks"))
+    assert runner.root.is_absolute()
+    task_id = runner.submit("braket_sv", CROSSED_BITS, 10, "relative-root-token-1", {})
+    assert wait_terminal(runner, task_id).state is TaskState.COMPLETED
+    assert runner.result(task_id).counts == {"100": 10}

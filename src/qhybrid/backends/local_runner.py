@@ -239,7 +239,8 @@ class LocalTaskRunner:
     """
 
     def __init__(self, root: Path, *, python: str | None = None) -> None:
-        self._root = Path(root)
+        # Absolute: the detached runner starts in its own working directory.
+        self._root = Path(root).resolve()
         self._python = python or sys.executable
         self._root.mkdir(parents=True, exist_ok=True)
         self._remove_stale_incoming()
