@@ -38,10 +38,10 @@ from qhybrid.backends.braket import (
     braket_client_token,
     braket_counts,
     braket_error,
-    braket_pricing,
     program_to_braket_circuit,
 )
 from qhybrid.backends.local_runner import LocalTaskRunner
+from qhybrid.backends.pricing import braket_pricing
 from qhybrid.quantum.qasm import ALLOWED_GATES
 
 # c[0] reads the flipped q[2], c[1] reads q[0], c[2] and c[3] read a Bell pair on q[1], q[3]:

@@ -33,18 +33,17 @@ from qhybrid.backends.base import (
     TransientBackendError,
 )
 from qhybrid.backends.ibm import (
-    IBM_PRICING,
     IBM_STATES,
     IBMBackend,
     IBMFakeBackend,
     counts_bit0_first,
-    estimate_qpu_seconds,
     ibm_error,
     ibm_target,
     normalise_ibm_status,
     token_tag,
 )
 from qhybrid.backends.local_runner import LocalTaskRunner
+from qhybrid.backends.pricing import IBM_PRICING, estimate_qpu_seconds
 from qhybrid.quantum.circuit import transpile_for
 from qhybrid.quantum.qasm import ALLOWED_GATES, to_openqasm3
 
