@@ -133,7 +133,38 @@ def test_metrics_as_dict() -> None:
         "depth": 10,
         "two_qubit_gates": 5,
         "total_gates": 20,
+        "layout": None,
+        "estimated_success": None,
     }
+
+
+def test_fake_heron_target_gives_layout_and_success_estimate() -> None:
+    from qiskit_ibm_runtime.fake_provider import FakeTorino
+
+    from qhybrid.quantum.qasm import to_openqasm3
+
+    device = FakeTorino()
+    target = DeviceTarget(
+        name=device.name,
+        num_qubits=device.num_qubits,
+        basis_gates=tuple(device.target.operation_names),
+        qiskit_target=device.target,
+        provider="ibm",
+    )
+    circuit = QuantumCircuit(3, 3)
+    circuit.h(0)
+    circuit.cx(0, 1)
+    circuit.cx(1, 2)
+    circuit.measure(range(3), range(3))
+    transpiled, metrics = transpile_for(circuit, target, seed=1)
+    assert metrics.layout is not None and len(set(metrics.layout)) == 3
+    assert metrics.estimated_success is not None and 0.5 < metrics.estimated_success < 1.0
+    coupling = {tuple(edge) for edge in device.target.build_coupling_map().get_edges()}
+    for instruction in transpiled.data:
+        if len(instruction.qubits) == 2:
+            pair = tuple(transpiled.find_bit(q).index for q in instruction.qubits)
+            assert pair in coupling
+    assert "qubit[133] q;" in to_openqasm3(transpiled)
 
 
 def test_end_to_end_portfolio() -> None:
