@@ -372,3 +372,45 @@ def test_double_pricing_and_estimate() -> None:
     assert backend.pricing() is IBM_PRICING
     backend.target()  # loads the device, whose repetition delay the estimate uses
     assert backend.estimated_seconds(1000, 100e-6) == pytest.approx(2.0 + 1000 * 350e-6)
+
+
+class BatchDouble:
+    """Stands for ``qiskit_ibm_runtime.Batch``: a status IBM reports for the batch."""
+
+    def __init__(self, backend: Any, max_time: int) -> None:
+        self.backend = backend
+        self.max_time = max_time
+        self.status_value = "In progress, accepting new jobs"
+
+    def status(self) -> str:
+        return self.status_value
+
+
+def test_double_batch_mode_shares_one_batch_until_it_closes(torino_program: str) -> None:
+    service = RuntimeServiceDouble(FakeTorino())
+    batches: list[BatchDouble] = []
+
+    def batch_factory(device: Any, max_time: int) -> BatchDouble:
+        batches.append(BatchDouble(device, max_time))
+        return batches[-1]
+
+    backend = IBMBackend(
+        name="ibm:ibm_torino",
+        backend_name="ibm_torino",
+        token="secret-api-key",
+        service=service,
+        sampler_factory=service.sampler_factory(),
+        execution_mode="batch",
+        batch_max_time=900,
+        batch_factory=batch_factory,
+    )
+    backend.submit(torino_program, 64, "batch-tok-1")
+    backend.submit(torino_program, 64, "batch-tok-2")
+    assert len(batches) == 1 and batches[0].max_time == 900
+    assert [run[0] for run in service.runs] == [batches[0], batches[0]]  # the sampler ran in the batch
+    batches[0].status_value = "Closed"
+    backend.submit(torino_program, 64, "batch-tok-3")
+    assert len(batches) == 2
+    assert service.runs[-1][0] is batches[1]
+    with pytest.raises(ValueError, match="execution_mode"):
+        IBMBackend(name="x", backend_name="y", execution_mode="session")

@@ -324,12 +324,23 @@ class IBMFakeBackend(LocalRunnerBackend):
 # --------------------------------------------------------------------------- real mode
 
 
-def _runtime_sampler(backend: Any, options: dict[str, Any]) -> Any:
-    """``SamplerV2`` in job mode on ``backend``."""
+def _runtime_sampler(mode: Any, options: dict[str, Any]) -> Any:
+    """``SamplerV2`` on ``mode``: a backend (job mode) or a ``Batch``."""
     from qiskit_ibm_runtime import SamplerV2
 
     with _quiet_sampler_deprecation():
-        return SamplerV2(mode=backend, options=options)
+        return SamplerV2(mode=mode, options=options)
+
+
+def _runtime_batch(backend: Any, max_time: int) -> Any:
+    """A Qiskit Runtime ``Batch`` on ``backend`` that stays open for ``max_time`` seconds."""
+    from qiskit_ibm_runtime import Batch
+
+    return Batch(backend=backend, max_time=max_time)
+
+
+#: Batch statuses in which it still takes new jobs (Qiskit Runtime's wording).
+_BATCH_OPEN = ("Pending", "In progress, accepting new jobs")
 
 
 class IBMBackend(QuantumBackend):
@@ -347,7 +358,12 @@ class IBMBackend(QuantumBackend):
             beyond, which caps its cost); ``None`` leaves IBM's default.
         service: A ready ``QiskitRuntimeService`` or stand-in (tests); built on first use from
             the arguments above otherwise.
-        sampler_factory: Builds the sampler from (backend, options); ``SamplerV2`` by default.
+        sampler_factory: Builds the sampler from (mode, options); ``SamplerV2`` by default.
+        execution_mode: ``job`` (each task its own job, the default) or ``batch``: tasks share a
+            Qiskit Runtime ``Batch``, which IBM schedules together (useful when many jobs arrive at
+            once); a closed or expired batch is replaced by a new one.
+        batch_max_time: Seconds a batch stays open.
+        batch_factory: Builds a batch from (backend, max_time); ``Batch`` by default.
     """
 
     def __init__(
@@ -361,8 +377,17 @@ class IBMBackend(QuantumBackend):
         max_execution_time: int | None = 300,
         service: Any = None,
         sampler_factory: Callable[[Any, dict[str, Any]], Any] = _runtime_sampler,
+        execution_mode: str = "job",
+        batch_max_time: int = 3600,
+        batch_factory: Callable[[Any, int], Any] = _runtime_batch,
     ) -> None:
+        if execution_mode not in ("job", "batch"):
+            raise ValueError(f"execution_mode must be 'job' or 'batch', got {execution_mode!r}")
         self.name = name
+        self._execution_mode = execution_mode
+        self._batch_max_time = batch_max_time
+        self._batch_factory = batch_factory
+        self._batch: Any = None
         self._backend_name = backend_name
         self._token = token
         self._instance = instance
@@ -445,6 +470,20 @@ class IBMBackend(QuantumBackend):
                 self._target = ibm_target(self._backend())
             return self._target
 
+    def _mode(self, backend: Any) -> Any:
+        """Where jobs go: the backend itself, or the open batch (a new one when it closed)."""
+        if self._execution_mode == "job":
+            return backend
+        if self._batch is not None:
+            try:
+                status = self._batch.status()
+            except Exception:  # an unreadable batch is treated as closed: open a new one
+                status = None
+            if status in _BATCH_OPEN:
+                return self._batch
+        self._batch = self._call("batch creation", lambda: self._batch_factory(backend, self._batch_max_time))
+        return self._batch
+
     def submit(self, program: str, shots: int, client_token: str) -> str:
         """Submit one Sampler job tagged with the client token, unless one already exists.
 
@@ -468,7 +507,7 @@ class IBMBackend(QuantumBackend):
             backend = self._backend()
 
             def run() -> Any:
-                sampler = self._sampler_factory(backend, options)
+                sampler = self._sampler_factory(self._mode(backend), options)
                 with _quiet_sampler_deprecation():
                     return sampler.run([circuit], shots=shots)
 

@@ -254,6 +254,7 @@ class BackendRegistry:
             instance=settings.ibm_instance,
             channel=settings.ibm_channel,
             max_execution_time=settings.ibm_max_execution_time,
+            execution_mode=settings.ibm_execution_mode,
         )
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     ibm_channel: str = Field(default="ibm_quantum_platform", description="Qiskit Runtime channel.")
     ibm_token: SecretStr | None = Field(default=None, description="IBM Quantum API key.")
     ibm_instance: str | None = Field(default=None, description="IBM Quantum instance (CRN).")
+    ibm_execution_mode: Literal["job", "batch"] = Field(
+        default="job", description="Qiskit Runtime execution mode for real IBM backends."
+    )
     ibm_max_execution_time: int = Field(
         default=300, ge=1, description="Seconds IBM may run a job (caps cost)."
     )
