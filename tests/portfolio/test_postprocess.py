@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 
 from qhybrid.portfolio.baselines import exact
+from qhybrid.portfolio.classical import brute_force
 from qhybrid.portfolio.lots import LotsProblem
+from qhybrid.portfolio.model import PortfolioProblem
 from qhybrid.portfolio.postprocess import postprocess
-from qhybrid.portfolio.samples import analyse_samples
+from qhybrid.portfolio.samples import repair
 from tests.portfolio.factories import all_bits, random_problem
 from tests.portfolio.test_lots import random_lots
 
@@ -65,10 +67,6 @@ def test_no_feasible_sample_is_repaired() -> None:
     assert result.found_by in ("repair", "local_search")
     assert result.optimum_share is None
     assert result.optimum_in_samples is None
-    # The quantum best agrees with the worker's analysis.
-    analysis = analyse_samples(problem, bits, counts)
-    assert analysis.best_bits == result.quantum_best_bits
-    assert analysis.source == result.quantum_source
 
 
 def test_repair_gets_the_credit() -> None:
@@ -92,26 +90,6 @@ def test_repair_gets_the_credit() -> None:
     assert result.quantum_best_bits == tuple(poor)
     assert result.found_by == "repair"
     assert result.refined_bits == tuple(optimum)
-
-
-@pytest.mark.parametrize("kind", ["psd", "negative", "indefinite"])
-def test_agrees_with_analyse_samples(kind: str) -> None:
-    problem = random_problem(7, 3, 4, kind=kind)
-    rng = np.random.default_rng(1)
-    bits = all_bits(7)[rng.choice(128, size=40, replace=False)]
-    counts = rng.integers(0, 6, size=40)
-    counts[0] = 1
-    optimum = exact(problem).bits
-    result = postprocess(problem, bits.astype(np.uint8), counts, optimum_bits=optimum)
-    analysis = analyse_samples(problem, bits.astype(np.uint8), counts, optimum_bits=optimum)
-    assert result.quantum_best_bits == analysis.best_bits
-    assert result.quantum_best_objective == analysis.best_objective
-    assert result.quantum_source == analysis.source
-    assert result.feasible_share == pytest.approx(analysis.feasible_share)
-    assert result.quantum_best_share == pytest.approx(analysis.best_share)
-    assert result.optimum_share == pytest.approx(analysis.optimum_share)
-    assert result.distinct == analysis.distinct
-    assert result.refined_objective <= result.quantum_best_objective
 
 
 def test_is_deterministic_under_row_order() -> None:
@@ -194,3 +172,93 @@ def test_validation() -> None:
         postprocess(problem, good, np.array([1]), top_k=0)
     with pytest.raises(ValueError, match="length"):
         postprocess(problem, good, np.array([1]), optimum_bits=(1, 0))
+
+
+# Semantics of the quantum best (what the samples themselves gave), before any refinement.
+
+
+def test_quantum_best_best_feasible_sample_on_the_true_objective() -> None:
+    problem = random_problem(5, 2, 0, kind="negative")
+    solution = brute_force(problem)
+    x = all_bits(5)
+    counts = np.arange(1, 33, dtype=np.int64)
+    analysis = postprocess(problem, x, counts, optimum_bits=solution.bits)
+    assert analysis.quantum_source == "sample"
+    assert analysis.quantum_best_bits == solution.bits
+    assert analysis.quantum_best_objective == pytest.approx(solution.objective)
+    assert analysis.shots == int(counts.sum())
+    assert analysis.distinct == 32
+    feasible = problem.is_feasible(x)
+    assert analysis.feasible_share == pytest.approx(counts[feasible].sum() / counts.sum())
+    index = sum(b << i for i, b in enumerate(solution.bits))
+    assert analysis.quantum_best_share == pytest.approx(counts[index] / counts.sum())
+    assert analysis.optimum_share == analysis.quantum_best_share
+
+
+def test_quantum_best_the_penalty_plays_no_part() -> None:
+    # An infeasible sample with a much lower objective must not win.
+    problem = PortfolioProblem(("a", "b", "c"), np.array([1.0, 1.0, 1.0]), np.zeros((3, 3)), 1.0, 1)
+    bits = np.array([[1, 1, 1], [0, 0, 1]], dtype=np.uint8)
+    analysis = postprocess(problem, bits, np.array([900, 100], dtype=np.int64))
+    assert analysis.quantum_best_bits == (0, 0, 1)
+    assert analysis.quantum_best_objective == -1.0
+    assert analysis.feasible_share == pytest.approx(0.1)
+    assert analysis.quantum_best_share == pytest.approx(0.1)
+    assert analysis.optimum_share is None
+
+
+def test_quantum_best_duplicates_and_zero_counts_are_merged() -> None:
+    problem = random_problem(3, 1, 0)
+    bits = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.uint8)
+    analysis = postprocess(problem, bits, np.array([2, 3, 5, 0], dtype=np.int64))
+    assert analysis.shots == 10
+    assert analysis.distinct == 2
+    assert analysis.feasible_share == 1.0
+    assert analysis.quantum_best_bits in {(1, 0, 0), (0, 1, 0)}
+
+
+def test_quantum_best_ties_prefer_the_more_frequent_sample() -> None:
+    problem = PortfolioProblem(("a", "b", "c"), np.zeros(3), np.zeros((3, 3)), 1.0, 1)
+    bits = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.uint8)
+    analysis = postprocess(problem, bits, np.array([1, 5, 4], dtype=np.int64))
+    assert analysis.quantum_best_bits == (0, 1, 0)
+    # Equally frequent: the lowest asset index wins, as in brute_force.
+    analysis = postprocess(problem, bits, np.array([1, 5, 5], dtype=np.int64))
+    assert analysis.quantum_best_bits == (0, 1, 0)
+    analysis = postprocess(problem, bits, np.array([5, 5, 5], dtype=np.int64))
+    assert analysis.quantum_best_bits == (1, 0, 0)
+
+
+def test_quantum_best_repair_when_nothing_is_feasible() -> None:
+    problem = random_problem(6, 3, 2, kind="negative")
+    rng = np.random.default_rng(0)
+    x = all_bits(6)
+    infeasible = x[~problem.is_feasible(x)]
+    counts = rng.integers(1, 100, size=len(infeasible)).astype(np.int64)
+    analysis = postprocess(problem, infeasible, counts, optimum_bits=brute_force(problem).bits)
+    assert analysis.quantum_source == "repaired"
+    assert analysis.feasible_share == 0.0
+    assert analysis.quantum_best_share == 0.0
+    assert analysis.optimum_share == 0.0
+    assert sum(analysis.quantum_best_bits) == 3
+    # The best of the repaired, most frequent samples.
+    order = np.lexsort((*infeasible.T[::-1], -counts))[:32]
+    repaired = np.stack([repair(problem, infeasible[k]) for k in order])
+    assert analysis.quantum_best_objective == pytest.approx(float(problem.objective(repaired).min()))
+
+
+def test_validation_of_samples() -> None:
+    problem = random_problem(3, 1, 0)
+    bits = np.array([[1, 0, 0]], dtype=np.uint8)
+    with pytest.raises(ValueError, match="shape"):
+        postprocess(problem, np.array([[1, 0]], dtype=np.uint8), np.array([1], dtype=np.int64))
+    with pytest.raises(ValueError, match="counts"):
+        postprocess(problem, bits, np.array([1, 2], dtype=np.int64))
+    with pytest.raises(ValueError, match="non-negative"):
+        postprocess(problem, bits, np.array([-1], dtype=np.int64))
+    with pytest.raises(ValueError, match="shot"):
+        postprocess(problem, bits, np.array([0], dtype=np.int64))
+    with pytest.raises(ValueError, match="0 and 1"):
+        postprocess(problem, np.array([[2, 0, 0]], dtype=np.uint8), np.array([1], dtype=np.int64))
+    with pytest.raises(ValueError, match="length 3"):
+        postprocess(problem, bits, np.array([1], dtype=np.int64), optimum_bits=(1, 0))

@@ -9,8 +9,8 @@ from qiskit_aer import AerSimulator
 from qhybrid.backends.base import DeviceTarget
 from qhybrid.core.qubo import Ising
 from qhybrid.portfolio.classical import brute_force
+from qhybrid.portfolio.postprocess import postprocess
 from qhybrid.portfolio.qubo import to_qubo
-from qhybrid.portfolio.samples import analyse_samples
 from qhybrid.quantum.angles import QaoaAngles, optimize_angles
 from qhybrid.quantum.circuit import CircuitMetrics, CircuitTooLargeError, qaoa_circuit, transpile_for
 from qhybrid.quantum.decode import decode_counts
@@ -180,11 +180,11 @@ def test_end_to_end_portfolio() -> None:
     counts = {key[::-1]: value for key, value in result.get_counts().items()}
     bits, frequencies = decode_counts(counts, 6)
     optimum = brute_force(problem)
-    analysis = analyse_samples(problem, bits, frequencies, optimum_bits=optimum.bits)
+    analysis = postprocess(problem, bits, frequencies, optimum_bits=optimum.bits)
     assert analysis.shots == 4000
-    assert analysis.source == "sample"
-    assert analysis.best_bits == optimum.bits
-    assert analysis.best_objective == pytest.approx(optimum.objective)
+    assert analysis.quantum_source == "sample"
+    assert analysis.quantum_best_bits == optimum.bits
+    assert analysis.quantum_best_objective == pytest.approx(optimum.objective)
     assert analysis.feasible_share > 0.6
     expected = simulated_probabilities(ising, angles)[sum(b << i for i, b in enumerate(optimum.bits))]
     assert analysis.optimum_share == pytest.approx(expected, abs=0.02)
