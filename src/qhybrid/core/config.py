@@ -52,6 +52,20 @@ class Settings(BaseSettings):
         default=300, ge=1, description="Seconds IBM may run a job (caps cost)."
     )
 
+    privacy_default: Literal["off", "low", "standard", "high"] = Field(
+        default="standard", description="Obfuscation level of requests that set none."
+    )
+    key_encryption_key: SecretStr | None = Field(
+        default=None, description="Base64 32-byte key sealing obfuscation keys; unset: <data_dir>/keys/kek."
+    )
+    egress_require_pqc: bool = Field(
+        default=False, description="Refuse egress TLS links without a hybrid post-quantum key exchange."
+    )
+    egress_min_tls: Literal["1.2", "1.3"] = Field(default="1.3", description="Lowest TLS version for egress.")
+    egress_allow_plaintext: bool = Field(
+        default=False, description="Allow http:// egress (development only)."
+    )
+
     egress_allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Extra host:port pairs the egress gateway may reach (cloud_url is always allowed).",
@@ -110,6 +124,16 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'qhybrid.db').resolve()}"
+
+    @property
+    def audit_path(self) -> Path:
+        """The egress audit log (hash-chained JSON lines)."""
+        return self.data_dir / "audit" / "egress.log"
+
+    @property
+    def kek_path(self) -> Path:
+        """Where the embedded default keeps its key-encryption key (mode 0600)."""
+        return self.data_dir / "keys" / "kek"
 
     @property
     def queue_path(self) -> Path:
