@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import ssl
 import struct
 import threading
 import time
@@ -24,7 +23,11 @@ from qhybrid.backends.base import (
 )
 from qhybrid.backends.cloud import CloudBackend, parse_retry_after
 from qhybrid.gateway.client import EgressClient, EgressPolicyError
-from tests.cloud.helpers import BELL, X_ON_BIT0, CloudServer, new_token, start_cloud
+
+# Through the egress gateway: canonical programs and hex client tokens only (the payload contract).
+from tests.cloud.helpers import BELL_CANONICAL as BELL
+from tests.cloud.helpers import X_ON_BIT0_CANONICAL as X_ON_BIT0
+from tests.cloud.helpers import CloudServer, gateway_token, start_cloud
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.integration
@@ -46,8 +49,14 @@ def make_backend(
     allowed: list[str] | None = None,
     timeout: float = 5.0,
     ca_file: Path | None = None,
+    allow_plaintext: bool = False,
 ):
-    egress = EgressClient(allowed if allowed is not None else [base_url], timeout=timeout, ca_file=ca_file)
+    egress = EgressClient(
+        allowed if allowed is not None else [base_url],
+        timeout=timeout,
+        ca_file=ca_file,
+        allow_plaintext=allow_plaintext,
+    )
     return CloudBackend(name="cloud", base_url=base_url, token=token, device="emulator", egress=egress)
 
 
@@ -83,7 +92,7 @@ def test_target_is_fetched_once_and_cached(backend: CloudBackend) -> None:
 
 
 def test_full_lifecycle(backend: CloudBackend) -> None:
-    token = new_token("lifecycle")
+    token = gateway_token()
     task_id = backend.submit(X_ON_BIT0, 300, token)
     first = backend.status(task_id)
     assert first.state is TaskState.QUEUED
@@ -104,7 +113,7 @@ def test_full_lifecycle(backend: CloudBackend) -> None:
 
 
 def test_bell_counts(backend: CloudBackend) -> None:
-    task_id = backend.submit(BELL, 1000, new_token("bell"))
+    task_id = backend.submit(BELL, 1000, gateway_token())
     wait_terminal(backend, task_id)
     result = backend.result(task_id)
     assert set(result.counts) == {"00", "11"}
@@ -112,11 +121,11 @@ def test_bell_counts(backend: CloudBackend) -> None:
 
 
 def test_find_task_unknown_token_is_none(backend: CloudBackend) -> None:
-    assert backend.find_task(new_token("unknown")) is None
+    assert backend.find_task(gateway_token()) is None
 
 
 def test_cancel_and_result_of_unfinished_task(backend: CloudBackend) -> None:
-    task_id = backend.submit(X_ON_BIT0, 10, new_token("cancel"))
+    task_id = backend.submit(X_ON_BIT0, 10, gateway_token())
     with pytest.raises(PermanentBackendError, match="only COMPLETED tasks have results"):
         backend.result(task_id)
     backend.cancel(task_id)
@@ -130,10 +139,13 @@ def test_unknown_task_is_permanent(backend: CloudBackend) -> None:
         backend.status("task-000000000000000000000000")
 
 
-def test_bad_program_is_permanent(backend: CloudBackend) -> None:
-    token = new_token("bad")
-    with pytest.raises(PermanentBackendError, match="not valid OpenQASM 3"):
+def test_bad_program_is_permanent(cloud: CloudServer, backend: CloudBackend) -> None:
+    token = gateway_token()
+    received = (cloud.data_dir / "received.log").read_bytes()
+    # The gateway's payload contract refuses it before it leaves; the cloud never sees it.
+    with pytest.raises(PermanentBackendError, match="refused at the boundary: line 2: header"):
         backend.submit("OPENQASM 3.0;\nthis is not a program;\n", 10, token)
+    assert (cloud.data_dir / "received.log").read_bytes() == received
     assert backend.find_task(token) is None
 
 
@@ -143,27 +155,27 @@ def test_bad_token_is_permanent(cloud: CloudServer) -> None:
         with pytest.raises(PermanentBackendError, match="401: invalid bearer token"):
             adapter.target()
         with pytest.raises(PermanentBackendError, match="401"):
-            adapter.submit(X_ON_BIT0, 10, new_token())
+            adapter.submit(X_ON_BIT0, 10, gateway_token())
     finally:
         adapter.close()
 
 
 def test_nothing_listening_is_transient() -> None:
     base_url = f"http://127.0.0.1:{free_port()}"
-    adapter = make_backend(base_url, token="whatever", timeout=2.0)
+    adapter = make_backend(base_url, token="whatever", timeout=2.0, allow_plaintext=True)
     try:
         with pytest.raises(TransientBackendError):
             adapter.target()
         with pytest.raises(TransientBackendError):
-            adapter.submit(X_ON_BIT0, 10, new_token())
+            adapter.submit(X_ON_BIT0, 10, gateway_token())
         with pytest.raises(TransientBackendError):
-            adapter.find_task(new_token())
+            adapter.find_task(gateway_token())
     finally:
         adapter.close()
 
 
 def test_egress_allow_list_refuses_other_destinations(cloud: CloudServer) -> None:
-    token = new_token("egress")
+    token = gateway_token()
     adapter = make_backend(cloud.base_url, token=cloud.token, allowed=["127.0.0.1:1"], ca_file=cloud.ca_file)
     try:
         with pytest.raises(PermanentBackendError, match="allow-list") as caught:
@@ -179,7 +191,7 @@ def test_unpinned_self_signed_certificate_is_refused(cloud: CloudServer) -> None
     # Without a CA file the system CAs apply, and they do not vouch for the cloud's own certificate.
     adapter = make_backend(cloud.base_url, token=cloud.token)
     try:
-        with pytest.raises(TransientBackendError, match="CERTIFICATE_VERIFY_FAILED"):
+        with pytest.raises(TransientBackendError, match="certificate verify failed"):
             adapter.target()
     finally:
         adapter.close()
@@ -194,15 +206,15 @@ def test_unreadable_ca_file_is_permanent(cloud: CloudServer, tmp_path: Path) -> 
         adapter.close()
 
 
-def test_egress_client_requires_tls12_or_later(cloud: CloudServer) -> None:
+def test_egress_client_uses_tls13_and_verifies(cloud: CloudServer) -> None:
     assert cloud.ca_file is not None
     egress = EgressClient([cloud.base_url], ca_file=cloud.ca_file)
     try:
-        assert egress.request("GET", f"{cloud.base_url}/healthz").status_code == 200
-        context = egress._tls_context()
-        assert context.minimum_version is ssl.TLSVersion.TLSv1_2
-        assert context.verify_mode is ssl.CERT_REQUIRED
-        assert context.check_hostname
+        response = egress.request("GET", f"{cloud.base_url}/healthz")
+        assert response.status_code == 200
+        assert egress.policy.min_version == "1.3"
+        assert egress.policy.ca_file == cloud.ca_file
+        assert response.extensions["qhybrid_tls"].version == "TLSv1.3"
     finally:
         egress.close()
 
@@ -258,7 +270,7 @@ def trouble_url() -> Iterator[str]:
 
 
 def _trouble_backend(url: str, device: str, timeout: float = 5.0) -> CloudBackend:
-    egress = EgressClient([url], timeout=timeout)
+    egress = EgressClient([url], timeout=timeout, allow_plaintext=True)  # a plain-http test server
     return CloudBackend(name="cloud", base_url=url, token="t", device=device, egress=egress)
 
 

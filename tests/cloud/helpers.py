@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
 from collections.abc import Iterable
@@ -16,6 +17,22 @@ BELL = (
     'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[2] q;\nbit[2] c;\n'
     "h q[0];\ncx q[0], q[1];\nc = measure q;\n"
 )
+
+#: The same programs in the canonical form the trusted zone emits: the only form the egress
+#: gateway lets out (tests that reach the cloud through ``EgressClient`` must use these).
+X_ON_BIT0_CANONICAL = (
+    'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[3] q;\nbit[3] c;\nx q[0];\n'
+    "c[0] = measure q[0];\nc[1] = measure q[1];\nc[2] = measure q[2];\n"
+)
+BELL_CANONICAL = (
+    'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[2] q;\nbit[2] c;\n'
+    "h q[0];\ncx q[0], q[1];\nc[0] = measure q[0];\nc[1] = measure q[1];\n"
+)
+
+
+def gateway_token() -> str:
+    """A client token as the trusted zone makes it (``secrets.token_hex(16)``); the gateway takes no other."""
+    return secrets.token_hex(16)
 
 
 def new_token(prefix: str = "tok") -> str:
@@ -59,9 +76,12 @@ def wait_for_state(
 
 __all__ = [
     "BELL",
+    "BELL_CANONICAL",
     "TOKEN",
     "X_ON_BIT0",
+    "X_ON_BIT0_CANONICAL",
     "CloudServer",
+    "gateway_token",
     "new_token",
     "start_cloud",
     "submit_body",

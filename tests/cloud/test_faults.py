@@ -16,7 +16,10 @@ from qhybrid.backends.base import TaskState, TransientBackendError
 from qhybrid.backends.cloud import CloudBackend
 from qhybrid.cloud.faults import FaultInjector, FaultRule
 from qhybrid.gateway.client import EgressClient
-from tests.cloud.helpers import X_ON_BIT0, CloudServer, new_token, start_cloud, submit_body, wait_for_state
+
+# Through the egress gateway: canonical programs and hex client tokens only (the payload contract).
+from tests.cloud.helpers import X_ON_BIT0_CANONICAL as X_ON_BIT0
+from tests.cloud.helpers import CloudServer, gateway_token, start_cloud, submit_body, wait_for_state
 
 # --- rules (no process) ---------------------------------------------------------------------------
 
@@ -152,7 +155,7 @@ def test_429_with_retry_after_is_transient_and_not_a_submission(
     cloud: CloudServer, admin: httpx.Client, backend: CloudBackend
 ) -> None:
     arm(admin, {"match": "POST /v1/tasks", "fault": "429", "retry_after": 3})
-    token = new_token("throttled")
+    token = gateway_token()
     with pytest.raises(TransientBackendError, match="429: injected fault") as caught:
         backend.submit(X_ON_BIT0, 10, token)
     assert caught.value.retry_after == 3.0
@@ -168,7 +171,7 @@ def test_429_with_retry_after_is_transient_and_not_a_submission(
 
 @pytest.mark.integration
 def test_500_and_503_are_transient(admin: httpx.Client, backend: CloudBackend) -> None:
-    task_id = backend.submit(X_ON_BIT0, 10, new_token("errors"))
+    task_id = backend.submit(X_ON_BIT0, 10, gateway_token())
     arm(
         admin,
         {"match": "GET /v1/tasks/*", "fault": "500"},
@@ -188,7 +191,7 @@ def test_drop_closes_without_processing(
     cloud: CloudServer, admin: httpx.Client, backend: CloudBackend
 ) -> None:
     arm(admin, {"match": "POST /v1/tasks", "fault": "drop"})
-    token = new_token("dropped")
+    token = gateway_token()
     with pytest.raises(TransientBackendError, match="connection dropped") as caught:
         backend.submit(X_ON_BIT0, 10, token)
     assert isinstance(caught.value.__cause__, httpx.RemoteProtocolError)
@@ -201,7 +204,7 @@ def test_drop_closes_without_processing(
 @pytest.mark.integration
 def test_drop_after_processes_then_breaks_the_answer(admin: httpx.Client, backend: CloudBackend) -> None:
     arm(admin, {"match": "POST /v1/tasks", "fault": "drop_after"})
-    token = new_token("half")
+    token = gateway_token()
     with pytest.raises(TransientBackendError, match="connection dropped") as caught:
         backend.submit(X_ON_BIT0, 10, token)
     assert isinstance(caught.value.__cause__, httpx.RemoteProtocolError)
@@ -234,8 +237,8 @@ def test_slow_delays_the_answer(cloud: CloudServer, admin: httpx.Client) -> None
 @pytest.mark.integration
 def test_task_failed_fails_the_next_tasks_that_run(admin: httpx.Client, backend: CloudBackend) -> None:
     arm(admin, {"fault": "task_failed", "count": 1})
-    doomed = backend.submit(X_ON_BIT0, 10, new_token("doomed"))
-    fine = backend.submit(X_ON_BIT0, 10, new_token("fine"))
+    doomed = backend.submit(X_ON_BIT0, 10, gateway_token())
+    fine = backend.submit(X_ON_BIT0, 10, gateway_token())
     final, _ = wait_for_state(admin, doomed, ["COMPLETED", "FAILED", "CANCELLED"])
     assert final["state"] == "FAILED"
     assert final["message"].startswith("injected fault: ")

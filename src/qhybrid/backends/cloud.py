@@ -27,7 +27,7 @@ from qhybrid.backends.base import (
     TaskStatus,
     TransientBackendError,
 )
-from qhybrid.gateway.client import EgressClient, EgressPolicyError
+from qhybrid.gateway.client import EgressAuditError, EgressClient, EgressPolicyError, PayloadKind
 
 #: The only outcome ordering this adapter understands: character ``i`` is classical bit ``i``.
 _BIT_ORDER = "bit0-first"
@@ -115,8 +115,12 @@ class CloudBackend(QuantumBackend):
         *,
         json_body: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
+        payload: PayloadKind | None = None,
     ) -> httpx.Response:
         """Send one request and sort failures into transient and permanent ones.
+
+        ``payload`` names the body's kind for the gateway to check (``"submission"``); the job id
+        for the audit log comes from :func:`qhybrid.gateway.context.current_job`, set by the worker.
 
         Returns:
             The response, when its status is below 400 or exactly 404 (callers decide about 404).
@@ -134,9 +138,15 @@ class CloudBackend(QuantumBackend):
                 json=json_body,
                 params=params,
                 headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
+                payload=payload,
             )
+        except EgressAuditError as exc:
+            # Nothing was sent. A full disk or a permission slip can be repaired while the job
+            # waits, so this is retried (within the journey's retry budget), loudly.
+            raise TransientBackendError(f"cloud {what}: {exc}") from exc
         except EgressPolicyError as exc:
-            # A configuration problem: no amount of retrying changes the allow-list.
+            # Allow-list, payload contract, TLS policy: retrying the same request cannot change
+            # any of them, and nothing was sent.
             raise PermanentBackendError(f"cloud {what}: {exc}") from exc
         except httpx.TimeoutException as exc:
             raise TransientBackendError(f"cloud {what} timed out: {exc!r}") from exc
@@ -206,6 +216,7 @@ class CloudBackend(QuantumBackend):
                     "shots": shots,
                     "client_token": client_token,
                 },
+                payload="submission",
             ),
             "POST /v1/tasks",
         )

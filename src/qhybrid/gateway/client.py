@@ -1,24 +1,63 @@
 """The egress gateway: the only code in the trusted zone that opens connections to the public zone.
 
-Today it enforces a destination allow-list, timeouts and TLS 1.2 or later (verified against a
-pinned CA file or the system CAs) over one pooled HTTP client. Payload validation, the stricter TLS
-policy and the audit log attach here, so every adapter inherits them.
+Every request made through :class:`EgressClient`, in this order:
+
+1. goes only to a destination on the allow-list (``host:port``);
+2. uses ``https``: plain ``http`` is refused unless ``allow_plaintext`` (development only);
+3. when the caller says the body is a submission, carries exactly the payload contract
+   (:func:`~qhybrid.gateway.payload.validate_submission`), nothing more;
+4. goes over a fresh connection (no keep-alive) whose TLS handshake is pyOpenSSL's under the
+   :class:`~qhybrid.gateway.tls.TlsPolicy` (TLS 1.3, ``X25519MLKEM768`` offered, optionally
+   required), so each request's TLS facts are its own;
+5. is written to the :class:`~qhybrid.gateway.audit.AuditLog` after the handshake (version and
+   group known) and before its first byte is sent; if that write fails, nothing is sent.
+
+Steps 4 and 5 hook into httpcore: the network backend does the handshake, and the request's
+``trace`` extension sees ``connection.start_tls.complete`` (audit) and
+``http11.send_request_headers.started`` (last check that the audit happened) in that order.
 """
 
 from __future__ import annotations
 
+import json as _json
 import os
 import ssl
 import threading
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
+
+from qhybrid.gateway.audit import AuditLog, AuditWriteError
+from qhybrid.gateway.context import get_current_job
+from qhybrid.gateway.payload import PayloadError, validate_submission
+from qhybrid.gateway.tls import PolicyNetworkBackend, TlsFacts, TlsPolicy, TlsPolicyError
+
+#: What :meth:`EgressClient.request` can be told a body is, to have it checked.
+PayloadKind = Literal["submission"]
+
+_PLAINTEXT_NOTE = "plaintext http (development only)"
 
 
 class EgressPolicyError(Exception):
     """A request the gateway refuses to send (destination not allowed, bad payload...)."""
+
+
+class EgressPayloadError(EgressPolicyError):
+    """The body breaks the boundary payload contract; nothing was sent."""
+
+
+class EgressTlsPolicyError(EgressPolicyError):
+    """The TLS policy refused the connection (e.g. no post-quantum group with ``require_pqc``)."""
+
+
+class EgressAuditError(EgressPolicyError):
+    """The audit entry could not be written; the request was not sent."""
 
 
 def destination_of(url: str) -> str:
@@ -34,14 +73,191 @@ def destination_of(url: str) -> str:
     return f"{parts.hostname}:{port}"
 
 
+# --- transport -----------------------------------------------------------------------------------
+
+# httpcore's exceptions as httpx's, most specific first (httpx's own table is private).
+_HTTPCORE_TO_HTTPX: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+    (httpcore.ProxyError, httpx.ProxyError),
+)
+
+
+@contextmanager
+def _as_httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        for source, target in _HTTPCORE_TO_HTTPX:
+            if isinstance(exc, source):
+                raise target(str(exc)) from exc
+        raise  # our own policy errors pass through unchanged
+
+
+class _ClosingStream(httpx.SyncByteStream):
+    """A response body that closes its one-shot connection when the response is closed."""
+
+    def __init__(self, body: Iterable[bytes], connection: httpcore.HTTPConnection) -> None:
+        self._body = body
+        self._connection = connection
+
+    def __iter__(self) -> Iterator[bytes]:
+        with _as_httpx_errors():
+            yield from self._body
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._connection.close()
+
+
+class _OneShotTransport(httpx.BaseTransport):
+    """Each request on a connection of its own, opened through the policy backend, then closed."""
+
+    def __init__(self, backend: PolicyNetworkBackend) -> None:
+        self._backend = backend
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(request.stream, httpx.SyncByteStream)
+        core_request = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=request.url.raw_scheme,
+                host=request.url.raw_host,
+                port=request.url.port,
+                target=request.url.raw_path,
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        connection = httpcore.HTTPConnection(
+            origin=core_request.url.origin,
+            # httpcore sets ALPN on a stdlib context before start_tls; the policy backend ignores
+            # it and uses pyOpenSSL. A bare context avoids httpcore loading certifi for nothing.
+            ssl_context=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT),
+            network_backend=self._backend,
+        )
+        try:
+            with _as_httpx_errors():
+                response = connection.handle_request(core_request)
+        except BaseException:
+            connection.close()
+            raise
+        stream = response.extensions.get("network_stream")
+        facts = stream.get_extra_info("qhybrid_tls") if stream is not None else None
+        assert isinstance(response.stream, Iterable)
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_ClosingStream(response.stream, connection),
+            extensions={**response.extensions, "qhybrid_tls": facts},
+        )
+
+    def close(self) -> None:
+        """Nothing pooled, nothing to close."""
+
+
+class _Exchange:
+    """One request's ``trace`` callback: audits at the right moment, refuses to send without it."""
+
+    def __init__(
+        self,
+        *,
+        audit: AuditLog | None,
+        scheme: str,
+        destination: str,
+        method: str,
+        body: bytes,
+        job_id: str | None,
+        note: str,
+    ) -> None:
+        self.audit = audit
+        self.scheme = scheme
+        self.destination = destination
+        self.method = method
+        self.body = body
+        self.job_id = job_id
+        self.note = note
+        self.path = ""
+        self.facts: TlsFacts | None = None
+        self.ready = False
+
+    def __call__(self, event: str, info: Mapping[str, Any]) -> None:
+        if event == "connection.start_tls.complete":
+            stream = info.get("return_value")
+            facts = stream.get_extra_info("qhybrid_tls") if stream is not None else None
+            if not isinstance(facts, TlsFacts):
+                _close(stream)
+                raise EgressPolicyError("TLS stream without policy facts; refusing to send")
+            self.facts = facts
+            self._record(stream, facts.version, facts.group, facts.cipher, self.note)
+        elif event == "connection.connect_tcp.complete" and self.scheme == "http":
+            note = f"{self.note}; {_PLAINTEXT_NOTE}" if self.note else _PLAINTEXT_NOTE
+            self._record(info.get("return_value"), None, None, None, note)
+        elif event == "http11.send_request_headers.started" and not self.ready:
+            # Fail closed: a connection that skipped our handshake or our audit sends nothing.
+            raise EgressPolicyError(f"no audit/TLS record for this request to {self.destination}; not sent")
+
+    def _record(
+        self, stream: Any, version: str | None, group: str | None, cipher: str | None, note: str
+    ) -> None:
+        if self.audit is not None:
+            try:
+                self.audit.append(
+                    destination=self.destination,
+                    method=self.method,
+                    path=self.path,
+                    body=self.body,
+                    job_id=self.job_id,
+                    tls_version=version,
+                    tls_group=group,
+                    tls_cipher=cipher,
+                    note=note,
+                )
+            except AuditWriteError as exc:
+                _close(stream)
+                raise EgressAuditError(
+                    f"egress audit failed, request to {self.destination} not sent: {exc}"
+                ) from exc
+        self.ready = True
+
+
+def _close(stream: Any) -> None:
+    if stream is not None:
+        stream.close()
+
+
+# --- client --------------------------------------------------------------------------------------
+
+
 class EgressClient:
-    """An HTTP client that refuses any destination outside its allow-list.
+    """An HTTP client that enforces the egress policy on every request (see the module docstring).
 
     Args:
         allowed: ``host:port`` pairs (or base URLs) that may be contacted.
-        timeout: Seconds for connect, read and write.
+        timeout: Seconds for connect (including the TLS handshake), read and write.
         ca_file: PEM file of the certificate(s) that https servers must chain to (e.g. the emulated
-            cloud's self-signed certificate); the system CAs when ``None``.
+            cloud's self-signed certificate); the system CAs when ``None``. Shorthand for
+            ``tls.ca_file``; giving both, different, is an error.
+        tls: The TLS policy; ``TlsPolicy()`` (TLS 1.3, hybrid PQC offered, not required) if ``None``.
+        audit: Where every request is recorded before it is sent; no audit if ``None``.
+        allow_plaintext: Allow ``http://`` destinations (development only).
+        max_shots: Largest shot count a submission may carry.
     """
 
     def __init__(
@@ -50,39 +266,93 @@ class EgressClient:
         *,
         timeout: float = 30.0,
         ca_file: str | os.PathLike[str] | None = None,
+        tls: TlsPolicy | None = None,
+        audit: AuditLog | None = None,
+        allow_plaintext: bool = False,
+        max_shots: int = 100_000,
     ) -> None:
         self._allowed = frozenset(a if "://" not in a else destination_of(a) for a in allowed)
         self._timeout = timeout
-        self._ca_file = ca_file
+        policy = tls or TlsPolicy()
+        if ca_file is not None:
+            pinned = Path(ca_file)
+            if policy.ca_file is not None and policy.ca_file != pinned:
+                raise ValueError(f"ca_file {pinned} and tls.ca_file {policy.ca_file} disagree")
+            policy = replace(policy, ca_file=pinned)
+        self._policy = policy
+        self._audit = audit
+        self._allow_plaintext = allow_plaintext
+        self._max_shots = max_shots
+        self._backend = PolicyNetworkBackend(policy)
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
+        self._last_tls: dict[str, TlsFacts] = {}
+
+    def __repr__(self) -> str:
+        return f"EgressClient(allowed={sorted(self._allowed)!r}, tls={self._policy!r}, audit={self._audit!r})"
 
     @property
     def allowed(self) -> frozenset[str]:
         """The destinations this client may reach."""
         return self._allowed
 
-    def _tls_context(self) -> ssl.SSLContext:
-        """Certificate and host name checked, TLS 1.2 at least."""
-        try:
-            context = ssl.create_default_context(
-                cafile=None if self._ca_file is None else os.fspath(self._ca_file)
-            )
-        except (OSError, ssl.SSLError) as exc:
-            # Built on first use rather than at construction, so that a client may be set up before
-            # the server has written its certificate; a bad file is a configuration error.
-            raise EgressPolicyError(f"cannot load the CA file {self._ca_file}: {exc}") from exc
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        return context
+    @property
+    def policy(self) -> TlsPolicy:
+        """The TLS policy applied to every https connection."""
+        return self._policy
+
+    @property
+    def audit(self) -> AuditLog | None:
+        """The audit log, if any."""
+        return self._audit
+
+    def last_tls(self, destination: str | None = None) -> TlsFacts | None:
+        """The TLS facts of the latest successful request to ``destination`` (``host:port`` or URL).
+
+        With no destination, those of the only destination contacted so far, if just one.
+        """
+        with self._lock:
+            if destination is None:
+                return next(iter(self._last_tls.values())) if len(self._last_tls) == 1 else None
+            key = destination_of(destination) if "://" in destination else destination
+            return self._last_tls.get(key)
+
+    def tls_summary(self) -> dict[str, TlsFacts]:
+        """The latest TLS facts per destination (a copy), for display."""
+        with self._lock:
+            return dict(self._last_tls)
 
     def _http(self) -> httpx.Client:
         with self._lock:
             if self._client is None:
                 # trust_env=False: a stray HTTP(S)_PROXY variable must not reroute egress silently.
                 self._client = httpx.Client(
-                    timeout=self._timeout, trust_env=False, verify=self._tls_context()
+                    transport=_OneShotTransport(self._backend),
+                    timeout=self._timeout,
+                    trust_env=False,
+                    follow_redirects=False,
                 )
             return self._client
+
+    def _body(self, json: Any, payload: PayloadKind | None) -> bytes:
+        if payload == "submission":
+            if not isinstance(json, Mapping):
+                raise EgressPayloadError("a submission needs a JSON object body")
+            try:
+                validate_submission(json, max_shots=self._max_shots)
+            except PayloadError as exc:
+                raise EgressPayloadError(f"submission refused at the boundary: {exc}") from exc
+        elif payload is not None:
+            raise ValueError(f"unknown payload kind {payload!r}")
+        if json is None:
+            return b""
+        try:
+            # Serialised here, once: the audit hashes exactly the bytes that are sent.
+            return _json.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
+                "utf-8"
+            )
+        except (TypeError, ValueError) as exc:
+            raise EgressPayloadError(f"body is not serialisable as strict JSON: {exc}") from exc
 
     def request(
         self,
@@ -92,21 +362,79 @@ class EgressClient:
         json: Any = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        payload: PayloadKind | None = None,
+        job_id: str | None = None,
+        note: str = "",
     ) -> httpx.Response:
-        """Send one request if its destination is allowed.
+        """Send one request under the egress policy.
+
+        Args:
+            method: HTTP method.
+            url: Full URL; its ``host:port`` must be allowed.
+            json: JSON body, if any (serialised compactly, UTF-8).
+            params: Query parameters.
+            headers: Extra headers (never audited).
+            payload: ``"submission"`` to check the body against the task payload contract.
+            job_id: The job this request serves; defaults to :func:`~qhybrid.gateway.context.get_current_job`.
+            note: Free text for the audit entry (never a secret).
+
+        Returns:
+            The response; ``response.extensions["qhybrid_tls"]`` holds its :class:`TlsFacts`
+            (``None`` over plain http).
 
         Raises:
-            EgressPolicyError: If the destination is not on the allow-list, or the CA file is unusable.
-            httpx.HTTPError: On network failures, TLS failures and timeouts.
+            EgressPolicyError: If the destination is not allowed or the scheme is plain http;
+                :class:`EgressPayloadError` for a body breaking the contract,
+                :class:`EgressTlsPolicyError` for a TLS policy refusal or an unusable CA file,
+                :class:`EgressAuditError` when the audit entry cannot be written. Nothing is
+                sent in any of these cases.
+            httpx.HTTPError: On network failures, TLS handshake failures and timeouts.
         """
         destination = destination_of(url)
         if destination not in self._allowed:
             raise EgressPolicyError(f"egress to {destination} is not on the allow-list")
-        return self._http().request(method, url, json=json, params=params, headers=headers)
+        scheme = urlsplit(url).scheme
+        if scheme == "http" and not self._allow_plaintext:
+            raise EgressPolicyError(f"plain http egress to {destination} refused: https only")
+        body = self._body(json, payload)
+        request_headers = dict(headers or {})
+        if json is not None:
+            request_headers["Content-Type"] = "application/json"
+        request_headers["Connection"] = "close"  # one request per connection, see the transport
+        labels = [payload] if payload else []
+        exchange = _Exchange(
+            audit=self._audit,
+            scheme=scheme,
+            destination=destination,
+            method=method.upper(),
+            body=body,
+            job_id=job_id if job_id is not None else get_current_job(),
+            note="; ".join([*labels, note] if note else labels),
+        )
+        http = self._http()
+        request = http.build_request(
+            method,
+            url,
+            content=body if json is not None else None,
+            params=params,
+            headers=request_headers,
+            extensions={"trace": exchange},
+        )
+        exchange.path = request.url.raw_path.decode("ascii")
+        try:
+            response = http.send(request)
+        except TlsPolicyError as exc:
+            raise EgressTlsPolicyError(str(exc)) from exc
+        facts = response.extensions.get("qhybrid_tls")
+        if isinstance(facts, TlsFacts):
+            with self._lock:
+                self._last_tls[destination] = facts
+        return response
 
     def close(self) -> None:
-        """Close pooled connections."""
+        """Close the HTTP client; the CA file is read again on the next request."""
         with self._lock:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+        self._backend.reset()
