@@ -68,6 +68,23 @@ def cloud(ctx: typer.Context) -> None:
     raise typer.Exit(cloud_main(args) or 0)
 
 
+audit_app = typer.Typer(help="The egress audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    file: Annotated[
+        Path | None, typer.Option(help="Audit log to check (default <data_dir>/audit/egress.log).")
+    ] = None,
+) -> None:
+    """Check the hash chain: exit 0 if every entry is intact and in order, 1 naming the first problem."""
+    from qhybrid.gateway import audit
+
+    path = file or Settings().audit_path
+    raise typer.Exit(audit.main(["verify", "--file", str(path)]))
+
+
 @app.command()
 def reconcile() -> None:
     """Re-kick overdue jobs once (the worker does this periodically on its own)."""

@@ -142,7 +142,7 @@ def test_cancel_reaches_the_provider(slow_cloud: CloudServer, settings: Settings
 
 
 def test_unreachable_provider_fails_after_bounded_retries(settings: Settings, consumer_for: Any) -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
+    dead = f"https://127.0.0.1:{free_port()}"
     services = build(settings.model_copy(update={"cloud_url": dead, "max_step_retries": 2}))
     consumer_for(services)
     job_id = services.new_job(fallback=False)
@@ -155,7 +155,7 @@ def test_unreachable_provider_fails_after_bounded_retries(settings: Settings, co
 
 
 def test_unreachable_provider_gets_the_classical_fallback(settings: Settings, consumer_for: Any) -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
+    dead = f"https://127.0.0.1:{free_port()}"
     services = build(settings.model_copy(update={"cloud_url": dead, "max_step_retries": 1}))
     consumer_for(services)
     job_id = services.new_job()

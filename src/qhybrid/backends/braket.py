@@ -52,6 +52,8 @@ from qhybrid.backends.base import (
 from qhybrid.backends.cloud import parse_retry_after
 from qhybrid.backends.local_runner import BRAKET_EXECUTORS, LocalRunnerBackend, LocalTaskRunner
 from qhybrid.backends.pricing import DEVICE_ARN, SIMULATOR_MINIMUM_SECONDS, braket_pricing
+from qhybrid.gateway.audit import AuditLog
+from qhybrid.gateway.sdk import attach_botocore
 from qhybrid.quantum.qasm import ALLOWED_GATES
 
 _T = TypeVar("_T")
@@ -397,6 +399,7 @@ class BraketBackend(QuantumBackend):
         s3_prefix: str = "qhybrid",
         region: str | None = None,
         aws_session: Any = None,
+        audit: AuditLog | None = None,
         search_hours: float = 72.0,
         max_search_pages: int = 20,
     ) -> None:
@@ -412,6 +415,8 @@ class BraketBackend(QuantumBackend):
         self._bucket = s3_bucket
         self._prefix = s3_prefix.strip("/") or "qhybrid"
         self._session_value = aws_session
+        self._audit = audit
+        self._hooked = False
         self._search_hours = search_hours
         self._max_search_pages = max_search_pages
         self._lock = threading.Lock()
@@ -435,6 +440,21 @@ class BraketBackend(QuantumBackend):
                     self._session_value = AwsSession(boto_session=boto3.Session(region_name=self._region))
                 except Exception as exc:
                     raise braket_error(exc, "session setup") from exc
+            if self._audit is not None and not self._hooked:
+                # Every request the SDK sends (Braket API and S3) passes the gateway's allow-list
+                # and is audited byte for byte before it leaves; the TLS is botocore's (classical).
+                region = self._region or "us-east-1"
+                attach_botocore(
+                    self._session_value,
+                    allowed=[
+                        f"braket.{region}.amazonaws.com:443",
+                        f"{self._bucket}.s3.{region}.amazonaws.com:443",
+                        f"s3.{region}.amazonaws.com:443",
+                        f"{self._bucket}.s3.amazonaws.com:443",
+                    ],
+                    audit=self._audit,
+                )
+                self._hooked = True
             return self._session_value
 
     def _client(self) -> Any:

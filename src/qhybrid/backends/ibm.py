@@ -48,6 +48,9 @@ from qhybrid.backends.pricing import (
     IBM_PRICING,
     estimate_qpu_seconds,
 )
+from qhybrid.gateway.audit import AuditLog, AuditWriteError
+from qhybrid.gateway.context import get_current_job
+from qhybrid.gateway.sdk import audit_sdk_submission
 from qhybrid.quantum.qasm import ALLOWED_GATES
 
 _T = TypeVar("_T")
@@ -339,6 +342,9 @@ def _runtime_batch(backend: Any, max_time: int) -> Any:
     return Batch(backend=backend, max_time=max_time)
 
 
+#: Where Qiskit Runtime's API lives, for the audit record.
+IBM_API_DESTINATION = "quantum.cloud.ibm.com:443"
+
 #: Batch statuses in which it still takes new jobs (Qiskit Runtime's wording).
 _BATCH_OPEN = ("Pending", "In progress, accepting new jobs")
 
@@ -364,6 +370,7 @@ class IBMBackend(QuantumBackend):
             once); a closed or expired batch is replaced by a new one.
         batch_max_time: Seconds a batch stays open.
         batch_factory: Builds a batch from (backend, max_time); ``Batch`` by default.
+        audit: The egress audit log; each submission's program is recorded before the SDK sends.
     """
 
     def __init__(
@@ -380,6 +387,7 @@ class IBMBackend(QuantumBackend):
         execution_mode: str = "job",
         batch_max_time: int = 3600,
         batch_factory: Callable[[Any, int], Any] = _runtime_batch,
+        audit: AuditLog | None = None,
     ) -> None:
         if execution_mode not in ("job", "batch"):
             raise ValueError(f"execution_mode must be 'job' or 'batch', got {execution_mode!r}")
@@ -388,6 +396,7 @@ class IBMBackend(QuantumBackend):
         self._batch_max_time = batch_max_time
         self._batch_factory = batch_factory
         self._batch: Any = None
+        self._audit = audit
         self._backend_name = backend_name
         self._token = token
         self._instance = instance
@@ -505,6 +514,19 @@ class IBMBackend(QuantumBackend):
                 return existing
             self.target()  # refuses devices the program format cannot serve
             backend = self._backend()
+            if self._audit is not None:
+                # qiskit-ibm-runtime offers no pre-send hook: audit our program before the SDK
+                # serialises it (and fail closed), saying that the bytes on the wire are the SDK's.
+                try:
+                    audit_sdk_submission(
+                        self._audit,
+                        destination=IBM_API_DESTINATION,
+                        payload=program.encode(),
+                        job_id=get_current_job(),
+                        note="qiskit-ibm-runtime SamplerV2.run; SDK-serialised; classical TLS via requests",
+                    )
+                except AuditWriteError as exc:
+                    raise TransientBackendError(f"egress audit could not be written: {exc}") from exc
 
             def run() -> Any:
                 sampler = self._sampler_factory(self._mode(backend), options)

@@ -31,7 +31,9 @@ from qhybrid.backends.pricing import (
     estimate_qpu_seconds,
 )
 from qhybrid.core.config import Settings
+from qhybrid.gateway.audit import AuditLog
 from qhybrid.gateway.client import EgressClient
+from qhybrid.gateway.tls import TLS12_COMPATIBLE_GROUPS, TlsPolicy
 
 #: Local simulators' qubit limits (Braket SDK ``LocalSimulator(...).properties``).
 BRAKET_LOCAL_SIMULATORS = {"sv": ("braket_sv", 26), "dm": ("braket_dm", 13)}
@@ -173,10 +175,21 @@ class BackendRegistry:
         self._settings = settings
         self._lock = threading.Lock()
         self._backends: dict[str, QuantumBackend] = {}
+        policy = TlsPolicy(
+            min_version=settings.egress_min_tls,
+            # TLS 1.2 peers with ECDSA P-256 certificates need P-256 among the offered groups.
+            groups=TLS12_COMPATIBLE_GROUPS if settings.egress_min_tls == "1.2" else "X25519MLKEM768:X25519",
+            require_pqc=settings.egress_require_pqc,
+            ca_file=settings.cloud_ca_file,
+        )
+        self.audit = AuditLog(settings.audit_path)
         self._egress = EgressClient(
             [settings.cloud_url, *settings.egress_allow],
             timeout=settings.backend_timeout_seconds,
-            ca_file=settings.cloud_ca_file,
+            tls=policy,
+            audit=self.audit,
+            allow_plaintext=settings.egress_allow_plaintext,
+            max_shots=settings.max_shots,
         )
         self._runner: object | None = None
 
@@ -243,6 +256,7 @@ class BackendRegistry:
                 s3_bucket=settings.braket_s3_bucket,
                 s3_prefix=settings.braket_s3_prefix,
                 region=settings.aws_region,
+                audit=self.audit,
             )
         from qhybrid.backends.ibm import IBMBackend
 
@@ -255,6 +269,7 @@ class BackendRegistry:
             channel=settings.ibm_channel,
             max_execution_time=settings.ibm_max_execution_time,
             execution_mode=settings.ibm_execution_mode,
+            audit=self.audit,
         )
 
     def close(self) -> None:

@@ -34,6 +34,7 @@ from qhybrid.backends.base import (
 )
 from qhybrid.backends.registry import BackendRegistry
 from qhybrid.core.config import Settings
+from qhybrid.gateway.context import current_job
 from qhybrid.jobs.models import Job, RemoteTask, utcnow
 from qhybrid.jobs.queue import JobQueue
 from qhybrid.jobs.solution import fallback_result, prepare_program, quantum_result, request_seed
@@ -119,6 +120,10 @@ class Journey:
         job = self.store.claim(job_id, owner=owner, lease_seconds=self.settings.lease_seconds)
         if job is None:
             return  # finished, unknown, or another worker holds it
+        with current_job(job_id):  # every egress audit entry of this run names the job
+            self._advance_claimed(job_id, owner)
+
+    def _advance_claimed(self, job_id: str, owner: str) -> None:
         try:
             self._run(job_id, owner)
         except _LostLeaseError:
