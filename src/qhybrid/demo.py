@@ -264,3 +264,10 @@ def print_result(console: Console, job: dict[str, Any]) -> None:
         f"depth {circuit.get('depth')}, {circuit.get('two_qubit_gates')} two-qubit gates; "
         f"samples on the optimum: {'n/a' if optimum_share is None else f'{optimum_share:.1%}'}"
     )
+    link = quantum.get("link") or {}
+    if link.get("tls_version"):
+        console.print(
+            f"link to the QPU: {link['tls_version']}, key exchange {link.get('tls_group')}"
+            f"{' (hybrid post-quantum)' if link.get('post_quantum') else ''}; every request is in the "
+            "egress audit log (qhybrid audit verify)"
+        )

@@ -8,6 +8,7 @@ fault injection (``PUT /v1/admin/faults``), over HTTPS.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -76,6 +77,20 @@ def test_the_same_job_on_every_local_provider(
         assert circuit["layout"] is not None and len(circuit["layout"]) == 5
         assert 0.0 < circuit["estimated_success"] < 1.0
     assert view.job.cost is not None and view.job.cost["actual"] == 0.0
+    link = result["quantum"]["link"]
+    if backend == "local":
+        # The emulated cloud is reached through the gateway: TLS 1.3 with the hybrid PQ group.
+        assert (link["tls_version"], link["tls_group"], link["post_quantum"]) == (
+            "TLSv1.3",
+            "X25519MLKEM768",
+            True,
+        )
+        entries = [json.loads(line) for line in services.settings.audit_path.read_text().splitlines()]
+        mine = [e for e in entries if e["job_id"] == job_id]
+        assert mine and all(e["tls_group"] == "X25519MLKEM768" for e in mine)
+        assert any(e["method"] == "POST" and e["path"] == "/v1/tasks" and e["size"] > 0 for e in mine)
+    else:
+        assert link == {"transport": "local process (no network)"}
 
 
 # ------------------------------------------------------------------------------------ faults

@@ -168,5 +168,9 @@ class QuantumBackend(abc.ABC):
         """QPU seconds a task is expected to use (for per-second pricing); 0 when not charged by time."""
         return 0.0
 
+    def link(self) -> dict[str, object]:
+        """How this adapter reaches the provider (transport and TLS), for the job's record."""
+        return {"transport": "local process (no network)"}
+
     def close(self) -> None:  # noqa: B027 - optional hook, most adapters hold nothing to release
         """Release connections held by the adapter."""

@@ -643,6 +643,15 @@ class BraketBackend(QuantumBackend):
                 return
             raise
 
+    def link(self) -> dict[str, object]:
+        """The SDK's own HTTPS: classical TLS through the standard library, said as such."""
+        return {
+            "transport": "botocore, policy-checked and audited by the gateway",
+            "tls_version": "TLS (stdlib ssl, OpenSSL 3.0)",
+            "tls_group": "classical (no ML-KEM in stdlib ssl)",
+            "post_quantum": False,
+        }
+
     def pricing(self) -> Pricing | None:
         """Braket's published price for this device (see :data:`BRAKET_PRICES`).
 

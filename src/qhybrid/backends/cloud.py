@@ -271,6 +271,19 @@ class CloudBackend(QuantumBackend):
         path = self._task_path(task_id, "/cancel")
         self._json(self._call("POST", path), f"POST {path}")
 
+    def link(self) -> dict[str, object]:
+        """The latest TLS facts of the egress link to this provider (version, group, cipher)."""
+        facts = self._egress.last_tls(self._base_url)
+        if facts is None:
+            return {"transport": "egress gateway", "tls": None}
+        return {
+            "transport": "egress gateway (pyOpenSSL)",
+            "tls_version": facts.version,
+            "tls_group": facts.group,
+            "tls_cipher": facts.cipher,
+            "post_quantum": facts.post_quantum,
+        }
+
     def pricing(self) -> Pricing | None:
         """The price list configured for this provider (the emulated cloud is free by default)."""
         return self._pricing

@@ -587,6 +587,15 @@ class IBMBackend(QuantumBackend):
                 return
             raise
 
+    def link(self) -> dict[str, object]:
+        """The SDK's own HTTPS: classical TLS through the standard library, said as such."""
+        return {
+            "transport": "requests (qiskit-ibm-runtime), policy-checked and audited by the gateway",
+            "tls_version": "TLS (stdlib ssl, OpenSSL 3.0)",
+            "tls_group": "classical (no ML-KEM in stdlib ssl)",
+            "post_quantum": False,
+        }
+
     def pricing(self) -> Pricing | None:
         """IBM's pay-as-you-go price per QPU second (:data:`IBM_PRICING`)."""
         return IBM_PRICING

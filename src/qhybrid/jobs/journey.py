@@ -237,7 +237,9 @@ class Journey:
         if status.state is TaskState.COMPLETED:
             outcome = backend.result(row.task_id)
             self.store.update_remote_task(
-                row.id, counts=outcome.counts, details={"shots": outcome.shots, **outcome.metadata}
+                row.id,
+                counts=outcome.counts,
+                details={"shots": outcome.shots, **outcome.metadata, "link": backend.link()},
             )
             cost = actual_cost(job.cost, backend, outcome)
             self._move(job, owner, JobState.FINALIZING, detail=f"task {row.task_id} completed", cost=cost)
@@ -286,6 +288,7 @@ class Journey:
                 "task_id": row.task_id,
                 "attempt": job.attempt,
                 "shots": job.shots,
+                "link": (row.details or {}).get("link"),
             }
             result = quantum_result(
                 job.request,
