@@ -7,8 +7,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,92 +16,9 @@ import pytest
 
 from qhybrid.client import Client
 from qhybrid.demo import sample_request
-from tests.support.cloud import CloudServer, start_cloud
-from tests.support.processes import Process, free_port, start_process
+from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration
-
-FAST = {
-    "QHYBRID_POLL_INITIAL_SECONDS": "0.3",
-    "QHYBRID_POLL_MAX_SECONDS": "1",
-    "QHYBRID_RECONCILE_INTERVAL_SECONDS": "1",
-    "QHYBRID_RECONCILE_GRACE_SECONDS": "2",
-    "QHYBRID_LEASE_SECONDS": "20",
-}
-
-
-@dataclass
-class Stack:
-    env: dict[str, str]
-    folder: Path
-    cloud: CloudServer
-    api_url: str = ""
-    processes: list[Process] = field(default_factory=list)
-    workers: list[Process] = field(default_factory=list)
-
-    def start_worker(self) -> Process:
-        index = len(self.workers)
-        proc = start_process(
-            f"worker-{index}", ["-m", "qhybrid", "worker"], log_dir=self.folder, env=self.env
-        )
-        self.workers.append(proc)
-        self.processes.append(proc)
-        return proc
-
-    def submissions(self) -> dict[str, int]:
-        return self.cloud.submissions()
-
-    def logs(self) -> str:
-        processes = [self.cloud.process, *self.processes]
-        return "\n".join(f"--- {p.name}\n{p.log()[-3000:]}" for p in processes)
-
-
-@pytest.fixture(params=["embedded", "redis+postgresql"])
-def stack_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
-    env = {"QHYBRID_DATA_DIR": str(tmp_path / "qhybrid"), **FAST}
-    if request.param == "redis+postgresql":
-        env["QHYBRID_DATABASE_URL"] = request.getfixturevalue("postgres_url")
-        env["QHYBRID_REDIS_URL"] = request.getfixturevalue("redis_server")
-        env["QHYBRID_QUEUE_NAME"] = request.getfixturevalue("queue_name")
-    return env
-
-
-@pytest.fixture
-def start_stack(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Stack]]:
-    """Starts cloud, API and one worker as separate processes; everything is stopped afterwards."""
-    stacks: list[Stack] = []
-
-    def start(queue_delay: float = 0.5, run_delay: float = 0.5) -> Stack:
-        api_port = free_port()
-        cloud = start_cloud(
-            tmp_path / "cloud", queue_delay=queue_delay, run_delay=run_delay, token="e2e-token"
-        )
-        env = {
-            **stack_env,
-            "QHYBRID_CLOUD_URL": cloud.base_url,
-            "QHYBRID_CLOUD_TOKEN": cloud.token,
-            "QHYBRID_CLOUD_CA_FILE": str(cloud.ca_file),
-        }
-        stack = Stack(env=env, folder=tmp_path / "logs", cloud=cloud)
-        stacks.append(stack)
-        stack.api_url = f"http://127.0.0.1:{api_port}"
-        stack.processes.append(
-            start_process(
-                "api",
-                ["-m", "qhybrid", "serve", "--port", str(api_port)],
-                log_dir=stack.folder,
-                env=env,
-                health_url=f"{stack.api_url}/readyz",
-            )
-        )
-        stack.start_worker()
-        return stack
-
-    yield start
-    for stack in stacks:
-        for proc in reversed(stack.processes):
-            proc.stop()
-        stack.cloud.stop()
 
 
 def wait_for_status(client: Client, job_id: str, wanted: set[str], timeout: float = 60) -> dict[str, Any]:
