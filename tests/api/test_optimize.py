@@ -204,7 +204,7 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
     ("ibm-without-token", {"json": valid_request(backend="ibm:ibm_torino")}, 422, "backend"),
     (
         "braket-dm-too-small",
-        {"json": weights_request(backend="braket-local:dm", max_lots=255, budget=10)},
+        {"json": weights_request(backend="braket-local:dm", max_lots=31, budget=10)},
         422,
         "backend",
     ),
@@ -363,8 +363,8 @@ def test_max_cost_refuses_an_expensive_submission(settings: Settings) -> None:
 
 def test_configured_limit_on_qubits(settings: Settings) -> None:
     with TestClient(create_app(settings.model_copy(update={"max_qubits": 8}))) as small:
-        # Three assets of up to 7 lots need 3 bits each: 9 qubits.
-        response = small.post("/optimize_portfolio", json=weights_request(max_lots=7))
+        # Three assets of up to 7 lots need 3 bits each: 9 qubits (privacy off: no decoys).
+        response = small.post("/optimize_portfolio", json=weights_request(max_lots=7, privacy="off"))
         assert response.status_code == 422
         assert response.json()["errors"][0] == {
             "field": "lot_bounds",
@@ -372,6 +372,17 @@ def test_configured_limit_on_qubits(settings: Settings) -> None:
             "message": "the problem needs 9 qubits; at most 8 are allowed (QHYBRID_MAX_QUBITS)",
         }
         assert job_count(small) == 0
+
+
+def test_decoys_count_against_the_qubit_limit(settings: Settings) -> None:
+    with TestClient(create_app(settings.model_copy(update={"max_qubits": 9}))) as small:
+        assert (
+            small.post("/optimize_portfolio", json=weights_request(max_lots=7, privacy="off")).status_code
+            == 202
+        )
+        refused = small.post("/optimize_portfolio", json=weights_request(max_lots=7, privacy="standard"))
+        assert refused.status_code == 422
+        assert refused.json()["errors"][0]["rule"] == "max_qubits"
 
 
 def test_api_keys_when_configured(settings: Settings) -> None:

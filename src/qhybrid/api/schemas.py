@@ -165,6 +165,11 @@ class OptimizeRequest(BaseModel):
     deadline_seconds: float | None = Field(
         default=None, gt=0, le=30 * 24 * 3600, description="Answer classically if the QPU has not by then."
     )
+    privacy: Literal["off", "low", "standard", "high"] | None = Field(
+        default=None,
+        description="Obfuscation of what is sent to the QPU: more privacy costs sample quality, never "
+        "correctness; unset: the deployment's default (QHYBRID_PRIVACY_DEFAULT, 'standard').",
+    )
     max_cost: float | None = Field(
         default=None,
         ge=0,

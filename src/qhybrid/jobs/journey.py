@@ -40,6 +40,8 @@ from qhybrid.jobs.queue import JobQueue
 from qhybrid.jobs.solution import fallback_result, prepare_program, quantum_result, request_seed
 from qhybrid.jobs.states import HAS_REMOTE_TASK, REMOTE_STATES, TERMINAL_STATES, JobState
 from qhybrid.jobs.store import JobStore
+from qhybrid.proxy.keys import KeyVault, load_kek
+from qhybrid.proxy.obfuscation import deobfuscate_counts
 from qhybrid.quantum.circuit import CircuitTooLargeError
 
 log = logging.getLogger("qhybrid.worker")
@@ -77,6 +79,12 @@ def actual_cost(
     return record
 
 
+def vault_from(settings: Settings) -> KeyVault:
+    """The key vault: ``QHYBRID_KEY_ENCRYPTION_KEY``, else a key file under the data dir (0600)."""
+    value = settings.key_encryption_key.get_secret_value() if settings.key_encryption_key else None
+    return KeyVault(load_kek(value, settings.kek_path))
+
+
 def _owner_id() -> str:
     # One owner per execution, so even two threads of one process never share a lease.
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -102,15 +110,22 @@ class Journey:
         store: The job store.
         queue: Used to schedule the next look at a job.
         backends: Provider adapters by name.
+        vault: Seals and opens the per-job obfuscation keys; built from the settings if omitted.
     """
 
     def __init__(
-        self, settings: Settings, store: JobStore, queue: JobQueue, backends: BackendRegistry
+        self,
+        settings: Settings,
+        store: JobStore,
+        queue: JobQueue,
+        backends: BackendRegistry,
+        vault: KeyVault | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.queue = queue
         self.backends = backends
+        self.vault = vault or vault_from(settings)
 
     # ------------------------------------------------------------------ the entry point
 
@@ -172,12 +187,21 @@ class Journey:
     # --------------------------------------------------------------------- the steps
 
     def _prepare(self, job: Job, owner: str) -> None:
-        """Business problem -> QUBO -> abstract Ising -> QAOA circuit for the device -> OpenQASM 3."""
+        """Business problem -> QUBO -> obfuscated Ising -> QAOA circuit for the device -> OpenQASM 3."""
         target = self.backends.get(job.backend).target()
         program = prepare_program(
             job.request, target, seed=request_seed(job.request, job.id), settings=self.settings
         )
-        self._move(job, owner, JobState.SUBMITTING, program=program.text, prepared=program.facts, attempt=1)
+        sealed = self.vault.seal(program.key, job_id=job.id)  # the key is stored sealed, never in clear
+        self._move(
+            job,
+            owner,
+            JobState.SUBMITTING,
+            program=program.text,
+            prepared=program.facts,
+            proxy_key=sealed,
+            attempt=1,
+        )
 
     def _submit(self, job: Job, owner: str) -> None:
         """Submit the program at most once per attempt: the token is stored before the call."""
@@ -283,6 +307,11 @@ class Journey:
             row = self._remote_row(job)
             if row.counts is None:
                 raise PermanentBackendError("completed task has no stored counts")
+            if job.proxy_key is None:
+                raise PermanentBackendError("no obfuscation key was stored for this job")
+            # Back from the sent register to the true variables (decoys dropped, gauge and
+            # permutation undone) before anything is judged.
+            counts = deobfuscate_counts(row.counts, self.vault.open(job.proxy_key, job_id=job.id))
             facts = {
                 "backend": job.backend,
                 "task_id": row.task_id,
@@ -292,7 +321,7 @@ class Journey:
             }
             result = quantum_result(
                 job.request,
-                row.counts,
+                counts,
                 seed=seed,
                 prepared=job.prepared or {},
                 facts=facts,

@@ -28,6 +28,7 @@ from qhybrid.portfolio.lots import LotsProblem
 from qhybrid.portfolio.model import PortfolioProblem
 from qhybrid.portfolio.postprocess import postprocess
 from qhybrid.proxy.abstract import abstract_problem
+from qhybrid.proxy.obfuscation import ObfuscationKey, PrivacyLevel, obfuscate
 from qhybrid.quantum.circuit import transpile_for
 from qhybrid.quantum.decode import decode_counts
 from qhybrid.quantum.engine import build_circuit, plan_qaoa
@@ -84,6 +85,12 @@ def default_reps(num_qubits: int) -> int:
     return 2 if num_qubits <= 17 else 1
 
 
+def privacy_level(request: dict[str, Any], settings: Settings) -> PrivacyLevel:
+    """The request's obfuscation level, or the deployment's default."""
+    level: PrivacyLevel = request.get("privacy") or settings.privacy_default
+    return level
+
+
 def qaoa_spec(request: dict[str, Any], formulation: Formulation, settings: Settings) -> QaoaSpec:
     """The QAOA variant a request asks for; ``auto`` picks the best measured for the formulation."""
     options = request.get("options") or {}
@@ -104,10 +111,15 @@ def qaoa_spec(request: dict[str, Any], formulation: Formulation, settings: Setti
 
 @dataclass(frozen=True)
 class Program:
-    """What PREPARING produces: the text that crosses the boundary and the facts kept inside."""
+    """What PREPARING produces.
+
+    The text that crosses the boundary, the facts kept inside, and the job's obfuscation key (to be
+    sealed before it is stored; never logged).
+    """
 
     text: str
     facts: dict[str, Any]
+    key: ObfuscationKey
 
 
 def prepare_program(
@@ -121,24 +133,31 @@ def prepare_program(
     started = time.perf_counter()
     formulation, estimate_facts = formulation_from_request(request)
     qubo, penalty = formulation.to_qubo()
-    ising = abstract_problem(qubo)
     spec = qaoa_spec(request, formulation, settings)
-    warm_start = formulation.relaxation() if spec.mixer == "x-warm" else None
-    plan = plan_qaoa(
-        ising,
-        spec,
-        seed=seed,
+    level = privacy_level(request, settings)
+    # The proxy: labels are already gone (a QUBO has none); the numbers are permuted, gauged,
+    # rescaled, padded with decoys and noised under a fresh random key. QAOA is planned for the
+    # problem that is sent, since that is the one the QPU runs.
+    sent, key = obfuscate(
+        abstract_problem(qubo),
+        level=level,
+        mixer=spec.mixer,
         hamming_weight=formulation.hamming_weight if spec.mixer == "xy" else None,
-        warm_start=warm_start,
+        warm_start=formulation.relaxation() if spec.mixer == "x-warm" else None,
+    )
+    plan = plan_qaoa(
+        sent.ising, spec, seed=seed, hamming_weight=sent.hamming_weight, warm_start=sent.warm_start
     )
     planned = time.perf_counter()
-    transpiled, metrics = transpile_for(build_circuit(ising, plan), target, seed=seed)
+    transpiled, metrics = transpile_for(build_circuit(sent.ising, plan), target, seed=seed)
     text = to_openqasm3(transpiled)
     return Program(
         text=text,
+        key=key,
         facts={
             "formulation": "selection" if isinstance(formulation, PortfolioProblem) else "weights",
             "qubits": formulation.num_variables,
+            "privacy": {"level": level, "qubits_sent": sent.num_qubits},
             "penalty": penalty,
             "seed": seed,
             "device": target.name,

@@ -19,6 +19,7 @@ from qhybrid.core.config import Settings
 from qhybrid.jobs.models import utcnow
 from qhybrid.jobs.states import JobState
 from qhybrid.jobs.store import IdempotencyConflictError
+from qhybrid.proxy.obfuscation import decoy_count
 
 log = logging.getLogger("qhybrid.api")
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
@@ -50,6 +51,8 @@ def check_limits(request: OptimizeRequest, settings: Settings) -> None:
             f"got {len(request.prices.values)}",
         )
     qubits = request.num_qubits()
+    # Decoy variables ride along as extra qubits, so the limit applies to what is sent.
+    qubits += decoy_count(request.privacy or settings.privacy_default, qubits)
     if qubits > settings.max_qubits:
         field = "lot_bounds" if request.formulation == "weights" else "assets"
         raise invalid(
