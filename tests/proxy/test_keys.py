@@ -1,0 +1,118 @@
+"""Sealing obfuscation keys: round trip, binding to the job, tampering, the key-encryption key."""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from qhybrid.proxy.keys import KeyVault, KeyVaultError, load_kek
+from qhybrid.proxy.obfuscation import ObfuscationKey
+
+KEY = ObfuscationKey(3, 5, (4, 0, 2), (True, False, True, False, False), (True, False), 1.7, -0.2, "high")
+KEK = bytes(range(32))
+
+
+def test_seal_open_round_trip() -> None:
+    vault = KeyVault(KEK)
+    blob = vault.seal(KEY, job_id="job-1")
+    assert vault.open(blob, job_id="job-1") == KEY
+
+
+def test_every_seal_uses_a_fresh_nonce() -> None:
+    vault = KeyVault(KEK)
+    assert vault.seal(KEY, job_id="j") != vault.seal(KEY, job_id="j")
+
+
+def test_the_blob_hides_the_key() -> None:
+    blob = KeyVault(KEK).seal(KEY, job_id="j")
+    assert KEY.to_bytes() not in blob
+    assert b"positions" not in blob
+
+
+def test_wrong_job_id_fails() -> None:
+    vault = KeyVault(KEK)
+    blob = vault.seal(KEY, job_id="job-1")
+    with pytest.raises(KeyVaultError, match="does not open"):
+        vault.open(blob, job_id="job-2")
+
+
+def test_wrong_kek_fails() -> None:
+    blob = KeyVault(KEK).seal(KEY, job_id="j")
+    with pytest.raises(KeyVaultError):
+        KeyVault(bytes(32)).open(blob, job_id="j")
+
+
+@pytest.mark.parametrize("position", [0, 4, 10, 20, -1])
+def test_any_tampered_byte_fails(position: int) -> None:
+    vault = KeyVault(KEK)
+    blob = bytearray(vault.seal(KEY, job_id="j"))
+    blob[position] ^= 0x01
+    with pytest.raises(KeyVaultError):
+        vault.open(bytes(blob), job_id="j")
+
+
+def test_truncated_blob_fails() -> None:
+    vault = KeyVault(KEK)
+    blob = vault.seal(KEY, job_id="j")
+    for cut in (0, 5, len(blob) - 1):
+        with pytest.raises(KeyVaultError):
+            vault.open(blob[:cut], job_id="j")
+
+
+def test_vault_and_key_reprs_reveal_nothing() -> None:
+    vault = KeyVault(KEK)
+    assert repr(vault) == "KeyVault(<secret>)"
+    assert repr(KEY) == "ObfuscationKey(<secret>)"
+
+
+def test_kek_must_be_32_bytes() -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        KeyVault(b"short")
+
+
+def test_job_id_must_be_given() -> None:
+    with pytest.raises(ValueError, match="job_id"):
+        KeyVault(KEK).seal(KEY, job_id="")
+
+
+def test_load_kek_from_the_setting(tmp_path: Path) -> None:
+    value = base64.b64encode(KEK).decode()
+    assert load_kek(value, tmp_path / "unused") == KEK
+    assert not (tmp_path / "unused").exists()
+    with pytest.raises(ValueError, match="base64"):
+        load_kek("not base64!", tmp_path / "unused")
+    with pytest.raises(ValueError, match="32 bytes"):
+        load_kek(base64.b64encode(b"short").decode(), tmp_path / "unused")
+
+
+def test_load_kek_creates_a_private_key_file_once(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "kek"
+    first = load_kek(None, path)
+    assert len(first) == 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert load_kek(None, path) == first  # the same key on every later start
+    blob = KeyVault(first).seal(KEY, job_id="j")
+    assert KeyVault(load_kek(None, path)).open(blob, job_id="j") == KEY
+
+
+def test_load_kek_refuses_a_readable_key_file(tmp_path: Path) -> None:
+    path = tmp_path / "kek"
+    path.write_text(base64.b64encode(KEK).decode())
+    os.chmod(path, 0o644)
+    with pytest.raises(ValueError, match="owner only"):
+        load_kek(None, path)
+    os.chmod(path, 0o600)
+    assert load_kek(None, path) == KEK
+
+
+def test_load_kek_refuses_a_corrupt_key_file(tmp_path: Path) -> None:
+    path = tmp_path / "kek"
+    path.write_text("garbage")
+    os.chmod(path, 0o600)
+    with pytest.raises(ValueError, match="key file"):
+        load_kek(None, path)
