@@ -37,13 +37,16 @@ variables with the key (approximation ratio over feasible portfolios, P(optimum)
 drawn, de-obfuscated with :func:`deobfuscate_counts` and post-processed on the true problem as a
 job is; ``gap`` is the returned portfolio's objective against the non-obfuscated run's.
 
-Run: ``.venv/bin/python -m benchmarks.leakage [--trials 20] [--assets 16] [--mixers x-warm xy]``
+Run: ``.venv/bin/python -m benchmarks.leakage [--trials 20] [--assets 16] [--mixers x-warm xy] [--jobs 2]``
+(trials run in ``--jobs`` processes, one per core by default; about 4 minutes per trial and
+mixer on one core of the 2-core machine of ``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import multiprocessing
 import os
 import platform
 import time
@@ -1102,35 +1105,80 @@ def run(
     quality_trials: int,
     seed: int = 0,
     progress: bool = False,
+    jobs: int = 1,
 ) -> dict[tuple[str, str], LevelResult]:
-    """Attack (and, on the first ``quality_trials`` trials, simulate) every level and mixer."""
+    """Attack (and, on the first ``quality_trials`` trials, simulate) every level and mixer.
+
+    Trials are independent (each seeds its own generators), so ``jobs`` processes share them and
+    the figures do not depend on ``jobs``.
+    """
+    work = functools.partial(
+        _run_trial,
+        assets=assets,
+        levels=tuple(levels),
+        mixers=tuple(mixers),
+        quality_trials=quality_trials,
+        seed=seed,
+        progress=progress,
+    )
+    if jobs > 1 and trials > 1:
+        with multiprocessing.get_context("fork").Pool(min(jobs, trials)) as pool:
+            per_trial = pool.map(work, range(trials), chunksize=1)
+    else:
+        per_trial = [work(t) for t in range(trials)]
     results: dict[tuple[str, str], LevelResult] = {}
-    for t in range(trials):
-        trial = make_trial(seed * 1000 + t, assets)
-        candidates = dictionary(trial.end)
-        for mixer in mixers:
-            baseline: float | None = None
-            for level_index, level in enumerate(levels):
-                result = results.setdefault((level, mixer), LevelResult())
-                rng = np.random.default_rng([seed, t, level_index, len(mixer)])
-                sent, key = obfuscate_for(trial, level, mixer, rng)
-                view = observe(sent, mixer, level, rng)
-                started = time.perf_counter()
-                found = attack(view, candidates, rng)
-                result.attack_seconds += time.perf_counter() - started
-                for name, labels in found.labels.items():
-                    result.rates.setdefault(name, []).append(reidentified(labels, key, trial.tickers))
-                result.qubits.append(sent.num_qubits)
-                if t < quality_trials:
-                    measured = quality(trial, sent, key, mixer, seed * 1000 + t)
-                    result.qualities.append(measured)
-                    if level == "off":
-                        baseline = measured.objective
-                    if baseline is not None:
-                        result.gaps.append((measured.objective - baseline) / abs(baseline))
-                if progress:
-                    rates = {k: round(v[-1], 2) for k, v in result.rates.items()}
-                    print(f"# trial {t} {mixer} {level}: {rates} ({found.best_candidate})", flush=True)
+    for found in per_trial:  # in trial order, whatever order the processes finished in
+        for name, part in found.items():
+            total = results.setdefault(name, LevelResult())
+            for attack_name, values in part.rates.items():
+                total.rates.setdefault(attack_name, []).extend(values)
+            total.qualities.extend(part.qualities)
+            total.gaps.extend(part.gaps)
+            total.qubits.extend(part.qubits)
+            total.attack_seconds += part.attack_seconds
+    return results
+
+
+def _run_trial(
+    t: int,
+    *,
+    assets: int,
+    levels: tuple[str, ...],
+    mixers: tuple[str, ...],
+    quality_trials: int,
+    seed: int,
+    progress: bool,
+) -> dict[tuple[str, str], LevelResult]:
+    results: dict[tuple[str, str], LevelResult] = {}
+    trial = make_trial(seed * 1000 + t, assets)
+    candidates = dictionary(trial.end)
+    for mixer in mixers:
+        baseline: float | None = None
+        for level_index, level in enumerate(levels):
+            result = results.setdefault((level, mixer), LevelResult())
+            rng = np.random.default_rng([seed, t, level_index, len(mixer)])
+            sent, key = obfuscate_for(trial, level, mixer, rng)
+            view = observe(sent, mixer, level, rng)
+            started = time.perf_counter()
+            found = attack(view, candidates, rng)
+            result.attack_seconds += time.perf_counter() - started
+            for name, labels in found.labels.items():
+                result.rates.setdefault(name, []).append(reidentified(labels, key, trial.tickers))
+            result.qubits.append(sent.num_qubits)
+            if t < quality_trials:
+                measured = quality(trial, sent, key, mixer, seed * 1000 + t)
+                result.qualities.append(measured)
+                if level == "off":
+                    baseline = measured.objective
+                if baseline is not None:
+                    result.gaps.append((measured.objective - baseline) / abs(baseline))
+            if progress:
+                rates = {k: round(v[-1], 2) for k, v in result.rates.items()}
+                elapsed = time.perf_counter() - started
+                print(
+                    f"# trial {t} {mixer} {level}: {rates} ({found.best_candidate}) {elapsed:.0f} s",
+                    flush=True,
+                )
     return results
 
 
@@ -1187,6 +1235,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quality-trials", type=int, default=None, help="default: every trial")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes (default: cores)")
     args = parser.parse_args(argv)
     levels = list(args.levels)
     if "off" in levels:  # the baseline of the gap column is measured first
@@ -1201,6 +1250,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         quality_trials=args.trials if args.quality_trials is None else args.quality_trials,
         seed=args.seed,
         progress=args.progress,
+        jobs=args.jobs,
     )
     print(
         f"# Re-identification on S&P 500 subsets: N = {args.assets} of 20 stocks, B = N/2, "

@@ -40,14 +40,16 @@ from qhybrid.jobs.queue import JobQueue
 from qhybrid.jobs.solution import fallback_result, prepare_program, quantum_result, request_seed
 from qhybrid.jobs.states import HAS_REMOTE_TASK, REMOTE_STATES, TERMINAL_STATES, JobState
 from qhybrid.jobs.store import JobStore
-from qhybrid.proxy.keys import KeyVault, load_kek
+from qhybrid.proxy.keys import KeyVault, KeyVaultError, load_kek
 from qhybrid.proxy.obfuscation import deobfuscate_counts
 from qhybrid.quantum.circuit import CircuitTooLargeError
 
 log = logging.getLogger("qhybrid.worker")
 
 #: Failures that waiting cannot fix: the job fails at once with the message.
-PERMANENT_ERRORS: tuple[type[Exception], ...] = (PermanentBackendError, CircuitTooLargeError)
+#: A sealed key that does not open means the trusted DB was altered or the KEK changed: no
+#: amount of retrying reads those samples, and the operators must hear of it.
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (PermanentBackendError, CircuitTooLargeError, KeyVaultError)
 #: Failures worth another try after a backoff.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (TransientBackendError, httpx.HTTPError, OperationalError)
 

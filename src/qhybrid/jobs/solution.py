@@ -262,6 +262,7 @@ def quantum_result(
             **facts,
             "formulation": prepared.get("formulation"),
             "qubits": prepared.get("qubits"),
+            "privacy": prepared.get("privacy"),
             "penalty": prepared.get("penalty"),
             "seed": prepared.get("seed"),
             "device": prepared.get("device"),

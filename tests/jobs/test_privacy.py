@@ -1,0 +1,126 @@
+"""The obfuscation proxy inside the journey: every level answers exactly, the key stays sealed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from qhybrid.core.config import Settings
+from qhybrid.jobs.solution import formulation_from_request
+from qhybrid.jobs.states import JobState
+from qhybrid.portfolio.baselines import exact
+from qhybrid.proxy.keys import MAGIC, KeyVaultError
+from qhybrid.proxy.obfuscation import PRIVACY_LEVELS, decoy_count
+from tests.support.journey import REQUEST, Services, build
+
+# Six assets so that every level's decoys (ratio 1/8 at "high") give a whole qubit.
+SIX: dict[str, Any] = {
+    **REQUEST,
+    "assets": [*REQUEST["assets"], {"name": "F", "expected_return": 0.008}],
+    "covariance": [
+        [*row, extra]
+        for row, extra in zip(REQUEST["covariance"], (0.003, 0.002, 0.001, 0.002, 0.004), strict=True)
+    ]
+    + [[0.003, 0.002, 0.001, 0.002, 0.004, 0.021]],
+    "budget": 3,
+}
+
+
+def _run(services: Services, request: dict[str, Any]) -> str:
+    job_id = services.new_job(request)
+    services.queue.kick(job_id)
+    assert services.wait_for(job_id, {JobState.COMPLETED, JobState.FAILED}) == "COMPLETED"
+    return job_id
+
+
+@pytest.mark.parametrize("level", PRIVACY_LEVELS)
+def test_every_level_returns_the_exact_optimum(
+    level: str, cloud_settings: Settings, consumer_for: Any
+) -> None:
+    services = build(cloud_settings)
+    consumer_for(services)
+    job_id = _run(services, {**SIX, "privacy": level})
+    view = services.store.view(job_id)
+    assert view is not None and view.job.result is not None
+    result = view.job.result
+    optimum = exact(formulation_from_request(SIX)[0])
+    assert result["objective"] == pytest.approx(optimum.objective, rel=1e-12)
+    assert result["source"] in {"quantum", "quantum+refinement"}
+    sent_qubits = 6 + decoy_count(level, 6)  # type: ignore[arg-type]
+    assert result["quantum"]["privacy"] == {"level": level, "qubits_sent": sent_qubits}
+    # The provider measured the sent register (decoys included); the answer speaks of the six
+    # real assets only.
+    counts = view.remote_tasks[0].counts
+    assert counts is not None and {len(k) for k in counts} == {sent_qubits}
+    assert f"qubit[{sent_qubits}] q;" in (view.job.program or "")
+    assert set(result["selected"]) <= {a["name"] for a in SIX["assets"]}
+
+
+def test_the_key_is_stored_sealed_and_bound_to_its_job(cloud_settings: Settings, consumer_for: Any) -> None:
+    services = build(cloud_settings)
+    consumer_for(services)
+    job_id = _run(services, {**SIX, "privacy": "high"})
+    job = services.store.get_job(job_id)
+    assert job is not None and job.proxy_key is not None
+    blob = bytes(job.proxy_key)
+    assert blob.startswith(MAGIC)
+    key = services.journey.vault.open(blob, job_id=job_id)
+    assert key.num_variables == 6 and key.num_qubits == 6 + decoy_count("high", 6)
+    # Nothing of the clear key is in the stored bytes.
+    for fragment in (b"positions", b"flips", key.to_bytes()[:16]):
+        assert fragment not in blob
+    with pytest.raises(KeyVaultError):
+        services.journey.vault.open(blob, job_id="another-job")
+    # The embedded default's key-encryption key sits in a file only its owner can read.
+    assert stat.S_IMODE(cloud_settings.kek_path.stat().st_mode) == 0o600
+
+
+def test_the_key_appears_in_no_log_line(
+    cloud_settings: Settings, consumer_for: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    services = build(cloud_settings)
+    consumer_for(services)
+    job_id = _run(services, {**SIX, "privacy": "high"})
+    job = services.store.get_job(job_id)
+    assert job is not None and job.proxy_key is not None
+    key = services.journey.vault.open(bytes(job.proxy_key), job_id=job_id)
+    document = json.loads(key.to_bytes())
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert job_id in logged  # the capture saw the journey's lines (positive control)
+    secrets_ = [
+        json.dumps(document["positions"]),
+        json.dumps(document["flips"]),
+        repr(key.positions),
+        repr(key.flips),
+        bytes(job.proxy_key).hex(),
+    ]
+    for secret in secrets_:
+        assert secret not in logged
+    assert "ObfuscationKey(<secret>)" == repr(key)
+
+
+def test_a_tampered_sealed_key_fails_the_job_loudly(cloud_settings: Settings, consumer_for: Any) -> None:
+    services = build(cloud_settings)
+    job_id = services.new_job({**SIX, "privacy": "standard"})
+    # Without a consumer, one step runs here: prepare and submit, then the poll is scheduled.
+    services.journey.advance(job_id)
+    job = services.store.get_job(job_id)
+    assert job is not None and job.proxy_key is not None and job.state == JobState.SUBMITTED.value
+    tampered = bytearray(job.proxy_key)
+    tampered[-1] ^= 0x01
+    with services.store.db.write() as session:
+        session.execute(
+            text("UPDATE jobs SET proxy_key = :key WHERE id = :id"), {"key": bytes(tampered), "id": job_id}
+        )
+    consumer_for(services)
+    assert services.wait_for(job_id, {JobState.COMPLETED, JobState.FAILED}) == "FAILED"
+    job = services.store.get_job(job_id)
+    assert job is not None
+    assert job.error is not None and "FINALIZING" in job.error and "does not open" in job.error
+    assert job.result is None
