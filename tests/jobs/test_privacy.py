@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import stat
@@ -16,6 +17,7 @@ from qhybrid.jobs.states import JobState
 from qhybrid.portfolio.baselines import exact
 from qhybrid.proxy.keys import MAGIC, KeyVaultError
 from qhybrid.proxy.obfuscation import PRIVACY_LEVELS, decoy_count
+from tests.support.cloud import CloudServer
 from tests.support.journey import REQUEST, Services, build
 
 # Six assets so that every level's decoys (ratio 1/8 at "high") give a whole qubit.
@@ -102,7 +104,7 @@ def test_the_key_appears_in_no_log_line(
     ]
     for secret in secrets_:
         assert secret not in logged
-    assert "ObfuscationKey(<secret>)" == repr(key)
+    assert repr(key) == "ObfuscationKey(<secret>)"
 
 
 def test_a_tampered_sealed_key_fails_the_job_loudly(cloud_settings: Settings, consumer_for: Any) -> None:
@@ -124,3 +126,31 @@ def test_a_tampered_sealed_key_fails_the_job_loudly(cloud_settings: Settings, co
     assert job is not None
     assert job.error is not None and "FINALIZING" in job.error and "does not open" in job.error
     assert job.result is None
+
+
+def test_the_cloud_received_exactly_the_contract_and_the_audit_hashed_those_bytes(
+    cloud_settings: Settings, cloud_process: CloudServer, consumer_for: Any
+) -> None:
+    services = build(cloud_settings)
+    consumer_for(services)
+    job_id = _run(services, SIX)  # the deployment's default level
+    view = services.store.view(job_id)
+    assert view is not None and view.job.program is not None
+    token = view.remote_tasks[0].client_token
+    lines = (cloud_process.data_dir / "received.log").read_bytes().split(b"\n")
+    bodies = [line for line in lines if line.startswith(b"{") and token.encode() in line]
+    assert len(bodies) == 1  # submitted once
+    body = bodies[0]
+    document = json.loads(body)
+    assert set(document) == {"device", "program", "shots", "client_token"}
+    assert document["program"] == view.job.program  # the obfuscated circuit, byte for byte
+    assert (document["shots"], document["client_token"]) == (SIX["shots"], token)
+    assert body == json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    entries = [json.loads(line) for line in cloud_settings.audit_path.read_text().splitlines()]
+    posted = [e for e in entries if e["job_id"] == job_id and e["note"] == "submission"]
+    assert len(posted) == 1
+    assert (posted[0]["sha256"], posted[0]["size"]) == (hashlib.sha256(body).hexdigest(), len(body))
+    assert (posted[0]["tls_version"], posted[0]["tls_group"]) == ("TLSv1.3", "X25519MLKEM768")
+    assert view.job.result is not None
+    link = view.job.result["quantum"]["link"]
+    assert (link["tls_group"], link["post_quantum"]) == ("X25519MLKEM768", True)
