@@ -77,12 +77,17 @@ def audit_verify(
     file: Annotated[
         Path | None, typer.Option(help="Audit log to check (default <data_dir>/audit/egress.log).")
     ] = None,
+    anchor: Annotated[
+        str | None,
+        typer.Option(help="A last hash from an earlier check, kept elsewhere: it must still be there."),
+    ] = None,
 ) -> None:
     """Check the hash chain: exit 0 if every entry is intact and in order, 1 naming the first problem."""
     from qhybrid.gateway import audit
 
     path = file or Settings().audit_path
-    raise typer.Exit(audit.main(["verify", "--file", str(path)]))
+    extra = [] if anchor is None else ["--anchor", anchor]
+    raise typer.Exit(audit.main(["verify", "--file", str(path), *extra]))
 
 
 @app.command()

@@ -217,3 +217,21 @@ def test_cli_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1
     assert out[0].startswith(f"{path}:2: ")
+
+
+def test_entries_cut_from_the_end_are_found_with_an_anchor(tmp_path: Path) -> None:
+    path = tmp_path / "egress.log"
+    fill(path, 4)
+    anchor = verify(path).last_hash
+    assert verify(path, anchor=anchor).ok
+    raw = lines_of(path)
+    path.write_bytes(b"".join(raw[:3]))
+    # Without the anchor the shorter chain is valid: this is the limit the anchor closes.
+    assert verify(path).ok
+    report = verify(path, anchor=anchor)
+    assert (report.ok, report.first_bad_line) == (False, 3)
+    assert "anchor" in (report.reason or "")
+    assert main(["verify", "--file", str(path), "--anchor", anchor]) == 1
+    # An older anchor still in the chain is fine, and so is the empty log's.
+    assert verify(path, anchor=json.loads(raw[1])["hash"]).ok
+    assert verify(path, anchor="0" * 64).ok

@@ -145,11 +145,13 @@ def _check_line(raw: bytes) -> tuple[dict[str, Any] | None, list[str]]:
     return entry, problems
 
 
-def verify(path: str | os.PathLike[str]) -> AuditReport:
+def verify(path: str | os.PathLike[str], *, anchor: str | None = None) -> AuditReport:
     """Check the whole chain of the log at ``path``.
 
     Args:
         path: The audit log.
+        anchor: A ``hash`` recorded elsewhere earlier (``last_hash`` of an earlier check): it must
+            still be in the chain. Without it, entries cut from the end leave a valid log.
 
     Returns:
         The report; ``ok`` is False if the file is missing or unreadable, or any line is bad.
@@ -165,6 +167,7 @@ def verify(path: str | os.PathLike[str]) -> AuditReport:
     expected_seq: int = 1
     previous_hash: str | None = GENESIS
     last_hash = GENESIS
+    anchored = anchor is None or anchor == GENESIS
     for number, raw in enumerate(pieces, start=1):
         entry, reasons = _check_line(raw)
         if entry is not None:
@@ -177,6 +180,7 @@ def verify(path: str | os.PathLike[str]) -> AuditReport:
             # Resynchronise on this entry, so one bad line is reported once, not for the rest of the file.
             expected_seq, previous_hash = entry["seq"] + 1, entry["hash"]
             last_hash = entry["hash"]
+            anchored = anchored or entry["hash"] == anchor
         else:
             # Its hash is unknown: the next line's prev cannot be judged.
             expected_seq, previous_hash = expected_seq + 1, None
@@ -187,6 +191,10 @@ def verify(path: str | os.PathLike[str]) -> AuditReport:
         entries += 1
         problems.append(
             AuditProblem(entries, "the last line is incomplete (no newline: torn write or truncated)")
+        )
+    if not anchored:
+        problems.append(
+            AuditProblem(entries, f"the anchor {anchor} is not in the chain (entries removed from the end?)")
         )
     first = problems[0] if problems else None
     return AuditReport(
@@ -364,7 +372,7 @@ def _default_path() -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``audit verify [--file PATH]``: check the chain, print one line per problem.
+    """``audit verify [--file PATH] [--anchor HASH]``: check the chain, print one line per problem.
 
     Args:
         argv: Arguments after the program name (``sys.argv[1:]`` when ``None``).
@@ -378,9 +386,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument(
         "--file", type=Path, default=None, help="the log (default: <data_dir>/audit/egress.log)"
     )
+    check.add_argument(
+        "--anchor", default=None, help="a last hash printed by an earlier check: it must still be there"
+    )
     arguments = parser.parse_args(argv)
     path: Path = arguments.file if arguments.file is not None else _default_path()
-    report = verify(path)
+    report = verify(path, anchor=arguments.anchor)
     for problem in report.problems:
         print(f"{path}:{problem.line}: {problem.reason}")
     if report.ok:
