@@ -7,6 +7,8 @@ the SDK's own exception types. ``ibm-local:*`` tests run the real SDK in local t
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +46,8 @@ from qhybrid.backends.ibm import (
 )
 from qhybrid.backends.local_runner import LocalTaskRunner
 from qhybrid.backends.pricing import IBM_PRICING, estimate_qpu_seconds
+from qhybrid.gateway.audit import AuditLog
+from qhybrid.gateway.context import current_job
 from qhybrid.quantum.circuit import transpile_for
 from qhybrid.quantum.qasm import ALLOWED_GATES, to_openqasm3
 
@@ -414,3 +418,38 @@ def test_double_batch_mode_shares_one_batch_until_it_closes(torino_program: str)
     assert service.runs[-1][0] is batches[1]
     with pytest.raises(ValueError, match="execution_mode"):
         IBMBackend(name="x", backend_name="y", execution_mode="session")
+
+
+def test_double_submission_is_audited_first_and_not_made_when_the_audit_fails(
+    torino_program: str, tmp_path: Path
+) -> None:
+    service = RuntimeServiceDouble(FakeTorino())
+    log = AuditLog(tmp_path / "egress.log")
+    backend = IBMBackend(
+        name="ibm:ibm_torino",
+        backend_name="ibm_torino",
+        token="secret-api-key",
+        service=service,
+        sampler_factory=service.sampler_factory(),
+        audit=log,
+    )
+    with current_job("job-7"):
+        backend.submit(torino_program, 64, "tok-a")
+    (entry,) = [json.loads(line) for line in log.path.read_text().splitlines()]
+    program = torino_program.encode()
+    assert (entry["sha256"], entry["size"]) == (hashlib.sha256(program).hexdigest(), len(program))
+    assert (entry["job_id"], entry["method"]) == ("job-7", "SDK")
+    assert entry["tls_group"] == "classical (no ML-KEM in stdlib ssl)"
+    assert "secret-api-key" not in log.path.read_text()
+    # Fail closed: an audit that cannot be written means no SDK call, and a retry later.
+    broken = IBMBackend(
+        name="ibm:ibm_torino",
+        backend_name="ibm_torino",
+        token="secret-api-key",
+        service=service,
+        sampler_factory=service.sampler_factory(),
+        audit=AuditLog("/dev/full"),
+    )
+    with pytest.raises(TransientBackendError, match="audit"):
+        broken.submit(torino_program, 64, "tok-b")
+    assert len(service.runs) == 1

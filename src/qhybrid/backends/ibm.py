@@ -48,7 +48,8 @@ from qhybrid.backends.pricing import (
     IBM_PRICING,
     estimate_qpu_seconds,
 )
-from qhybrid.gateway.audit import AuditLog, AuditWriteError
+from qhybrid.gateway.audit import AuditLog
+from qhybrid.gateway.client import EgressAuditError
 from qhybrid.gateway.context import get_current_job
 from qhybrid.gateway.sdk import audit_sdk_submission
 from qhybrid.quantum.qasm import ALLOWED_GATES
@@ -523,9 +524,9 @@ class IBMBackend(QuantumBackend):
                         destination=IBM_API_DESTINATION,
                         payload=program.encode(),
                         job_id=get_current_job(),
-                        note="qiskit-ibm-runtime SamplerV2.run; SDK-serialised; classical TLS via requests",
+                        note="qiskit-ibm-runtime SamplerV2.run",
                     )
-                except AuditWriteError as exc:
+                except EgressAuditError as exc:
                     raise TransientBackendError(f"egress audit could not be written: {exc}") from exc
 
             def run() -> Any:
@@ -590,7 +591,7 @@ class IBMBackend(QuantumBackend):
     def link(self) -> dict[str, object]:
         """The SDK's own HTTPS: classical TLS through the standard library, said as such."""
         return {
-            "transport": "requests (qiskit-ibm-runtime), policy-checked and audited by the gateway",
+            "transport": "requests (qiskit-ibm-runtime): audited by the gateway, SDK-chosen destinations",
             "tls_version": "TLS (stdlib ssl, OpenSSL 3.0)",
             "tls_group": "classical (no ML-KEM in stdlib ssl)",
             "post_quantum": False,
