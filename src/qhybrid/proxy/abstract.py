@@ -1,8 +1,8 @@
 """From a labelled business problem's QUBO to the abstract Ising problem the quantum side sees.
 
-This is the seam where obfuscation plugs in: the transforms (permutation, gauge, scaling, decoys,
-noise) and their per-job secret key live here, and the key never leaves the trusted zone. Today
-the transform is the identity on numbers; labels never enter a :class:`~qhybrid.core.qubo.Qubo`.
+Labels never enter a :class:`~qhybrid.core.qubo.Qubo`, so this step only changes the algebra;
+the obfuscation of the numbers (:func:`qhybrid.proxy.obfuscation.obfuscate`) is applied to its
+result under the job's secret key.
 """
 
 from __future__ import annotations
