@@ -380,9 +380,18 @@ def test_decoys_count_against_the_qubit_limit(settings: Settings) -> None:
             small.post("/optimize_portfolio", json=weights_request(max_lots=7, privacy="off")).status_code
             == 202
         )
-        refused = small.post("/optimize_portfolio", json=weights_request(max_lots=7, privacy="standard"))
+        # "high" adds ceil(9 / 8) = 2 decoys; "standard" adds none.
+        standard = small.post("/optimize_portfolio", json=weights_request(max_lots=7, privacy="standard"))
+        assert standard.status_code == 202
+        refused = small.post("/optimize_portfolio", json=weights_request(max_lots=7, privacy="high"))
         assert refused.status_code == 422
-        assert refused.json()["errors"][0]["rule"] == "max_qubits"
+        assert refused.json()["errors"][0] == {
+            "field": "privacy",
+            "rule": "max_qubits",
+            "message": "privacy 'high' adds 2 decoy qubits to the problem's 9: 11 qubits; at most 9 are "
+            "allowed (QHYBRID_MAX_QUBITS); choose a lower privacy level or a smaller problem",
+        }
+        assert job_count(small) == 2
 
 
 def test_api_keys_when_configured(settings: Settings) -> None:

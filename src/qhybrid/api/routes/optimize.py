@@ -52,15 +52,25 @@ def check_limits(request: OptimizeRequest, settings: Settings) -> None:
         )
     qubits = request.num_qubits()
     # Decoy variables ride along as extra qubits, so the limit applies to what is sent.
-    qubits += decoy_count(request.privacy or settings.privacy_default, qubits)
-    if qubits > settings.max_qubits:
+    level = request.privacy or settings.privacy_default
+    decoys = decoy_count(level, qubits)
+    if qubits + decoys > settings.max_qubits:
         field = "lot_bounds" if request.formulation == "weights" else "assets"
+        if decoys and qubits <= settings.max_qubits:
+            raise invalid(
+                "privacy",
+                "max_qubits",
+                f"privacy {level!r} adds {decoys} decoy qubits to the problem's {qubits}: "
+                f"{qubits + decoys} qubits; at most {settings.max_qubits} are allowed "
+                "(QHYBRID_MAX_QUBITS); choose a lower privacy level or a smaller problem",
+            )
         raise invalid(
             field,
             "max_qubits",
             f"the problem needs {qubits} qubits; at most {settings.max_qubits} are allowed "
             "(QHYBRID_MAX_QUBITS)",
         )
+    qubits += decoys
     if request.shots is not None and request.shots > settings.max_shots:
         raise invalid(
             "shots",
