@@ -29,6 +29,11 @@ def test_demo_json_prints_the_completed_job_and_nothing_else(tmp_path: Path) -> 
     assert isinstance(result["selected"], list) and all(isinstance(n, str) for n in result["selected"])
     assert isinstance(result["objective"], float)
     assert isinstance(result["classical"]["objective"], float)
+    # The red zone by default: obfuscated at the standard level, over the post-quantum hybrid link.
+    assert result["quantum"]["privacy"]["level"] == "standard"
+    link = result["quantum"]["link"]
+    assert (link["tls_version"], link["tls_group"]) == ("TLSv1.3", "X25519MLKEM768")
+    assert link["post_quantum"] is True
     # With the demo's default delays the job is seen waiting in the provider's queue, then running.
     statuses = [e["status"] for e in job["events"]]
     assert statuses.index("remote_queued") < statuses.index("remote_running") < statuses.index("completed")

@@ -264,6 +264,13 @@ def print_result(console: Console, job: dict[str, Any]) -> None:
         f"depth {circuit.get('depth')}, {circuit.get('two_qubit_gates')} two-qubit gates; "
         f"samples on the optimum: {'n/a' if optimum_share is None else f'{optimum_share:.1%}'}"
     )
+    privacy = quantum.get("privacy") or {}
+    if privacy:
+        console.print(
+            f"privacy {privacy.get('level')}: the QPU saw an obfuscated problem on "
+            f"{privacy.get('qubits_sent')} anonymous qubits, no names or amounts; its key stayed here, "
+            "sealed (docs/security.md)"
+        )
     link = quantum.get("link") or {}
     if link.get("tls_version"):
         console.print(
