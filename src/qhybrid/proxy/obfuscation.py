@@ -10,7 +10,7 @@ penalty every coupling is positive, so the signs give a spin-flip gauge away too
 What is done, in this order (each step in :mod:`qhybrid.proxy.transforms`, with its exact effect
 on energies):
 
-1. **Decoys** (``standard``, ``high``): extra qubits, each a twin of a real variable (a copy of
+1. **Decoys** (``high``): extra qubits, each a twin of a real variable (a copy of
    its row of the QUBO, see :func:`~qhybrid.proxy.transforms.append_twins`), so an attacker who
    matches a row to a stock finds two candidates. A decoy at 0 changes no energy at all; decoys
    are dropped from the returned samples. Twins are made from the clean problem, before the
@@ -18,7 +18,7 @@ on energies):
 2. **Noise**: independent Gaussian noise on every field and coupling (decoys included), in units
    of the spread of the real problem's fields and couplings (:func:`coefficient_spreads`). This is
    what defeats matching; its cost is sample quality, never correctness (samples are judged and
-   refined on the true problem). Measured on real data (``docs/benchmarks.md``): with the
+   refined on the true problem). Measured on real data (``docs/security.md``): with the
    default warm-start mixer the sample quality hardly moves even at the ``high`` level, because
    the warm start carries it; with the XY mixer the approximation ratio drops with the level.
 3. **Subspace mask** (XY only): random row shifts and a field shift that change no energy of the
@@ -110,7 +110,7 @@ class LevelSettings:
 
 
 #: Calibrated against ``benchmarks/leakage.py`` (real prices, 16 of 20 stocks; the table is in
-#: ``docs/benchmarks.md``).
+#: ``docs/security.md`` and ``docs/benchmarks.md``).
 LEVELS: Mapping[PrivacyLevel, LevelSettings] = {
     "off": LevelSettings(False, False, False, False, 0.0, 0.0, 0.0, 0.0),
     "low": LevelSettings(True, True, True, True, 0.5, 1.0, 0.02, 0.0),
