@@ -75,6 +75,7 @@ from qhybrid.proxy.transforms import (
     subspace_mask,
     true_to_sent,
 )
+from qhybrid.quantum.decode import decode_counts
 
 PrivacyLevel = Literal["off", "low", "standard", "high"]
 PRIVACY_LEVELS: tuple[PrivacyLevel, ...] = get_args(PrivacyLevel)
@@ -495,22 +496,10 @@ def deobfuscate_counts(counts: Mapping[str, int], key: ObfuscationKey) -> dict[s
         ValueError: On a key of the wrong width or with characters other than ``0``/``1``, or a
             negative or non-integer count.
     """
-    width = key.num_qubits
-    kept: list[tuple[str, int]] = []
-    for outcome, value in counts.items():
-        if not isinstance(outcome, str) or len(outcome) != width or outcome.strip("01"):
-            raise ValueError(f"outcome {outcome!r} is not a string of {width} characters 0/1")
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-            raise ValueError(f"outcome {outcome!r} has an invalid count {value!r}")
-        if value > 0:
-            kept.append((outcome, int(value)))
-    if not kept:
-        return {}
-    text = "".join(outcome for outcome, _ in kept).encode("ascii")
-    sent = (np.frombuffer(text, dtype=np.uint8) - ord("0")).reshape(len(kept), width)
+    sent, values = decode_counts(counts, key.num_qubits)  # validates every outcome and count
     true = key.true_bits(sent) + ord("0")
     merged: dict[str, int] = {}
-    for row, (_, value) in zip(true, kept, strict=True):
+    for row, value in zip(true, values.tolist(), strict=True):
         outcome = row.tobytes().decode("ascii")
         merged[outcome] = merged.get(outcome, 0) + value
     return merged
