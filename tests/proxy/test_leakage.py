@@ -18,6 +18,6 @@ def test_attacks_reidentify_the_control_but_not_the_standard_level() -> None:
     standard = results[("standard", "x-warm")]
     assert best_rate(control) >= 0.9, control.rates
     assert float(np.mean(control.rates["match"])) >= 0.9
-    # Chance is 1/20 and the control 100 % (measured: the best attack on "standard" gets 10 %).
-    # Every attack must stay far from the control.
-    assert best_rate(standard) <= 0.3, standard.rates
+    # Chance is 1/20 and the control 100 %; the bar is top-1 <= 2/N for the best attack
+    # (measured here: 10 %, the warm-start attack; the seeds make the run deterministic).
+    assert best_rate(standard) <= 2 / 10, standard.rates
