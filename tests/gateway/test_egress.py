@@ -352,3 +352,56 @@ def test_concurrent_requests_keep_one_valid_chain(cloud_process: CloudServer, tm
     assert sorted({e["job_id"] for e in entries}) == [f"job-{w}" for w in range(4)]
     assert all(e["tls_group"] == "X25519MLKEM768" for e in entries)
     assert verify(audit.path).ok
+
+
+def _last_request_headers(cloud: CloudServer, token: str) -> dict[str, str]:
+    """The headers of the request in ``received.log`` whose body carries ``token``."""
+    for block in reversed(received(cloud).split(b"\n>>> ")):
+        head, _, body = block.partition(b"\n\n")
+        if token.encode() in body:
+            lines = head.decode().splitlines()[1:]
+            return dict(line.split(": ", 1) for line in lines)
+    raise AssertionError(f"no request with {token} was received")
+
+
+def test_every_header_that_leaves_is_fixed_by_the_gateway(cloud_process: CloudServer, tmp_path: Path) -> None:
+    cloud = cloud_process
+    client = EgressClient([cloud.base_url], ca_file=cloud.ca_file, audit=AuditLog(tmp_path / "a.log"))
+    body = submission(cloud)
+    try:
+        response = client.request(
+            "POST", f"{cloud.base_url}/v1/tasks", json=body, headers=auth(cloud), payload="submission"
+        )
+        assert response.status_code in (200, 201), response.text
+    finally:
+        client.close()
+    headers = _last_request_headers(cloud, body["client_token"])
+    assert set(headers) == {
+        "host",
+        "accept",
+        "accept-encoding",
+        "user-agent",
+        "authorization",
+        "content-type",
+        "content-length",
+        "connection",
+    }
+    # No HTTP library name or version reaches the public zone.
+    assert headers["user-agent"] == "qhybrid-egress"
+
+
+@pytest.mark.parametrize("header", ["X-Job-Id", "X-Client", "Cookie", "Forwarded", "traceparent"])
+def test_headers_beyond_the_allowed_ones_are_refused_before_sending(
+    cloud_process: CloudServer, tmp_path: Path, header: str
+) -> None:
+    cloud = cloud_process
+    audit = AuditLog(tmp_path / "a.log")
+    client = EgressClient([cloud.base_url], ca_file=cloud.ca_file, audit=audit)
+    before = received(cloud)
+    try:
+        with pytest.raises(EgressPolicyError, match="refused at the boundary"):
+            client.request("GET", f"{cloud.base_url}/v1/tasks/x", headers={**auth(cloud), header: "acme"})
+    finally:
+        client.close()
+    assert received(cloud) == before
+    assert not audit.path.exists()

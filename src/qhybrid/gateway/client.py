@@ -44,6 +44,12 @@ PayloadKind = Literal["submission"]
 _PLAINTEXT_NOTE = "plaintext http (development only)"
 
 
+#: The headers a caller may add; everything else that leaves is set by the gateway itself.
+CALLER_HEADERS: frozenset[str] = frozenset({"authorization", "accept"})
+#: Sent instead of the HTTP library's name and version.
+USER_AGENT = "qhybrid-egress"
+
+
 class EgressPolicyError(Exception):
     """A request the gateway refuses to send (destination not allowed, bad payload...)."""
 
@@ -373,7 +379,7 @@ class EgressClient:
             url: Full URL; its ``host:port`` must be allowed.
             json: JSON body, if any (serialised compactly, UTF-8).
             params: Query parameters.
-            headers: Extra headers (never audited).
+            headers: Extra headers, only :data:`CALLER_HEADERS` (never audited).
             payload: ``"submission"`` to check the body against the task payload contract.
             job_id: The job this request serves; defaults to :func:`~qhybrid.gateway.context.get_current_job`.
             note: Free text for the audit entry (never a secret).
@@ -383,7 +389,8 @@ class EgressClient:
             (``None`` over plain http).
 
         Raises:
-            EgressPolicyError: If the destination is not allowed or the scheme is plain http;
+            EgressPolicyError: If the destination is not allowed, the scheme is plain http, or a
+                header is not one of :data:`CALLER_HEADERS`;
                 :class:`EgressPayloadError` for a body breaking the contract,
                 :class:`EgressTlsPolicyError` for a TLS policy refusal or an unusable CA file,
                 :class:`EgressAuditError` when the audit entry cannot be written. Nothing is
@@ -397,7 +404,17 @@ class EgressClient:
         if scheme == "http" and not self._allow_plaintext:
             raise EgressPolicyError(f"plain http egress to {destination} refused: https only")
         body = self._body(json, payload)
-        request_headers = dict(headers or {})
+        extra = {name.lower(): value for name, value in (headers or {}).items()}
+        refused = sorted(set(extra) - CALLER_HEADERS)
+        if refused:
+            # Headers are not audited (they carry the bearer token), so none may carry data.
+            raise EgressPolicyError(
+                f"header(s) {', '.join(refused)} refused at the boundary: only "
+                f"{', '.join(sorted(CALLER_HEADERS))} may be set by callers"
+            )
+        # Every header that leaves is fixed here or one of CALLER_HEADERS: no library version
+        # in the User-Agent, no proxy or tracing header picked up on the way.
+        request_headers = {"User-Agent": USER_AGENT, **extra}
         if json is not None:
             request_headers["Content-Type"] = "application/json"
         request_headers["Connection"] = "close"  # one request per connection, see the transport
