@@ -218,8 +218,10 @@ def body(**changes: Any) -> dict[str, Any]:
 
 
 def test_a_proper_submission_passes() -> None:
-    validate_submission(body())
-    validate_submission(body(device="ibm_torino", shots=100_000))
+    facts = validate_submission(body())
+    assert facts == validate_program(GOOD)
+    assert (facts.qubits, facts.measurements) == (3, 1)
+    assert validate_submission(body(device="ibm_torino", shots=100_000)) == facts
 
 
 @pytest.mark.parametrize(

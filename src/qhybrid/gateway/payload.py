@@ -355,7 +355,7 @@ def validate_submission(
     max_shots: int = 100_000,
     max_qubits: int = 1024,
     max_program_bytes: int = 1_000_000,
-) -> None:
+) -> ProgramFacts:
     """Check a ``POST /v1/tasks`` body: exactly device, program, shots and client token.
 
     Args:
@@ -363,6 +363,9 @@ def validate_submission(
         max_shots: Largest shot count accepted.
         max_qubits: Passed to :func:`validate_program`.
         max_program_bytes: Passed to :func:`validate_program` as ``max_bytes``.
+
+    Returns:
+        The facts of the program (registers, gate counts, measurements).
 
     Raises:
         PayloadError: On a missing or extra key, a value of the wrong type or out of range, or a
@@ -388,4 +391,4 @@ def validate_submission(
     program = body["program"]
     if not isinstance(program, str):
         raise PayloadError(0, "submission", "program must be text")
-    validate_program(program, max_qubits=max_qubits, max_bytes=max_program_bytes)
+    return validate_program(program, max_qubits=max_qubits, max_bytes=max_program_bytes)
