@@ -69,6 +69,36 @@ class DeviceTarget:
     qiskit_target: Any = None
     provider: str = "unknown"
 
+    @classmethod
+    def from_qiskit(
+        cls,
+        qiskit_target: Any,
+        *,
+        name: str,
+        basis_gates: tuple[str, ...],
+        provider: str,
+        all_to_all: bool = False,
+    ) -> DeviceTarget:
+        """The target of a device described by a ``qiskit.transpiler.Target``.
+
+        Args:
+            qiskit_target: The provider's target (qubits, coupling map, error rates).
+            name: The device's name.
+            basis_gates: The gates our programs may use on it.
+            provider: Who runs it.
+            all_to_all: Ignore the target's coupling map (devices that route any pair).
+        """
+        coupling = None if all_to_all else qiskit_target.build_coupling_map()
+        edges = None if coupling is None else tuple((int(a), int(b)) for a, b in coupling.get_edges())
+        return cls(
+            name=name,
+            num_qubits=int(qiskit_target.num_qubits),
+            basis_gates=basis_gates,
+            coupling_map=edges,
+            qiskit_target=qiskit_target,
+            provider=provider,
+        )
+
 
 @dataclass(frozen=True)
 class Pricing:

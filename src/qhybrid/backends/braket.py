@@ -54,7 +54,7 @@ from qhybrid.backends.local_runner import BRAKET_EXECUTORS, LocalRunnerBackend, 
 from qhybrid.backends.pricing import DEVICE_ARN, SIMULATOR_MINIMUM_SECONDS, braket_pricing
 from qhybrid.gateway.audit import AuditLog
 from qhybrid.gateway.sdk import attach_botocore
-from qhybrid.quantum.qasm import ALLOWED_GATES
+from qhybrid.quantum.qasm import ALLOWED_GATES, TWO_QUBIT_GATES
 
 _T = TypeVar("_T")
 
@@ -233,20 +233,13 @@ def run_local_simulation(
 def _braket_target(qiskit_target: Any, name: str, basis: set[str], fully_connected: bool) -> DeviceTarget:
     """A :class:`DeviceTarget` restricted to the gates our program format carries."""
     basis_gates = tuple(sorted(basis & ALLOWED_GATES))
-    two_qubit = [gate for gate in basis_gates if gate in {"cx", "cy", "cz", "cp", "swap"}]
-    if not two_qubit:
+    if not TWO_QUBIT_GATES & set(basis_gates):
         raise PermanentBackendError(
             f"Braket device {name!r} accepts none of the two-qubit gates our programs use "
-            f"(cx, cy, cz, cp, swap); its gates: {sorted(basis)}"
+            f"({', '.join(sorted(TWO_QUBIT_GATES))}); its gates: {sorted(basis)}"
         )
-    coupling = None if fully_connected else qiskit_target.build_coupling_map()
-    return DeviceTarget(
-        name=name,
-        num_qubits=int(qiskit_target.num_qubits),
-        basis_gates=basis_gates,
-        coupling_map=None if coupling is None else tuple((int(a), int(b)) for a, b in coupling.get_edges()),
-        qiskit_target=qiskit_target,
-        provider="braket",
+    return DeviceTarget.from_qiskit(
+        qiskit_target, name=name, basis_gates=basis_gates, provider="braket", all_to_all=fully_connected
     )
 
 

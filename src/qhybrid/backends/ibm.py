@@ -52,7 +52,7 @@ from qhybrid.gateway.audit import AuditLog
 from qhybrid.gateway.client import EgressAuditError
 from qhybrid.gateway.context import get_current_job
 from qhybrid.gateway.sdk import audit_sdk_submission
-from qhybrid.quantum.qasm import ALLOWED_GATES
+from qhybrid.quantum.qasm import ALLOWED_GATES, TWO_QUBIT_GATES
 
 _T = TypeVar("_T")
 
@@ -82,7 +82,6 @@ IBM_STATES: Mapping[str, TaskState] = {
 #: Fake backends known to carry a two-qubit gate our programs can express, for error messages.
 SUPPORTED_FAKE_BACKENDS = ("FakeTorino", "FakeFez", "FakeMarrakesh", "FakeKingston", "FakeAachen")
 
-_TWO_QUBIT_GATES = frozenset({"cx", "cy", "cz", "cp", "swap"})
 
 #: Job objects kept per adapter (they cache final statuses); the oldest go first.
 _JOB_CACHE_SIZE = 1000
@@ -191,7 +190,7 @@ def ibm_target(backend: Any) -> DeviceTarget:
     qiskit_target = backend.target
     operations = set(qiskit_target.operation_names)
     basis = tuple(sorted(operations & ALLOWED_GATES))
-    if not _TWO_QUBIT_GATES & set(basis):
+    if not TWO_QUBIT_GATES & set(basis):
         two_qubit = sorted(
             name
             for name in operations
@@ -199,18 +198,10 @@ def ibm_target(backend: Any) -> DeviceTarget:
         )
         raise PermanentBackendError(
             f"IBM device {backend.name!r} has two-qubit gates {two_qubit}, which the program format "
-            f"cannot carry (it has {sorted(_TWO_QUBIT_GATES)}). Use a CZ (Heron) device such as "
+            f"cannot carry (it has {sorted(TWO_QUBIT_GATES)}). Use a CZ (Heron) device such as "
             f"ibm_torino or ibm_fez, locally {', '.join(SUPPORTED_FAKE_BACKENDS)}, or an older CX device"
         )
-    coupling = qiskit_target.build_coupling_map()
-    return DeviceTarget(
-        name=str(backend.name),
-        num_qubits=int(qiskit_target.num_qubits),
-        basis_gates=basis,
-        coupling_map=None if coupling is None else tuple((int(a), int(b)) for a, b in coupling.get_edges()),
-        qiskit_target=qiskit_target,
-        provider="ibm",
-    )
+    return DeviceTarget.from_qiskit(qiskit_target, name=str(backend.name), basis_gates=basis, provider="ibm")
 
 
 def counts_bit0_first(counts: Mapping[str, int]) -> dict[str, int]:

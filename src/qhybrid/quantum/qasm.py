@@ -54,6 +54,9 @@ ALLOWED_GATES: frozenset[str] = frozenset(
 
 _STANDARD = get_standard_gate_name_mapping()
 
+#: The two-qubit gates of :data:`ALLOWED_GATES`: a device needs one of them to run our programs.
+TWO_QUBIT_GATES: frozenset[str] = frozenset(g for g in ALLOWED_GATES if _STANDARD[g].num_qubits == 2)
+
 
 def _check_gate(operation: Instruction, num_clbits: int) -> None:
     """Reject anything that is not the genuine standard gate its name claims to be."""
