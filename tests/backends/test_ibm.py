@@ -252,15 +252,16 @@ def torino_program() -> str:
     return to_openqasm3(transpiled)
 
 
-def make_backend(service: RuntimeServiceDouble) -> IBMBackend:
-    return IBMBackend(
-        name="ibm:ibm_torino",
-        backend_name="ibm_torino",
-        token="secret-api-key",
-        max_execution_time=120,
-        service=service,
-        sampler_factory=service.sampler_factory(),
-    )
+def make_backend(service: RuntimeServiceDouble, **overrides: Any) -> IBMBackend:
+    settings: dict[str, Any] = {
+        "name": "ibm:ibm_torino",
+        "backend_name": "ibm_torino",
+        "token": "secret-api-key",
+        "max_execution_time": 120,
+        "service": service,
+        "sampler_factory": service.sampler_factory(),
+    }
+    return IBMBackend(**{**settings, **overrides})
 
 
 def test_double_submit_tags_the_job_and_finds_it_instead_of_resubmitting(torino_program: str) -> None:
@@ -398,16 +399,7 @@ def test_double_batch_mode_shares_one_batch_until_it_closes(torino_program: str)
         batches.append(BatchDouble(device, max_time))
         return batches[-1]
 
-    backend = IBMBackend(
-        name="ibm:ibm_torino",
-        backend_name="ibm_torino",
-        token="secret-api-key",
-        service=service,
-        sampler_factory=service.sampler_factory(),
-        execution_mode="batch",
-        batch_max_time=900,
-        batch_factory=batch_factory,
-    )
+    backend = make_backend(service, execution_mode="batch", batch_max_time=900, batch_factory=batch_factory)
     backend.submit(torino_program, 64, "batch-tok-1")
     backend.submit(torino_program, 64, "batch-tok-2")
     assert len(batches) == 1 and batches[0].max_time == 900
@@ -425,14 +417,7 @@ def test_double_submission_is_audited_first_and_not_made_when_the_audit_fails(
 ) -> None:
     service = RuntimeServiceDouble(FakeTorino())
     log = AuditLog(tmp_path / "egress.log")
-    backend = IBMBackend(
-        name="ibm:ibm_torino",
-        backend_name="ibm_torino",
-        token="secret-api-key",
-        service=service,
-        sampler_factory=service.sampler_factory(),
-        audit=log,
-    )
+    backend = make_backend(service, audit=log)
     with current_job("job-7"):
         backend.submit(torino_program, 64, "tok-a")
     (entry,) = [json.loads(line) for line in log.path.read_text().splitlines()]
@@ -442,14 +427,7 @@ def test_double_submission_is_audited_first_and_not_made_when_the_audit_fails(
     assert entry["tls_group"] == "classical (no ML-KEM in stdlib ssl)"
     assert "secret-api-key" not in log.path.read_text()
     # Fail closed: an audit that cannot be written means no SDK call, and a retry later.
-    broken = IBMBackend(
-        name="ibm:ibm_torino",
-        backend_name="ibm_torino",
-        token="secret-api-key",
-        service=service,
-        sampler_factory=service.sampler_factory(),
-        audit=AuditLog("/dev/full"),
-    )
+    broken = make_backend(service, audit=AuditLog("/dev/full"))
     with pytest.raises(TransientBackendError, match="audit"):
         broken.submit(torino_program, 64, "tok-b")
     assert len(service.runs) == 1
