@@ -39,9 +39,7 @@ def slow_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudServer
 def test_a_job_travels_to_completed(cloud_settings: Settings, consumer_for: Any) -> None:
     services = build(cloud_settings)
     consumer_for(services)
-    job_id = services.new_job()
-    services.queue.kick(job_id)
-    assert services.wait_for(job_id, {JobState.COMPLETED, JobState.FAILED}) == "COMPLETED"
+    job_id = services.complete()
     view = services.store.view(job_id)
     assert view is not None
     path = [e.to_state for e in view.events]
@@ -248,9 +246,7 @@ def test_a_failed_provider_task_is_resubmitted_under_a_new_token(
     double = FirstTaskFails(services.backends.get("local"))
     services.backends._backends["local"] = double
     consumer_for(services)
-    job_id = services.new_job()
-    services.queue.kick(job_id)
-    assert services.wait_for(job_id, {JobState.COMPLETED, JobState.FAILED}) == "COMPLETED"
+    job_id = services.complete()
     view = services.store.view(job_id)
     assert view is not None
     assert view.job.attempt == 2
@@ -292,9 +288,7 @@ def test_weights_travel_end_to_end_and_match_brute_force(cloud_settings: Setting
         "lot_bounds": {"A": [1, 3]},
         "options": {"seed": 5},
     }
-    job_id = services.new_job(request)
-    services.queue.kick(job_id)
-    assert services.wait_for(job_id, {JobState.COMPLETED, JobState.FAILED}) == "COMPLETED"
+    job_id = services.complete(request)
     result = services.store.get_job(job_id).result  # type: ignore[union-attr]
     assert result is not None
     lots = result["lots"]
@@ -335,9 +329,7 @@ def test_prices_are_estimated_in_the_trusted_zone(cloud_settings: Settings, cons
         "shots": 256,
         "options": {"seed": 2},
     }
-    job_id = services.new_job(request)
-    services.queue.kick(job_id)
-    assert services.wait_for(job_id, {JobState.COMPLETED, JobState.FAILED}) == "COMPLETED"
+    job_id = services.complete(request)
     result = services.store.get_job(job_id).result  # type: ignore[union-attr]
     assert result is not None
     assert result["estimate"]["estimator"] == "sample"

@@ -18,7 +18,7 @@ from qhybrid.portfolio.baselines import exact
 from qhybrid.proxy.keys import MAGIC, KeyVaultError
 from qhybrid.proxy.obfuscation import PRIVACY_LEVELS, decoy_count
 from tests.support.cloud import CloudServer
-from tests.support.journey import REQUEST, Services, build
+from tests.support.journey import REQUEST, build
 
 # Six assets so that every level's decoys (ratio 1/8 at "high") give a whole qubit.
 SIX: dict[str, Any] = {
@@ -33,20 +33,13 @@ SIX: dict[str, Any] = {
 }
 
 
-def _run(services: Services, request: dict[str, Any]) -> str:
-    job_id = services.new_job(request)
-    services.queue.kick(job_id)
-    assert services.wait_for(job_id, {JobState.COMPLETED, JobState.FAILED}) == "COMPLETED"
-    return job_id
-
-
 @pytest.mark.parametrize("level", PRIVACY_LEVELS)
 def test_every_level_returns_the_exact_optimum(
     level: str, cloud_settings: Settings, consumer_for: Any
 ) -> None:
     services = build(cloud_settings)
     consumer_for(services)
-    job_id = _run(services, {**SIX, "privacy": level})
+    job_id = services.complete({**SIX, "privacy": level})
     view = services.store.view(job_id)
     assert view is not None and view.job.result is not None
     result = view.job.result
@@ -66,7 +59,7 @@ def test_every_level_returns_the_exact_optimum(
 def test_the_key_is_stored_sealed_and_bound_to_its_job(cloud_settings: Settings, consumer_for: Any) -> None:
     services = build(cloud_settings)
     consumer_for(services)
-    job_id = _run(services, {**SIX, "privacy": "high"})
+    job_id = services.complete({**SIX, "privacy": "high"})
     job = services.store.get_job(job_id)
     assert job is not None and job.proxy_key is not None
     blob = bytes(job.proxy_key)
@@ -88,7 +81,7 @@ def test_the_key_appears_in_no_log_line(
     caplog.set_level(logging.DEBUG)
     services = build(cloud_settings)
     consumer_for(services)
-    job_id = _run(services, {**SIX, "privacy": "high"})
+    job_id = services.complete({**SIX, "privacy": "high"})
     job = services.store.get_job(job_id)
     assert job is not None and job.proxy_key is not None
     key = services.journey.vault.open(bytes(job.proxy_key), job_id=job_id)
@@ -133,7 +126,7 @@ def test_the_cloud_received_exactly_the_contract_and_the_audit_hashed_those_byte
 ) -> None:
     services = build(cloud_settings)
     consumer_for(services)
-    job_id = _run(services, SIX)  # the deployment's default level
+    job_id = services.complete(SIX)  # the deployment's default level
     view = services.store.view(job_id)
     assert view is not None and view.job.program is not None
     token = view.remote_tasks[0].client_token

@@ -62,6 +62,13 @@ class Services:
         )
         return job.id
 
+    def complete(self, request: dict[str, Any] | None = None) -> str:
+        """Create a job, kick it, and return its id once it COMPLETED (fail if it FAILED)."""
+        job_id = self.new_job(request)
+        self.queue.kick(job_id)
+        assert self.wait_for(job_id, {JobState.COMPLETED, JobState.FAILED}) == "COMPLETED"
+        return job_id
+
     def wait_for(self, job_id: str, states: set[JobState], timeout: float = 60) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
