@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ import httpx
 import psycopg
 import redis
 
+from benchmarks.report import machine, markdown_table
 from qhybrid.demo import sample_request
 from tests.support.processes import free_port, start_process
 
@@ -133,15 +133,11 @@ def main() -> None:
             keys = list(client.scan_iter(match=f"*{env['QHYBRID_QUEUE_NAME']}*"))
             if keys:
                 client.delete(*keys)
-    headers = list(rows[0])
     print(
         f"# accept latency, {args.seconds:.0f} s at {args.rate:.0f} req/s, {args.workers} uvicorn process(es)"
     )
-    print(f"# {platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, {sys.platform}")
-    print("| " + " | ".join(headers) + " |")
-    print("|" + "---|" * len(headers))
-    for row in rows:
-        print("| " + " | ".join(str(row[h]) for h in headers) + " |")
+    print(f"# {machine()}, {sys.platform}")
+    print("\n".join(markdown_table(rows)))
 
 
 if __name__ == "__main__":

@@ -48,7 +48,6 @@ import argparse
 import functools
 import multiprocessing
 import os
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import linear_sum_assignment, lsq_linear, quadratic_assignment
 
+from benchmarks.report import machine, markdown_header, markdown_row
 from qhybrid.core.qubo import FloatArray, Ising
 from qhybrid.jobs.solution import default_reps
 from qhybrid.portfolio.baselines import exact, objective_range
@@ -1202,7 +1202,7 @@ def table(results: dict[tuple[str, str], LevelResult], assets: int) -> list[str]
         "opt share",
         "gap vs off (max)",
     ]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines = markdown_header(headers)
     for (level, mixer), result in results.items():
         cells = [mixer, level, f"{np.mean(result.qubits):.0f}"]
         for name in ATTACKS:
@@ -1221,7 +1221,7 @@ def table(results: dict[tuple[str, str], LevelResult], assets: int) -> list[str]
             ]
         else:
             cells += ["–"] * 5
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(markdown_row(cells))
     return lines
 
 
@@ -1256,10 +1256,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"# Re-identification on S&P 500 subsets: N = {args.assets} of 20 stocks, B = N/2, "
         f"{args.trials} trials (seed {args.seed}), {SHOTS} shots"
     )
-    print(
-        f"# {platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"numpy {np.__version__}; {time.perf_counter() - started:.0f} s"
-    )
+    print(f"# {machine()}, numpy {np.__version__}; {time.perf_counter() - started:.0f} s")
     for line in table(results, args.assets):
         print(line)
 

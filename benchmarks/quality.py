@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import time
 from typing import Any
 
 import numpy as np
 
+from benchmarks.report import machine, markdown_header, markdown_row
 from qhybrid.portfolio.baselines import exact, objective_range
 from qhybrid.portfolio.data import sp500_problem
 from qhybrid.portfolio.model import PortfolioProblem
@@ -118,9 +117,8 @@ def main() -> None:
     args = parser.parse_args()
     headers = ["n", "B", "variant", "p", "P(opt)", "×unif", "ratio", "feas", "in 4096", "returned", "plan s"]
     print(f"# QAOA quality, S&P 500 subsets, {SHOTS} shots, seeds {args.seeds}")
-    print(f"# {platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}")
-    print("| " + " | ".join(headers) + " |")
-    print("|" + "---|" * len(headers), flush=True)
+    print(f"# {machine()}")
+    print("\n".join(markdown_header(headers)), flush=True)
     rows: list[dict[str, Any]] = []
     for n in args.sizes:
         for budget in sorted({max(1, n // 2), max(1, n // 4)}, reverse=True):
@@ -132,7 +130,7 @@ def main() -> None:
                     for reps in args.reps:
                         row = evaluate(problem, variant, reps, seed)
                         rows.append(row)
-                        print("| " + " | ".join(_format(row)) + " |", flush=True)
+                        print(markdown_row(_format(row)), flush=True)
     print()
     print(
         "| variant | p | mean ratio n=12–20 | min ratio n=12–20 | optimum in 4096 (n≤20) | returned optimal |"

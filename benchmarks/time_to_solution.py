@@ -16,8 +16,6 @@ Run: ``.venv/bin/python -m benchmarks.time_to_solution [--sizes 12 20] [--reps 2
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.report import machine, markdown_table
 from qhybrid.client import Client
 from qhybrid.portfolio.baselines import exact
 from qhybrid.portfolio.data import sp500_problem
@@ -186,12 +185,8 @@ def main() -> None:
             for proc in reversed(processes):
                 proc.stop()
     print(f"# time to solution, p={args.reps}, 4096 shots, S&P 500 subsets (seed {args.seed})")
-    print(f"# {platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}")
-    headers = list(rows[0])
-    print("| " + " | ".join(headers) + " |")
-    print("|" + "---|" * len(headers))
-    for row in rows:
-        print("| " + " | ".join(str(row[h]) for h in headers) + " |")
+    print(f"# {machine()}")
+    print("\n".join(markdown_table(rows)))
 
 
 if __name__ == "__main__":
