@@ -13,6 +13,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from qhybrid.proxy.obfuscation import PrivacyLevel
+
 #: Symmetry and PSD checks tolerate rounding of this size relative to the largest |Σ_ij|.
 RELATIVE_TOLERANCE = 1e-8
 ABSOLUTE_TOLERANCE = 1e-12
@@ -165,7 +167,7 @@ class OptimizeRequest(BaseModel):
     deadline_seconds: float | None = Field(
         default=None, gt=0, le=30 * 24 * 3600, description="Answer classically if the QPU has not by then."
     )
-    privacy: Literal["off", "low", "standard", "high"] | None = Field(
+    privacy: PrivacyLevel | None = Field(
         default=None,
         description="Obfuscation of what is sent to the QPU: more privacy costs sample quality, never "
         "correctness; unset: the deployment's default (QHYBRID_PRIVACY_DEFAULT, 'standard').",

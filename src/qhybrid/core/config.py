@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from qhybrid.backends.base import Pricing
+from qhybrid.proxy.obfuscation import PrivacyLevel
 
 
 class Settings(BaseSettings):
@@ -52,7 +53,7 @@ class Settings(BaseSettings):
         default=300, ge=1, description="Seconds IBM may run a job (caps cost)."
     )
 
-    privacy_default: Literal["off", "low", "standard", "high"] = Field(
+    privacy_default: PrivacyLevel = Field(
         default="standard", description="Obfuscation level of requests that set none."
     )
     key_encryption_key: SecretStr | None = Field(
