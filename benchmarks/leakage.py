@@ -58,18 +58,17 @@ from numpy.typing import NDArray
 from scipy.optimize import linear_sum_assignment, lsq_linear, quadratic_assignment
 
 from benchmarks.report import machine, markdown_header, markdown_row
-from qhybrid.core.qubo import FloatArray, Ising
-from qhybrid.jobs.solution import default_reps
+from qhybrid.domain.privacy import PRIVACY_LEVELS, PrivacyLevel
+from qhybrid.domain.qubo import FloatArray, Ising
+from qhybrid.jobs.pipeline import default_reps
 from qhybrid.portfolio.baselines import exact, objective_range
 from qhybrid.portfolio.data import balanced_risk_aversion, estimate, load_sp500
-from qhybrid.portfolio.model import PortfolioProblem
 from qhybrid.portfolio.postprocess import postprocess
+from qhybrid.portfolio.selection import SelectionProblem
 from qhybrid.proxy.obfuscation import (
     LEVELS,
-    PRIVACY_LEVELS,
     ObfuscatedProblem,
     ObfuscationKey,
-    PrivacyLevel,
     decoy_count,
     deobfuscate_counts,
     obfuscate,
@@ -107,7 +106,7 @@ class Trial:
         warm_start: The continuous relaxation (the ``x-warm`` start).
     """
 
-    problem: PortfolioProblem
+    problem: SelectionProblem
     tickers: IntArray
     end: int
     ising: Ising
@@ -124,7 +123,7 @@ def make_trial(seed: int, num_assets: int) -> Trial:
     fit = estimate(prices[end - window : end, chosen], estimator="ledoit_wolf", returns="simple")
     budget = num_assets // 2
     risk = balanced_risk_aversion(fit.expected_returns, fit.covariance, budget)
-    problem = PortfolioProblem(
+    problem = SelectionProblem(
         tuple(names[i] for i in chosen), fit.expected_returns, fit.covariance, risk, budget
     )
     qubo, _ = problem.to_qubo()
@@ -986,7 +985,7 @@ def _relaxation(cand: Candidate, tickers: IntArray, risk: float | None, budget: 
     if risk is None or not np.isfinite(risk) or risk <= 0.0:
         risk = balanced_risk_aversion(mu, cov, budget)
     names = tuple(str(t) for t in tickers)
-    return PortfolioProblem(names, mu, cov, risk, budget).relaxation()
+    return SelectionProblem(names, mu, cov, risk, budget).relaxation()
 
 
 def _warm_refined(view: SentView, problem: Problem, g: IntArray, fit: Fit) -> IntArray:

@@ -47,9 +47,8 @@ from skfolio.datasets import load_sp500_dataset
 from sklearn.covariance import LedoitWolf
 
 from benchmarks.simulator import machine_line
-from qhybrid.core.qubo import FloatArray, Ising
-from qhybrid.portfolio.model import PortfolioProblem
-from qhybrid.portfolio.qubo import to_qubo
+from qhybrid.domain.qubo import FloatArray, Ising
+from qhybrid.portfolio.selection import SelectionProblem, to_qubo
 from qhybrid.quantum.angles import interpolate_angles
 from qhybrid.quantum.engine import SimulatedQaoa, final_distribution, plan_qaoa, simulate_qaoa
 from qhybrid.quantum.simulator import single_threaded_blas
@@ -110,7 +109,7 @@ def feasible_selections(n: int, budget: int, rng: np.random.Generator) -> FloatA
     return x
 
 
-def real_problem(n: int, budget: int, seed: int, window: int = 0) -> PortfolioProblem:
+def real_problem(n: int, budget: int, seed: int, window: int = 0) -> SelectionProblem:
     """A portfolio problem on ``n`` seeded random stocks (see the module docstring)."""
     returns = daily_returns(window)
     rng = np.random.default_rng(seed)
@@ -122,12 +121,12 @@ def real_problem(n: int, budget: int, seed: int, window: int = 0) -> PortfolioPr
     variance = np.einsum("mi,ij,mj->m", x, covariance, x)
     risk = float(f"{(x @ mu).std() / variance.std():.2g}")
     names = tuple(tickers()[i] for i in assets)
-    return PortfolioProblem(
+    return SelectionProblem(
         names=names, expected_returns=mu, covariance=covariance, risk_aversion=risk, budget=budget
     )
 
 
-def relaxation(problem: PortfolioProblem) -> FloatArray:
+def relaxation(problem: SelectionProblem) -> FloatArray:
     """The continuous relaxation's minimiser: ``0 ≤ x ≤ 1``, ``Σx = B`` (convex: Σ is PSD)."""
     n = problem.num_assets
     q, cov, mu = problem.risk_aversion, problem.covariance, problem.expected_returns
@@ -143,7 +142,7 @@ def relaxation(problem: PortfolioProblem) -> FloatArray:
     return np.asarray(np.clip(result.x, 0.0, 1.0), dtype=np.float64)
 
 
-def ising_of(problem: PortfolioProblem) -> Ising:
+def ising_of(problem: SelectionProblem) -> Ising:
     return to_qubo(problem)[0].to_ising()
 
 
@@ -155,7 +154,7 @@ def budgets(n: int) -> list[int]:
 
 
 def model_for(
-    variant: str, objective: str, problem: PortfolioProblem, epsilon: float | None = None
+    variant: str, objective: str, problem: SelectionProblem, epsilon: float | None = None
 ) -> SimulatedQaoa:
     mixer = "xy" if variant.startswith("xy") else variant
     spec = QaoaSpec(

@@ -30,8 +30,8 @@ import numpy as np
 from benchmarks.report import machine, markdown_header, markdown_row
 from qhybrid.portfolio.baselines import exact, objective_range
 from qhybrid.portfolio.data import sp500_problem
-from qhybrid.portfolio.model import PortfolioProblem
 from qhybrid.portfolio.postprocess import postprocess
+from qhybrid.portfolio.selection import SelectionProblem
 from qhybrid.quantum.engine import final_distribution, plan_qaoa
 from qhybrid.quantum.spec import QaoaSpec
 
@@ -44,7 +44,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 SHOTS = 4096
 
 
-def evaluate(problem: PortfolioProblem, variant: str, reps: int, seed: int) -> dict[str, Any]:
+def evaluate(problem: SelectionProblem, variant: str, reps: int, seed: int) -> dict[str, Any]:
     """One (instance, variant, p) cell of the table."""
     n, budget = problem.num_assets, problem.budget
     best, worst = objective_range(problem)

@@ -44,7 +44,7 @@ from braket.devices import LocalSimulator
 from qiskit import transpile
 from qiskit_aer import AerSimulator
 
-from qhybrid.core.qubo import FloatArray, Ising
+from qhybrid.domain.qubo import FloatArray, Ising
 from qhybrid.quantum.angles import QaoaAngles
 from qhybrid.quantum.circuit import qaoa_circuit
 from qhybrid.quantum.objective import MeanObjective

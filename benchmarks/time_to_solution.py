@@ -27,12 +27,12 @@ from benchmarks.report import machine, markdown_table
 from qhybrid.client import Client
 from qhybrid.portfolio.baselines import exact
 from qhybrid.portfolio.data import sp500_problem
-from qhybrid.portfolio.model import PortfolioProblem
+from qhybrid.portfolio.selection import SelectionProblem
 from tests.support.cloud import start_cloud
 from tests.support.processes import Process, free_port, start_process
 
 
-def request_of(problem: PortfolioProblem, *, reps: int | None, seed: int) -> dict[str, Any]:
+def request_of(problem: SelectionProblem, *, reps: int | None, seed: int) -> dict[str, Any]:
     """The API request for a problem (``reps=None``: the service's default for the size)."""
     options: dict[str, Any] = {"seed": seed}
     if reps is not None:
@@ -78,7 +78,7 @@ def start_stack(folder: Path) -> tuple[list[Process], str]:
     return [cloud.process, api, worker], f"http://127.0.0.1:{api_port}"
 
 
-def run_qhybrid(api_url: str, problem: PortfolioProblem, *, reps: int | None, seed: int) -> dict[str, Any]:
+def run_qhybrid(api_url: str, problem: SelectionProblem, *, reps: int | None, seed: int) -> dict[str, Any]:
     """One job over HTTP; wall time from the POST to the completed document."""
     with Client(api_url) as client:
         started = time.perf_counter()
@@ -98,7 +98,7 @@ def run_qhybrid(api_url: str, problem: PortfolioProblem, *, reps: int | None, se
     }
 
 
-def run_qiskit_optimization(problem: PortfolioProblem, *, reps: int, seed: int) -> dict[str, Any]:
+def run_qiskit_optimization(problem: SelectionProblem, *, reps: int, seed: int) -> dict[str, Any]:
     """``MinimumEigenOptimizer(QAOA(...))`` on the same problem."""
     from qiskit_aer.primitives import SamplerV2
     from qiskit_optimization import QuadraticProgram

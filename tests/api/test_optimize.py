@@ -35,7 +35,7 @@ def test_defaults_are_filled_in(client: TestClient) -> None:
     job_id = client.post("/optimize_portfolio", json=request).json()["job_id"]
     stored = client.get(f"/jobs/{job_id}").json()
     assert stored["shots"] == 2048
-    assert stored["backend"] == "local"
+    assert stored["backend"] == "emulated-cloud"  # the emulated cloud, formerly named "local"
     assert stored["request"]["risk_aversion"] == 0.5
 
 

@@ -24,12 +24,7 @@ from botocore.stub import ANY, Stubber
 from braket.aws import AwsSession
 from braket.circuits.serialization import IRType, OpenQASMSerializationProperties, QubitReferenceType
 
-from qhybrid.backends.base import (
-    TERMINAL_TASK_STATES,
-    PermanentBackendError,
-    TaskState,
-    TransientBackendError,
-)
+from qhybrid.backends.base import PermanentBackendError, TransientBackendError
 from qhybrid.backends.braket import (
     BRAKET_STATES,
     TOKEN_TAG,
@@ -40,8 +35,9 @@ from qhybrid.backends.braket import (
     braket_error,
     program_to_braket_circuit,
 )
-from qhybrid.backends.local_runner import LocalTaskRunner
+from qhybrid.backends.detached import DetachedTaskRunner
 from qhybrid.backends.pricing import braket_pricing
+from qhybrid.domain.states import TERMINAL_TASK_STATES, TaskState
 from qhybrid.quantum.qasm import ALLOWED_GATES
 
 # c[0] reads the flipped q[2], c[1] reads q[0], c[2] and c[3] read a Bell pair on q[1], q[3]:
@@ -73,7 +69,7 @@ BUCKET = "amazon-braket-qhybrid-test"
 
 @pytest.fixture(scope="module")
 def local_backends(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BraketLocalSimulatorBackend]:
-    runner = LocalTaskRunner(tmp_path_factory.mktemp("braket") / "local-tasks")
+    runner = DetachedTaskRunner(tmp_path_factory.mktemp("braket") / "local-tasks")
     return {
         "braket-local": BraketLocalSimulatorBackend(name="braket-local", runner=runner),
         "braket-local:dm": BraketLocalSimulatorBackend(
@@ -119,7 +115,7 @@ def test_local_simulators_end_to_end_bit_zero_first(
 
 def test_unknown_local_simulator_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PermanentBackendError, match="unknown Braket local simulator"):
-        BraketLocalSimulatorBackend(name="x", runner=LocalTaskRunner(tmp_path), simulator="tn1")
+        BraketLocalSimulatorBackend(name="x", runner=DetachedTaskRunner(tmp_path), simulator="tn1")
 
 
 # ----------------------------------------------------------------------------- conversion

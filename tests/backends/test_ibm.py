@@ -28,12 +28,8 @@ from qiskit_ibm_runtime.exceptions import (
 )
 from qiskit_ibm_runtime.fake_provider import FakeBrisbane, FakeTorino
 
-from qhybrid.backends.base import (
-    TERMINAL_TASK_STATES,
-    PermanentBackendError,
-    TaskState,
-    TransientBackendError,
-)
+from qhybrid.backends.base import PermanentBackendError, TransientBackendError
+from qhybrid.backends.detached import DetachedTaskRunner
 from qhybrid.backends.ibm import (
     IBM_STATES,
     IBMBackend,
@@ -44,8 +40,8 @@ from qhybrid.backends.ibm import (
     normalise_ibm_status,
     token_tag,
 )
-from qhybrid.backends.local_runner import LocalTaskRunner
 from qhybrid.backends.pricing import IBM_PRICING, estimate_qpu_seconds
+from qhybrid.domain.states import TERMINAL_TASK_STATES, TaskState
 from qhybrid.gateway.audit import AuditLog
 from qhybrid.gateway.context import current_job
 from qhybrid.quantum.circuit import transpile_for
@@ -57,7 +53,9 @@ from qhybrid.quantum.qasm import ALLOWED_GATES, to_openqasm3
 @pytest.mark.integration
 def test_fake_torino_end_to_end_bit_zero_first(tmp_path: Path) -> None:
     backend = IBMFakeBackend(
-        name="ibm-local:FakeTorino", runner=LocalTaskRunner(tmp_path / "local-tasks"), fake_name="FakeTorino"
+        name="ibm-local:FakeTorino",
+        runner=DetachedTaskRunner(tmp_path / "local-tasks"),
+        fake_name="FakeTorino",
     )
     target = backend.target()
     assert target.provider == "ibm"
@@ -94,7 +92,7 @@ def test_fake_torino_end_to_end_bit_zero_first(tmp_path: Path) -> None:
 
 def test_ecr_devices_are_refused_with_a_clear_message(tmp_path: Path) -> None:
     backend = IBMFakeBackend(
-        name="ibm-local:FakeBrisbane", runner=LocalTaskRunner(tmp_path), fake_name="FakeBrisbane"
+        name="ibm-local:FakeBrisbane", runner=DetachedTaskRunner(tmp_path), fake_name="FakeBrisbane"
     )
     with pytest.raises(PermanentBackendError, match=r"\['ecr'\].*FakeTorino, FakeFez"):
         backend.target()
@@ -106,10 +104,10 @@ def test_ecr_devices_are_refused_with_a_clear_message(tmp_path: Path) -> None:
 def test_unknown_fake_backend_lists_the_valid_names(tmp_path: Path) -> None:
     with pytest.raises(PermanentBackendError, match=r"unknown IBM fake backend 'FakeNowhere'.*FakeTorino"):
         IBMFakeBackend(
-            name="ibm-local:FakeNowhere", runner=LocalTaskRunner(tmp_path), fake_name="FakeNowhere"
+            name="ibm-local:FakeNowhere", runner=DetachedTaskRunner(tmp_path), fake_name="FakeNowhere"
         )
     with pytest.raises(PermanentBackendError, match="unknown IBM fake backend"):
-        IBMFakeBackend(name="x", runner=LocalTaskRunner(tmp_path), fake_name="QiskitRuntimeService")
+        IBMFakeBackend(name="x", runner=DetachedTaskRunner(tmp_path), fake_name="QiskitRuntimeService")
 
 
 # ----------------------------------------------------------------------------- status and counts

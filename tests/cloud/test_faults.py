@@ -12,10 +12,11 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from qhybrid.backends.base import TaskState, TransientBackendError
-from qhybrid.backends.cloud import CloudBackend
+from qhybrid.backends.base import TransientBackendError
+from qhybrid.backends.emulated_cloud import EmulatedCloudBackend
 from qhybrid.cloud.faults import FaultInjector, FaultRule
-from qhybrid.gateway.client import EgressClient
+from qhybrid.domain.states import TaskState
+from qhybrid.gateway.egress import EgressClient
 
 # Through the egress gateway: canonical programs and hex client tokens only (the payload contract).
 from tests.cloud.helpers import X_ON_BIT0_CANONICAL as X_ON_BIT0
@@ -96,15 +97,15 @@ def arm(admin: httpx.Client, *rules: dict[str, Any]) -> list[dict[str, Any]]:
     return armed
 
 
-def make_backend(cloud: CloudServer, *, timeout: float = 5.0) -> CloudBackend:
+def make_backend(cloud: CloudServer, *, timeout: float = 5.0) -> EmulatedCloudBackend:
     egress = EgressClient([cloud.base_url], timeout=timeout, ca_file=cloud.ca_file)
-    return CloudBackend(
+    return EmulatedCloudBackend(
         name="cloud", base_url=cloud.base_url, token=cloud.token, device="emulator", egress=egress
     )
 
 
 @pytest.fixture
-def backend(cloud: CloudServer) -> Iterator[CloudBackend]:
+def backend(cloud: CloudServer) -> Iterator[EmulatedCloudBackend]:
     adapter = make_backend(cloud)
     try:
         yield adapter
@@ -152,7 +153,7 @@ def test_rules_are_replaced_and_listed_at_runtime(cloud: CloudServer, admin: htt
 
 @pytest.mark.integration
 def test_429_with_retry_after_is_transient_and_not_a_submission(
-    cloud: CloudServer, admin: httpx.Client, backend: CloudBackend
+    cloud: CloudServer, admin: httpx.Client, backend: EmulatedCloudBackend
 ) -> None:
     arm(admin, {"match": "POST /v1/tasks", "fault": "429", "retry_after": 3})
     token = gateway_token()
@@ -170,7 +171,7 @@ def test_429_with_retry_after_is_transient_and_not_a_submission(
 
 
 @pytest.mark.integration
-def test_500_and_503_are_transient(admin: httpx.Client, backend: CloudBackend) -> None:
+def test_500_and_503_are_transient(admin: httpx.Client, backend: EmulatedCloudBackend) -> None:
     task_id = backend.submit(X_ON_BIT0, 10, gateway_token())
     arm(
         admin,
@@ -188,7 +189,7 @@ def test_500_and_503_are_transient(admin: httpx.Client, backend: CloudBackend) -
 
 @pytest.mark.integration
 def test_drop_closes_without_processing(
-    cloud: CloudServer, admin: httpx.Client, backend: CloudBackend
+    cloud: CloudServer, admin: httpx.Client, backend: EmulatedCloudBackend
 ) -> None:
     arm(admin, {"match": "POST /v1/tasks", "fault": "drop"})
     token = gateway_token()
@@ -202,7 +203,9 @@ def test_drop_closes_without_processing(
 
 
 @pytest.mark.integration
-def test_drop_after_processes_then_breaks_the_answer(admin: httpx.Client, backend: CloudBackend) -> None:
+def test_drop_after_processes_then_breaks_the_answer(
+    admin: httpx.Client, backend: EmulatedCloudBackend
+) -> None:
     arm(admin, {"match": "POST /v1/tasks", "fault": "drop_after"})
     token = gateway_token()
     with pytest.raises(TransientBackendError, match="connection dropped") as caught:
@@ -235,7 +238,9 @@ def test_slow_delays_the_answer(cloud: CloudServer, admin: httpx.Client) -> None
 
 
 @pytest.mark.integration
-def test_task_failed_fails_the_next_tasks_that_run(admin: httpx.Client, backend: CloudBackend) -> None:
+def test_task_failed_fails_the_next_tasks_that_run(
+    admin: httpx.Client, backend: EmulatedCloudBackend
+) -> None:
     arm(admin, {"fault": "task_failed", "count": 1})
     doomed = backend.submit(X_ON_BIT0, 10, gateway_token())
     fine = backend.submit(X_ON_BIT0, 10, gateway_token())

@@ -68,7 +68,7 @@ def cloud_modules() -> list[Path]:
 
 def test_cloud_package_has_modules() -> None:
     names = {path.name for path in cloud_modules()}
-    assert {"__init__.py", "app.py", "main.py", "store.py", "runner.py", "simulator.py"} <= names
+    assert {"__init__.py", "app.py", "main.py", "store.py", "runner.py", "sampler.py"} <= names
 
 
 @pytest.mark.parametrize("path", cloud_modules(), ids=lambda p: str(p.relative_to(CLOUD_DIR)))
@@ -83,7 +83,7 @@ def test_module_imports_nothing_from_the_trusted_zone(path: Path) -> None:
         ("import qhybrid.core.config", True),
         ("import qhybrid", True),
         ("import qhybrid.cloud.store", False),
-        ("from qhybrid.gateway.client import EgressClient", True),
+        ("from qhybrid.gateway.egress import EgressClient", True),
         ("from qhybrid import core", True),
         ("from qhybrid import cloud", False),
         ("from qhybrid.cloud import store", False),

@@ -32,16 +32,18 @@ NETWORK = (
 #: module (relative to ``src/qhybrid``) -> network imports it may make, with the reason.
 ALLOWED: dict[str, set[str]] = {
     # The gateway: the one way out.
-    "gateway/client.py": {"httpx", "httpcore", "ssl"},
+    "gateway/egress.py": {"httpx", "httpcore", "ssl"},
     "gateway/tls.py": {"httpcore", "socket", "ssl", "OpenSSL"},
     "gateway/sdk.py": {"ssl"},  # reads the stdlib's OpenSSL version to label SDK links honestly
     # Provider adapters: the emulated cloud through EgressClient (httpx for its types and errors);
     # the SDKs open their own connections, hooked (botocore) or audited (IBM) by the gateway.
-    "backends/cloud.py": {"httpx"},
+    "backends/emulated_cloud.py": {"httpx"},
     "backends/braket.py": {"botocore", "boto3", "braket.aws"},
     "backends/ibm.py": {"requests", "qiskit_ibm_runtime"},
-    # Error types for retries, and the host name in a worker id: no connection is opened.
-    "jobs/journey.py": {"httpx", "socket"},
+    # The fake backends' catalogue (class names and configuration files): no connection is opened.
+    "backends/registry.py": {"qiskit_ibm_runtime"},
+    # The host name in a worker id: no connection is opened.
+    "jobs/journey.py": {"socket"},
     # Trusted-zone clients of our own API and the demo's local processes (loopback only).
     "client.py": {"httpx"},
     "demo.py": {"httpx", "socket", "ssl"},

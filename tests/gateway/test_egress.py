@@ -22,17 +22,17 @@ import httpx
 import pytest
 
 from qhybrid.backends.base import PermanentBackendError, TransientBackendError
-from qhybrid.backends.cloud import CloudBackend
+from qhybrid.backends.emulated_cloud import EmulatedCloudBackend
 from qhybrid.cloud.tls import ensure_certificate
 from qhybrid.gateway.audit import AuditLog, verify
-from qhybrid.gateway.client import (
+from qhybrid.gateway.context import current_job
+from qhybrid.gateway.egress import (
     EgressAuditError,
     EgressClient,
     EgressPayloadError,
     EgressPolicyError,
     EgressTlsPolicyError,
 )
-from qhybrid.gateway.context import current_job
 from qhybrid.gateway.tls import TLS12_COMPATIBLE_GROUPS, PolicyNetworkBackend, TlsFacts, TlsPolicy
 from tests.support.cloud import CloudServer, start_cloud
 
@@ -196,7 +196,7 @@ def test_classical_peer_is_recorded_as_such_or_refused_with_require_pqc(
     assert handshakes_after(cloud, handshakes)[0]["group"] == "x25519"  # the handshake ran; then we hung up
 
     # Through the adapter, a policy refusal is permanent: retrying cannot change the peer's groups.
-    adapter = CloudBackend(
+    adapter = EmulatedCloudBackend(
         name="cloud", base_url=cloud.base_url, token=cloud.token, device="emulator", egress=strict
     )
     with pytest.raises(PermanentBackendError, match="require_pqc"):
@@ -285,7 +285,7 @@ def test_unwritable_audit_sends_nothing(
         (tmp_path / "audit").write_text("a file where the directory should be")
         path = tmp_path / "audit" / "egress.log"
     client = EgressClient([cloud.base_url], ca_file=cloud.ca_file, audit=AuditLog(path))
-    adapter = CloudBackend(
+    adapter = EmulatedCloudBackend(
         name="cloud", base_url=cloud.base_url, token=cloud.token, device="emulator", egress=client
     )
     token = secrets.token_hex(16)
@@ -307,7 +307,7 @@ def test_bad_payload_is_refused_before_connecting(cloud_process: CloudServer, tm
     cloud = cloud_process
     audit = AuditLog(tmp_path / "egress.log")
     client = EgressClient([cloud.base_url], ca_file=cloud.ca_file, audit=audit)
-    adapter = CloudBackend(
+    adapter = EmulatedCloudBackend(
         name="cloud", base_url=cloud.base_url, token=cloud.token, device="emulator", egress=client
     )
     handshakes = len(cloud.tls_log())

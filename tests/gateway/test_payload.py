@@ -10,7 +10,7 @@ import pytest
 from qiskit import QuantumCircuit
 from qiskit.circuit.library import get_standard_gate_name_mapping
 
-from qhybrid.backends.base import DeviceTarget
+from qhybrid.domain.device import DeviceTarget
 from qhybrid.gateway.payload import (
     GATE_SIGNATURES,
     PayloadError,

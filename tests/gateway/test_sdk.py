@@ -17,8 +17,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from qhybrid.gateway.audit import AuditLog, verify
-from qhybrid.gateway.client import EgressAuditError, EgressPolicyError
 from qhybrid.gateway.context import current_job, get_current_job
+from qhybrid.gateway.egress import EgressAuditError, EgressPolicyError
 from qhybrid.gateway.sdk import attach_botocore, audit_sdk_submission, stdlib_tls_labels
 from tests.support.cloud import CloudServer
 

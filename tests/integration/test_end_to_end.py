@@ -107,8 +107,8 @@ def test_submit_command_waits_and_prints_json(start_stack: Callable[..., Stack],
 
 
 def test_weights_over_http_match_the_exact_optimum(start_stack: Callable[..., Stack]) -> None:
-    from qhybrid.jobs.solution import formulation_from_request
     from qhybrid.portfolio.baselines import exact
+    from tests.support.journey import formulation_of
 
     stack = start_stack()
     request = sample_request(tickers=("AAPL", "MSFT", "JPM", "XOM", "KO"), budget=2)
@@ -119,7 +119,7 @@ def test_weights_over_http_match_the_exact_optimum(start_stack: Callable[..., St
     result = job["result"]
     assert sum(result["lots"].values()) == 6
     assert 1 <= result["lots"]["KO"] <= 2
-    optimum = exact(formulation_from_request(job["request"])[0])
+    optimum = exact(formulation_of(job["request"]))
     assert optimum.optimal
     assert result["objective"] == pytest.approx(optimum.objective, rel=1e-12)
     assert result["classical"]["objective"] == pytest.approx(optimum.objective, rel=1e-12)

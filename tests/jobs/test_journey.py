@@ -10,15 +10,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from qhybrid.backends.base import QuantumBackend, TaskState, TaskStatus
+from qhybrid.backends.base import QuantumBackend, TaskStatus
 from qhybrid.core.config import Settings
+from qhybrid.domain.states import JobState, TaskState
 from qhybrid.jobs.reconciler import reconcile_once
-from qhybrid.jobs.solution import formulation_from_request
-from qhybrid.jobs.states import JobState
 from qhybrid.portfolio.baselines import exact
 from qhybrid.portfolio.lots import LotsProblem
 from tests.support.cloud import CloudServer, start_cloud
-from tests.support.journey import REQUEST, build, on
+from tests.support.journey import REQUEST, build, formulation_of, on
 from tests.support.processes import free_port
 
 
@@ -48,7 +47,7 @@ def test_a_job_travels_to_completed(cloud_settings: Settings, consumer_for: Any)
     assert set(path) <= {s.value for s in JobState}
     result = view.job.result
     assert result is not None
-    optimum = exact(formulation_from_request(REQUEST)[0])
+    optimum = exact(formulation_of(REQUEST))
     assert result["classical"]["objective"] == pytest.approx(optimum.objective, rel=1e-12)
     assert len(result["selected"]) == 2
     assert set(result["selected"]) <= set("ABCDE")
@@ -165,7 +164,7 @@ def test_unreachable_provider_gets_the_classical_fallback(settings: Settings, co
     assert result["source"] == "classical_fallback"
     assert "gave up after 2 tries" in result["fallback"]["reason"]
     assert result["quantum"] is None
-    optimum = exact(formulation_from_request(REQUEST)[0])
+    optimum = exact(formulation_of(REQUEST))
     assert result["objective"] == pytest.approx(optimum.objective, rel=1e-12)
     assert [e.to_state for e in view.events][-2:] == ["FINALIZING", "COMPLETED"]
     assert "classical fallback" in (view.events[-2].detail or "")
@@ -296,7 +295,7 @@ def test_weights_travel_end_to_end_and_match_brute_force(cloud_settings: Setting
     assert all(0 <= v <= 3 for v in lots.values())
     assert result["weights"] == {name: count / 5 for name, count in lots.items()}
     # Independent check: enumerate every integer allocation within the bounds.
-    problem = formulation_from_request(request)[0]
+    problem = formulation_of(request)
     assert isinstance(problem, LotsProblem)
     mu = problem.expected_returns
     sigma = problem.covariance

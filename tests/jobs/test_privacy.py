@@ -12,13 +12,13 @@ import pytest
 from sqlalchemy import text
 
 from qhybrid.core.config import Settings
-from qhybrid.jobs.solution import formulation_from_request
-from qhybrid.jobs.states import JobState
+from qhybrid.domain.privacy import PRIVACY_LEVELS
+from qhybrid.domain.states import JobState
 from qhybrid.portfolio.baselines import exact
 from qhybrid.proxy.keys import MAGIC, KeyVaultError
-from qhybrid.proxy.obfuscation import PRIVACY_LEVELS, decoy_count
+from qhybrid.proxy.obfuscation import decoy_count
 from tests.support.cloud import CloudServer
-from tests.support.journey import REQUEST, build
+from tests.support.journey import REQUEST, build, formulation_of
 
 # Six assets so that every level's decoys (ratio 1/8 at "high") give a whole qubit.
 SIX: dict[str, Any] = {
@@ -43,7 +43,7 @@ def test_every_level_returns_the_exact_optimum(
     view = services.store.view(job_id)
     assert view is not None and view.job.result is not None
     result = view.job.result
-    optimum = exact(formulation_from_request(SIX)[0])
+    optimum = exact(formulation_of(SIX))
     assert result["objective"] == pytest.approx(optimum.objective, rel=1e-12)
     assert result["source"] in {"quantum", "quantum+refinement"}
     sent_qubits = 6 + decoy_count(level, 6)  # type: ignore[arg-type]

@@ -17,14 +17,12 @@ from typing import Any
 import pytest
 from qiskit import qasm3
 
-from qhybrid.backends.base import TaskState
 from qhybrid.core.config import Settings
+from qhybrid.domain.states import JobState, TaskState
 from qhybrid.jobs.models import utcnow
-from qhybrid.jobs.solution import formulation_from_request
-from qhybrid.jobs.states import JobState
 from qhybrid.portfolio.baselines import exact
 from tests.support.cloud import CloudServer, start_cloud
-from tests.support.journey import REQUEST, build, on
+from tests.support.journey import REQUEST, build, formulation_of, on
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +54,7 @@ def test_the_same_job_on_every_local_provider(
     result = view.job.result
     assert result["source"] in ("quantum", "quantum+refinement"), result.get("fallback")
     assert result["quantum"]["backend"] == backend
-    optimum = exact(formulation_from_request(request)[0])
+    optimum = exact(formulation_of(request))
     assert result["objective"] == pytest.approx(optimum.objective, rel=1e-12)
     # The quantum best is a real sample: feasible and within reach of the optimum on 5 assets.
     assert result["quantum_best"]["gap"] < 0.5
@@ -178,7 +176,7 @@ def test_a_provider_that_fails_every_task_ends_in_the_marked_classical_fallback(
     assert "after 3 attempts" in result["fallback"]["reason"]
     assert [t.attempt for t in view.remote_tasks] == [1, 2, 3]
     assert all(faulty.submissions()[t.client_token] == 1 for t in view.remote_tasks)
-    optimum = exact(formulation_from_request(REQUEST)[0])
+    optimum = exact(formulation_of(REQUEST))
     assert result["objective"] == pytest.approx(optimum.objective, rel=1e-12)
 
 

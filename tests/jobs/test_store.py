@@ -10,9 +10,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import inspect
 
+from qhybrid.domain.states import JobState
 from qhybrid.jobs.database import Database
 from qhybrid.jobs.models import utcnow
-from qhybrid.jobs.states import JobState
 from qhybrid.jobs.store import IdempotencyConflictError, InvalidCursorError, JobStore
 
 

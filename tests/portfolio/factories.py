@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from qhybrid.portfolio.model import PortfolioProblem
+from qhybrid.portfolio.selection import SelectionProblem
 
 
-def random_problem(n: int, budget: int, seed: int, *, kind: str = "psd") -> PortfolioProblem:
+def random_problem(n: int, budget: int, seed: int, *, kind: str = "psd") -> SelectionProblem:
     """A random instance.
 
     Kinds: ``"psd"`` a realistic factor-model covariance with small positive returns;
@@ -39,7 +39,7 @@ def random_problem(n: int, budget: int, seed: int, *, kind: str = "psd") -> Port
         risk = 1.5
     else:
         raise ValueError(kind)
-    return PortfolioProblem(
+    return SelectionProblem(
         names=tuple(f"asset{i}" for i in range(n)),
         expected_returns=mu,
         covariance=cov,

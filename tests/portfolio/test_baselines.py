@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from numpy.typing import ArrayLike, NDArray
 
-from qhybrid.core.qubo import FloatArray, Qubo
+from qhybrid.domain.qubo import FloatArray, Qubo
 from qhybrid.portfolio import baselines
 from qhybrid.portfolio.baselines import (
     count_lot_vectors,
@@ -20,7 +20,7 @@ from qhybrid.portfolio.baselines import (
 from qhybrid.portfolio.classical import ClassicalSolution, brute_force
 from qhybrid.portfolio.formulation import EvaluationLike, Formulation
 from qhybrid.portfolio.lots import LotsProblem
-from qhybrid.portfolio.model import PortfolioProblem
+from qhybrid.portfolio.selection import SelectionProblem
 from tests.portfolio.factories import all_bits, random_problem
 from tests.portfolio.test_lots import random_lots
 
@@ -171,7 +171,7 @@ def test_lot_vectors_are_counted_and_listed() -> None:
 class Wrapped:
     """A formulation the baselines do not know by type (it delegates to a selection problem)."""
 
-    def __init__(self, problem: PortfolioProblem) -> None:
+    def __init__(self, problem: SelectionProblem) -> None:
         self.problem = problem
 
     @property

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from qhybrid.portfolio.classical import brute_force
-from qhybrid.portfolio.model import PortfolioProblem
+from qhybrid.portfolio.selection import SelectionProblem
 from tests.portfolio.factories import random_problem
 
 
-def reference(problem: PortfolioProblem) -> tuple[tuple[int, ...], float]:
+def reference(problem: SelectionProblem) -> tuple[tuple[int, ...], float]:
     """The first optimum in itertools order, one selection at a time."""
     n = problem.num_assets
     best: tuple[tuple[int, ...], float] | None = None
@@ -40,12 +40,12 @@ def test_matches_itertools(kind: str, n: int, budget: int) -> None:
 
 
 def test_ties_go_to_the_first_combination() -> None:
-    problem = PortfolioProblem(tuple("abcdef"), np.zeros(6), np.zeros((6, 6)), 1.0, 3)
+    problem = SelectionProblem(tuple("abcdef"), np.zeros(6), np.zeros((6, 6)), 1.0, 3)
     for chunk_size in (1, 5, 1 << 16):
         assert brute_force(problem, chunk_size=chunk_size).bits == (1, 1, 1, 0, 0, 0)
     # Assets 1 and 4 are equally attractive: the lower index wins.
     mu = np.array([0.0, 1.0, 0.0, 0.0, 1.0, 0.0])
-    problem = PortfolioProblem(tuple("abcdef"), mu, np.zeros((6, 6)), 1.0, 1)
+    problem = SelectionProblem(tuple("abcdef"), mu, np.zeros((6, 6)), 1.0, 1)
     assert brute_force(problem, chunk_size=2).bits == (0, 1, 0, 0, 0, 0)
 
 

@@ -13,7 +13,7 @@ from qhybrid.portfolio.data import (
     sp500_problem,
     top_return_selection,
 )
-from qhybrid.portfolio.model import PortfolioProblem
+from qhybrid.portfolio.selection import SelectionProblem
 
 
 def random_prices(rows: int, n: int, seed: int) -> np.ndarray:
@@ -147,7 +147,7 @@ def test_sp500_problem_is_non_trivial(n: int, budget: int, seed: int) -> None:
     problem = sp500_problem(n, budget, seed=seed)
     optimum = np.array(brute_force(problem).bits)
     chaser = top_return_selection(problem.expected_returns, budget)
-    safest = PortfolioProblem(problem.names, np.zeros(n), problem.covariance, 1.0, budget)
+    safest = SelectionProblem(problem.names, np.zeros(n), problem.covariance, 1.0, budget)
     minimum = np.array(brute_force(safest).bits)
     assert not np.array_equal(optimum, chaser)
     assert not np.array_equal(optimum, minimum)
@@ -158,7 +158,7 @@ def test_balanced_risk_aversion_ties_the_extremes() -> None:
     q = problem.risk_aversion
     assert q == balanced_risk_aversion(problem.expected_returns, problem.covariance, 5)
     chaser = top_return_selection(problem.expected_returns, 5)
-    safest = PortfolioProblem(problem.names, np.zeros(10), problem.covariance, 1.0, 5)
+    safest = SelectionProblem(problem.names, np.zeros(10), problem.covariance, 1.0, 5)
     minimum = np.array(brute_force(safest).bits, dtype=np.float64)
     values = problem.objective(np.stack([chaser, minimum]))
     assert values[0] == pytest.approx(values[1], rel=1e-9)

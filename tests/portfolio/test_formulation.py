@@ -6,9 +6,7 @@ import pytest
 from qhybrid.portfolio.baselines import exact
 from qhybrid.portfolio.formulation import Formulation, project_weighted
 from qhybrid.portfolio.lots import LotsProblem
-from qhybrid.portfolio.model import PortfolioProblem
-from qhybrid.portfolio.qubo import to_qubo
-from qhybrid.portfolio.samples import repair
+from qhybrid.portfolio.selection import SelectionProblem, repair, to_qubo
 from tests.portfolio.factories import all_bits, random_problem
 from tests.portfolio.test_lots import random_lots
 
@@ -114,7 +112,7 @@ def relaxed_value(f: Formulation, values: np.ndarray) -> tuple[float, float]:
         w = lots / f.total_lots
         value = f.risk_aversion * w @ f.covariance @ w - f.expected_returns @ w
         return float(value), float(lots.sum() - f.total_lots)
-    assert isinstance(f, PortfolioProblem)
+    assert isinstance(f, SelectionProblem)
     value = f.risk_aversion * values @ f.covariance @ values - f.expected_returns @ values
     return float(value), float(values.sum() - f.budget)
 
@@ -154,7 +152,7 @@ def test_selection_relaxation_satisfies_kkt(seed: int) -> None:
 def test_relaxation_of_sp500_like_scale() -> None:
     # Daily figures (1e-4): the solver must not stop on absolute tolerances.
     problem = random_problem(10, 4, 0)
-    small = PortfolioProblem(
+    small = SelectionProblem(
         problem.names, problem.expected_returns * 1e-3, problem.covariance * 1e-4, 5.0, 4
     )
     value, residual = relaxed_value(small, small.relaxation())

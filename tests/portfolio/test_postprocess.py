@@ -6,9 +6,8 @@ import pytest
 from qhybrid.portfolio.baselines import exact
 from qhybrid.portfolio.classical import brute_force
 from qhybrid.portfolio.lots import LotsProblem
-from qhybrid.portfolio.model import PortfolioProblem
 from qhybrid.portfolio.postprocess import postprocess
-from qhybrid.portfolio.samples import repair
+from qhybrid.portfolio.selection import SelectionProblem, repair
 from tests.portfolio.factories import all_bits, random_problem
 from tests.portfolio.test_lots import random_lots
 
@@ -197,7 +196,7 @@ def test_quantum_best_best_feasible_sample_on_the_true_objective() -> None:
 
 def test_quantum_best_the_penalty_plays_no_part() -> None:
     # An infeasible sample with a much lower objective must not win.
-    problem = PortfolioProblem(("a", "b", "c"), np.array([1.0, 1.0, 1.0]), np.zeros((3, 3)), 1.0, 1)
+    problem = SelectionProblem(("a", "b", "c"), np.array([1.0, 1.0, 1.0]), np.zeros((3, 3)), 1.0, 1)
     bits = np.array([[1, 1, 1], [0, 0, 1]], dtype=np.uint8)
     analysis = postprocess(problem, bits, np.array([900, 100], dtype=np.int64))
     assert analysis.quantum_best_bits == (0, 0, 1)
@@ -218,7 +217,7 @@ def test_quantum_best_duplicates_and_zero_counts_are_merged() -> None:
 
 
 def test_quantum_best_ties_prefer_the_more_frequent_sample() -> None:
-    problem = PortfolioProblem(("a", "b", "c"), np.zeros(3), np.zeros((3, 3)), 1.0, 1)
+    problem = SelectionProblem(("a", "b", "c"), np.zeros(3), np.zeros((3, 3)), 1.0, 1)
     bits = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.uint8)
     analysis = postprocess(problem, bits, np.array([1, 5, 4], dtype=np.int64))
     assert analysis.quantum_best_bits == (0, 1, 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from qhybrid.core.qubo import Ising
+from qhybrid.domain.qubo import Ising
 from tests.portfolio.factories import all_bits
 
 

@@ -9,16 +9,10 @@ import re
 import numpy as np
 import pytest
 
-from qhybrid.core.qubo import Ising
+from qhybrid.domain.privacy import PRIVACY_LEVELS
+from qhybrid.domain.qubo import Ising
 from qhybrid.proxy import obfuscation
-from qhybrid.proxy.obfuscation import (
-    LEVELS,
-    PRIVACY_LEVELS,
-    ObfuscationKey,
-    decoy_count,
-    deobfuscate_counts,
-    obfuscate,
-)
+from qhybrid.proxy.obfuscation import LEVELS, ObfuscationKey, decoy_count, deobfuscate_counts, obfuscate
 from qhybrid.quantum.decode import decode_counts
 from tests.portfolio.factories import all_bits, random_problem
 from tests.proxy.helpers import random_ising

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qhybrid.core.qubo import Ising
+from qhybrid.domain.qubo import Ising
 from qhybrid.proxy.transforms import (
     add_noise,
     append_twins,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from qhybrid.portfolio.classical import brute_force
-from qhybrid.portfolio.qubo import to_qubo
+from qhybrid.portfolio.selection import to_qubo
 from qhybrid.quantum.angles import QaoaAngles, linear_ramp, optimize_angles
 from qhybrid.quantum.simulator import qaoa_expectation, qaoa_statevector
 from tests.portfolio.factories import random_problem

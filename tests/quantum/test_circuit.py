@@ -6,11 +6,11 @@ from qiskit import QuantumCircuit, qasm3
 from qiskit.quantum_info import Statevector
 from qiskit_aer import AerSimulator
 
-from qhybrid.backends.base import DeviceTarget
-from qhybrid.core.qubo import Ising
+from qhybrid.domain.device import DeviceTarget
+from qhybrid.domain.qubo import Ising
 from qhybrid.portfolio.classical import brute_force
 from qhybrid.portfolio.postprocess import postprocess
-from qhybrid.portfolio.qubo import to_qubo
+from qhybrid.portfolio.selection import to_qubo
 from qhybrid.quantum.angles import QaoaAngles, optimize_angles
 from qhybrid.quantum.circuit import CircuitMetrics, CircuitTooLargeError, qaoa_circuit, transpile_for
 from qhybrid.quantum.decode import decode_counts

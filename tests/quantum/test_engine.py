@@ -9,8 +9,8 @@ from qiskit import qasm3
 from qiskit_aer import AerSimulator
 
 from benchmarks.learn_angles import ising_of, real_problem
-from qhybrid.backends.base import DeviceTarget
-from qhybrid.core.qubo import Ising
+from qhybrid.domain.device import DeviceTarget
+from qhybrid.domain.qubo import Ising
 from qhybrid.portfolio.classical import brute_force
 from qhybrid.quantum.angles import (
     TableEntry,

@@ -10,7 +10,7 @@ from qiskit.circuit import Gate, Parameter
 from qiskit.circuit.library import CXGate
 from qiskit.quantum_info import Operator
 
-from qhybrid.backends.base import DeviceTarget
+from qhybrid.domain.device import DeviceTarget
 from qhybrid.quantum.angles import QaoaAngles
 from qhybrid.quantum.circuit import qaoa_circuit, transpile_for
 from qhybrid.quantum.qasm import ALLOWED_GATES, to_openqasm3

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from qiskit.quantum_info import Statevector
 
-from qhybrid.core.qubo import Ising
+from qhybrid.domain.qubo import Ising
 from qhybrid.quantum.angles import QaoaAngles
 from qhybrid.quantum.circuit import qaoa_circuit
 from qhybrid.quantum.simulator import (

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from qiskit.quantum_info import Statevector
 
-from qhybrid.core.qubo import Ising
+from qhybrid.domain.qubo import Ising
 from qhybrid.quantum.angles import QaoaAngles
 from qhybrid.quantum.engine import QaoaPlan, build_circuit, plan_statevector, simulate_qaoa
 from qhybrid.quantum.objective import CvarObjective, MeanObjective, Objective

@@ -10,12 +10,15 @@ from typing import Any
 
 from qhybrid.backends.registry import BackendRegistry
 from qhybrid.core.config import Settings
+from qhybrid.domain.request import JobRequest
+from qhybrid.domain.states import JobState
+from qhybrid.jobs import pipeline
 from qhybrid.jobs.database import Database
 from qhybrid.jobs.journey import Journey
 from qhybrid.jobs.models import utcnow
 from qhybrid.jobs.queue import JobQueue, make_huey
-from qhybrid.jobs.states import JobState
 from qhybrid.jobs.store import JobStore
+from qhybrid.portfolio.formulation import Formulation
 from tests.support.cloud import CloudServer
 
 REQUEST: dict[str, Any] = {
@@ -97,3 +100,9 @@ def on(settings: Settings, cloud: CloudServer) -> Settings:
     return settings.model_copy(
         update={"cloud_url": cloud.base_url, "cloud_token": cloud.token, "cloud_ca_file": cloud.ca_file}
     )
+
+
+def formulation_of(request: dict[str, Any]) -> Formulation:
+    """The business problem a request document describes, as the pipeline builds it."""
+    typed = JobRequest.model_validate(request)
+    return pipeline.formulate(typed, pipeline.estimate(typed))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from qhybrid.api.errors import ApiError
 from qhybrid.core.config import Settings
@@ -54,7 +55,14 @@ StoreDep = Annotated[JobStore, Depends(get_store)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 
 
-def require_api_key(request: Request, settings: SettingsDep) -> None:
+#: Declares the bearer scheme in OpenAPI (Swagger's Authorize button); the check is ours.
+bearer_scheme = HTTPBearer(auto_error=False, description="An API key, when the deployment sets any.")
+
+
+def require_api_key(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> None:
     """Check ``Authorization: Bearer <key>`` when API keys are configured.
 
     Raises:
@@ -62,10 +70,9 @@ def require_api_key(request: Request, settings: SettingsDep) -> None:
     """
     if not settings.api_keys:
         return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+    token = credentials.credentials if credentials is not None else ""
     # compare_digest on every key: the time taken does not reveal how much of a key matched.
-    if scheme.lower() != "bearer" or not any(
+    if credentials is None or not any(
         hmac.compare_digest(token.encode(), key.encode()) for key in settings.api_keys
     ):
         raise ApiError(

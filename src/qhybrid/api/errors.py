@@ -120,3 +120,23 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+
+
+_DESCRIPTIONS = {
+    400: "Malformed JSON, or a malformed header.",
+    401: "A valid 'Authorization: Bearer <api key>' header is required.",
+    404: "No such job.",
+    409: "Conflict with the job's state or with an earlier use of the Idempotency-Key.",
+    413: "The body is larger than QHYBRID_MAX_BODY_BYTES.",
+    415: "The body is not declared as JSON.",
+    422: "A field breaks a rule; the body names the field and the rule.",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the given 4xx codes, all documented with :class:`ErrorBody`.
+
+    Declaring 422 here also replaces FastAPI's default validation-error schema, which is not
+    the shape this API answers with.
+    """
+    return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}

@@ -1,372 +1,43 @@
-"""Request and response bodies of the HTTP API.
+"""Response bodies of the HTTP API (the request body is :class:`qhybrid.domain.request.JobRequest`).
 
-Validation happens here, before anything is stored: a request that fails any rule is answered
-with a 4xx naming the field and the rule, and leaves no trace in the database.
+Every 4xx has the shape :class:`ErrorBody`; the job document carries the typed request, cost and
+result of the domain contract, so ``/openapi.json`` documents every field a client reads.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, Field
 
-from qhybrid.proxy.obfuscation import PrivacyLevel
-
-#: Symmetry and PSD checks tolerate rounding of this size relative to the largest |Σ_ij|.
-RELATIVE_TOLERANCE = 1e-8
-ABSOLUTE_TOLERANCE = 1e-12
+from qhybrid.domain.request import JobRequest
+from qhybrid.domain.result import Cost, JobResult
+from qhybrid.domain.states import JobStatus
 
 
-class Asset(BaseModel):
-    """One investable asset: a name that stays in the trusted zone and its expected return."""
+class JobLinks(BaseModel):
+    """Where to follow the job."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True)
-
-    name: str = Field(min_length=1, max_length=64, description="Asset name or ticker.")
-    expected_return: float = Field(description="Expected return μ_i (any consistent period).")
-
-
-class PriceHistory(BaseModel):
-    """Price series from which the trusted zone estimates μ and Σ: one column per asset."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    assets: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]] = (
-        Field(min_length=2, description="Asset names, one per column of values.")
-    )
-    values: list[list[float]] = Field(
-        min_length=3, description="Prices: one row per date, one column per asset."
-    )
-    dates: list[str] | None = Field(default=None, description="Optional labels of the rows (e.g. ISO dates).")
-
-    @field_validator("assets")
-    @classmethod
-    def _unique_assets(cls, names: list[str]) -> list[str]:
-        _check_unique(names)
-        return names
-
-    @field_validator("values")
-    @classmethod
-    def _valid_values(cls, rows: list[list[float]], info: ValidationInfo) -> list[list[float]]:
-        names = info.data.get("assets")
-        width = len(names) if names is not None else len(rows[0])
-        for index, row in enumerate(rows):
-            if len(row) != width:
-                raise PydanticCustomError(
-                    "dimensions",
-                    "row {row} has {length} prices, expected one per asset ({n})",
-                    {"row": index, "length": len(row), "n": width},
-                )
-        array = np.array(rows, dtype=np.float64)
-        if not np.isfinite(array).all():
-            raise PydanticCustomError("finite", "prices must be finite numbers")
-        if (array <= 0).any():
-            row, column = np.argwhere(array <= 0)[0]
-            raise PydanticCustomError(
-                "positive",
-                "prices must be positive: row {row}, column {column} is {value}",
-                {"row": int(row), "column": int(column), "value": float(array[row, column])},
-            )
-        return rows
-
-    @field_validator("dates")
-    @classmethod
-    def _dates_match(cls, dates: list[str] | None, info: ValidationInfo) -> list[str] | None:
-        rows = info.data.get("values")
-        if dates is not None and rows is not None and len(dates) != len(rows):
-            raise PydanticCustomError(
-                "dimensions",
-                "{dates} dates for {rows} rows of prices",
-                {"dates": len(dates), "rows": len(rows)},
-            )
-        return dates
-
-
-class SolverOptions(BaseModel):
-    """Optional knobs of the quantum solver."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    reps: int | None = Field(default=None, ge=1, le=8, description="QAOA layers p.")
-    seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="Seed of every random step.")
-    maxiter: int | None = Field(default=None, ge=1, le=5000, description="Angle-optimizer iterations.")
-    mixer: Literal["auto", "x", "xy", "x-warm"] = Field(
-        default="auto",
-        description="QAOA mixer: 'xy' keeps the number of held assets fixed (selection only), 'x-warm' "
-        "starts from the continuous relaxation, 'x' is the standard mixer; 'auto' picks the best measured.",
-    )
-    objective: Literal["mean", "cvar"] = Field(default="mean", description="What the angles minimise.")
-    cvar_alpha: float = Field(default=0.1, gt=0.0, le=1.0, description="Tail share for objective 'cvar'.")
-    init: Literal["table", "ramp"] = Field(default="table", description="Angle initialisation.")
-    fallback: bool = Field(
-        default=True, description="Answer classically (marked as such) if the QPU fails for good or too late."
-    )
-    refine: bool = Field(default=True, description="Repair and refine samples by classical local search.")
-
-
-class OptimizeRequest(BaseModel):
-    """A portfolio to optimize: minimise ``q·wᵀΣw − μᵀw`` under a budget.
-
-    ``formulation`` ``selection``: w is binary, ``budget`` assets are held. ``weights``: every asset
-    holds an integer number of lots within its bounds, the lots sum to ``budget`` and ``w`` is the
-    share of each asset.
-    """
-
-    model_config = ConfigDict(
-        extra="forbid",
-        allow_inf_nan=False,
-        json_schema_extra={
-            "examples": [
-                {
-                    "assets": [
-                        {"name": "AAPL", "expected_return": 0.0012},
-                        {"name": "MSFT", "expected_return": 0.0009},
-                    ],
-                    "covariance": [[0.00031, 0.00012], [0.00012, 0.00024]],
-                    "risk_aversion": 0.5,
-                    "budget": 1,
-                    "backend": "local",
-                    "shots": 2048,
-                }
-            ]
-        },
-    )
-
-    assets: list[Asset] | None = Field(
-        default=None, min_length=2, description="Assets with expected returns μ."
-    )
-    covariance: list[list[float]] | None = Field(
-        default=None, validate_default=True, description="Covariance Σ, n × n, symmetric PSD (with assets)."
-    )
-    prices: PriceHistory | None = Field(
-        default=None,
-        validate_default=True,
-        description="Price history to estimate μ and Σ from (instead of them).",
-    )
-    estimator: Literal["ledoit_wolf", "sample"] = Field(
-        default="ledoit_wolf", description="Covariance estimator for prices: Ledoit-Wolf shrinkage or sample."
-    )
-    returns: Literal["simple", "log"] = Field(default="simple", description="Returns computed from prices.")
-    formulation: Literal["selection", "weights"] = Field(default="selection", description="What is decided.")
-    budget: int = Field(
-        description="selection: number of assets to hold (1 ≤ budget < n); weights: total lots."
-    )
-    max_lots: int = Field(
-        default=3, ge=1, le=255, description="weights: default upper bound of lots per asset."
-    )
-    lot_bounds: dict[str, tuple[int, int]] | None = Field(
-        default=None, validate_default=True, description="weights: [min, max] lots per asset name."
-    )
-    risk_aversion: float = Field(default=0.5, ge=0.0, le=1e6, description="Risk aversion q ≥ 0.")
-    backend: str = Field(default="local", min_length=1, max_length=64, description="QPU backend name.")
-    shots: int | None = Field(default=None, ge=1, description="Samples to take on the QPU.")
-    options: SolverOptions = Field(default_factory=SolverOptions)
-    deadline_seconds: float | None = Field(
-        default=None, gt=0, le=30 * 24 * 3600, description="Answer classically if the QPU has not by then."
-    )
-    privacy: PrivacyLevel | None = Field(
-        default=None,
-        description="Obfuscation of what is sent to the QPU: more privacy costs sample quality, never "
-        "correctness; unset: the deployment's default (QHYBRID_PRIVACY_DEFAULT, 'standard').",
-    )
-    max_cost: float | None = Field(
-        default=None,
-        ge=0,
-        le=1e7,
-        description="Refuse the job if the QPU task is estimated to cost more (USD).",
-    )
-
-    @field_validator("assets")
-    @classmethod
-    def _unique_names(cls, assets: list[Asset] | None) -> list[Asset] | None:
-        if assets is not None:
-            _check_unique([asset.name for asset in assets])
-        return assets
-
-    @field_validator("covariance")
-    @classmethod
-    def _valid_covariance(
-        cls, rows: list[list[float]] | None, info: ValidationInfo
-    ) -> list[list[float]] | None:
-        assets = info.data.get("assets")
-        if rows is None:
-            if assets is not None:
-                raise PydanticCustomError("required", "covariance is required with assets")
-            return None
-        if "assets" in info.data and assets is None:
-            raise PydanticCustomError(
-                "requires_assets", "covariance needs assets (names and expected returns)"
-            )
-        return _check_covariance(rows, None if assets is None else len(assets))
-
-    @field_validator("prices")
-    @classmethod
-    def _one_source(cls, prices: PriceHistory | None, info: ValidationInfo) -> PriceHistory | None:
-        given_assets = info.data.get("assets") is not None
-        if prices is None and not given_assets and "assets" in info.data:
-            raise PydanticCustomError("required", "give prices, or assets with covariance")
-        if prices is not None and given_assets:
-            raise PydanticCustomError("exclusive", "give either prices or assets with covariance, not both")
-        return prices
-
-    @field_validator("budget")
-    @classmethod
-    def _budget_in_range(cls, budget: int, info: ValidationInfo) -> int:
-        if budget < 1:
-            raise PydanticCustomError(
-                "budget_range", "budget must be at least 1, got {budget}", {"budget": budget}
-            )
-        names = _names(info.data)
-        if (
-            info.data.get("formulation", "selection") == "selection"
-            and names is not None
-            and budget >= len(names)
-        ):
-            raise PydanticCustomError(
-                "budget_range",
-                "budget must be less than the number of assets ({n}), got {budget}",
-                {"n": len(names), "budget": budget},
-            )
-        return budget
-
-    @field_validator("lot_bounds")
-    @classmethod
-    def _valid_bounds(
-        cls, bounds: dict[str, tuple[int, int]] | None, info: ValidationInfo
-    ) -> dict[str, tuple[int, int]] | None:
-        if info.data.get("formulation") != "weights":
-            if bounds is not None:
-                raise PydanticCustomError("weights_only", "lot_bounds apply to formulation 'weights' only")
-            return None
-        names = _names(info.data)
-        budget = info.data.get("budget")
-        default_max = info.data.get("max_lots", 3)
-        if names is None or budget is None:
-            return bounds
-        for name, (low, high) in (bounds or {}).items():
-            if name not in names:
-                raise PydanticCustomError("known_asset", "no asset named {name!r}", {"name": name})
-            if not 0 <= low <= high or high > 255:
-                raise PydanticCustomError(
-                    "bounds", "bounds of {name!r} must satisfy 0 ≤ min ≤ max ≤ 255", {"name": name}
-                )
-        lows = [(bounds or {}).get(name, (0, default_max))[0] for name in names]
-        highs = [(bounds or {}).get(name, (0, default_max))[1] for name in names]
-        if not sum(lows) <= budget <= sum(highs):
-            raise PydanticCustomError(
-                "feasible",
-                "budget {budget} lots cannot be reached: the bounds allow {low} to {high} lots in total",
-                {"budget": budget, "low": sum(lows), "high": sum(highs)},
-            )
-        return bounds
-
-    @field_validator("options")
-    @classmethod
-    def _mixer_fits(cls, options: SolverOptions, info: ValidationInfo) -> SolverOptions:
-        if options.mixer == "xy" and info.data.get("formulation") == "weights":
-            raise PydanticCustomError(
-                "mixer_formulation",
-                "mixer 'xy' keeps the number of held assets fixed; it suits formulation 'selection' only",
-            )
-        return options
-
-    def asset_names(self) -> list[str]:
-        """The asset names, from ``assets`` or from ``prices``."""
-        names = _names({"assets": self.assets, "prices": self.prices})
-        return names or []
-
-    def num_qubits(self) -> int:
-        """Binary variables of the formulation: one per asset, or the lots' binary expansion."""
-        names = self.asset_names()
-        if self.formulation == "selection":
-            return len(names)
-        bounds = self.lot_bounds or {}
-        return sum(
-            (high - low).bit_length()
-            for low, high in (bounds.get(name, (0, self.max_lots)) for name in names)
-        )
-
-
-def _names(data: dict[str, Any]) -> list[str] | None:
-    assets = data.get("assets")
-    if assets is not None:
-        return [asset.name for asset in assets]
-    prices = data.get("prices")
-    if prices is not None:
-        return list(prices.assets)
-    return None
-
-
-def _check_unique(names: list[str]) -> None:
-    seen: dict[str, int] = {}
-    for index, name in enumerate(names):
-        if name in seen:
-            raise PydanticCustomError(
-                "unique_names",
-                "asset names must be unique: {name!r} appears at positions {first} and {second}",
-                {"name": name, "first": seen[name], "second": index},
-            )
-        seen[name] = index
-
-
-def _check_covariance(rows: list[list[float]], num_assets: int | None) -> list[list[float]]:
-    n = len(rows)
-    if n == 0:
-        raise PydanticCustomError("square", "covariance must be a non-empty square matrix")
-    for index, row in enumerate(rows):
-        if len(row) != n:
-            raise PydanticCustomError(
-                "square",
-                "covariance must be square: row {row} has {length} entries, expected {n}",
-                {"row": index, "length": len(row), "n": n},
-            )
-    if num_assets is not None and num_assets != n:
-        raise PydanticCustomError(
-            "dimensions",
-            "covariance is {n}×{n} but there are {assets} assets",
-            {"n": n, "assets": num_assets},
-        )
-    sigma = np.array(rows, dtype=np.float64)
-    if not np.isfinite(sigma).all():
-        raise PydanticCustomError("finite", "covariance entries must be finite numbers")
-    tolerance = ABSOLUTE_TOLERANCE + RELATIVE_TOLERANCE * float(np.abs(sigma).max())
-    asymmetry = np.abs(sigma - sigma.T)
-    if float(asymmetry.max()) > tolerance:
-        i, j = np.unravel_index(int(asymmetry.argmax()), asymmetry.shape)
-        raise PydanticCustomError(
-            "symmetric",
-            "covariance must be symmetric: [{i}][{j}]={a} but [{j}][{i}]={b}",
-            {"i": int(i), "j": int(j), "a": float(sigma[i, j]), "b": float(sigma[j, i])},
-        )
-    smallest = float(np.linalg.eigvalsh((sigma + sigma.T) / 2.0).min())
-    if smallest < -tolerance:
-        raise PydanticCustomError(
-            "positive_semidefinite",
-            "covariance must be positive semi-definite: smallest eigenvalue is {value}",
-            {"value": f"{smallest:.3g}"},
-        )
-    return rows
+    self: str = Field(description="GET: the job document.")
+    cancel: str = Field(description="POST: cancel the job.")
 
 
 class JobAccepted(BaseModel):
     """The answer to an accepted request: where to find the job."""
 
     job_id: str
-    status: str
+    status: JobStatus
     created_at: datetime
     estimated_cost: float | None = Field(default=None, description="USD, from the provider's price list.")
-    links: dict[str, str]
+    links: JobLinks
 
 
 class JobEventOut(BaseModel):
     """One transition of the job."""
 
     at: datetime
-    from_status: str | None
-    status: str
+    from_status: JobStatus | None
+    status: JobStatus
     detail: str | None
 
 
@@ -376,8 +47,8 @@ class RemoteTaskOut(BaseModel):
     attempt: int
     backend: str
     task_id: str | None
-    state: str | None
-    provider_state: str | None
+    state: str | None = Field(description="QUEUED, RUNNING, COMPLETED, FAILED or CANCELLED.")
+    provider_state: str | None = Field(description="The provider's own word for the state.")
     queue_position: int | None
     polls: int
     submitted_at: datetime | None
@@ -388,7 +59,7 @@ class JobDocument(BaseModel):
     """Everything known about a job."""
 
     job_id: str
-    status: str
+    status: JobStatus
     backend: str
     shots: int
     created_at: datetime
@@ -402,16 +73,18 @@ class JobDocument(BaseModel):
     next_check_at: datetime | None = Field(description="When a worker looks at the job next.")
     events: list[JobEventOut]
     remote_task: RemoteTaskOut | None
-    request: dict[str, Any]
-    cost: dict[str, Any] | None = Field(description="Estimated at submission; actual once the task ran.")
-    result: dict[str, Any] | None
+    request: JobRequest = Field(
+        description="The request as accepted, with the deployment's defaults filled in."
+    )
+    cost: Cost | None = Field(description="Estimated at submission; actual once the task ran.")
+    result: JobResult | None = Field(description="Once completed: the answer and how it compares.")
 
 
 class JobSummary(BaseModel):
     """A job in a list."""
 
     job_id: str
-    status: str
+    status: JobStatus
     backend: str
     created_at: datetime
     updated_at: datetime
@@ -429,14 +102,14 @@ class JobPage(BaseModel):
 class ErrorItem(BaseModel):
     """One broken rule."""
 
-    field: str
-    rule: str
+    field: str = Field(description="The request part at fault, e.g. covariance[2][1] or budget.")
+    rule: str = Field(description="The rule it broke, e.g. positive_semidefinite.")
     message: str
 
 
 class ErrorBody(BaseModel):
     """Every 4xx answer has this shape."""
 
-    error: str
-    message: str
+    error: str = Field(description="Machine-readable kind: invalid_request, not_found, unauthorized...")
+    message: str = Field(description="A sentence naming the field and the rule.")
     errors: list[ErrorItem] = Field(default_factory=list)

@@ -8,119 +8,51 @@ restart. Provider states are normalised to :class:`TaskState`.
 from __future__ import annotations
 
 import abc
+import email.utils
+import time
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any
 
-
-class TaskState(StrEnum):
-    """Normalised state of a remote quantum task."""
-
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-
-#: States after which a task never changes again.
-TERMINAL_TASK_STATES = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED})
+from qhybrid.domain.device import DeviceTarget, Pricing
+from qhybrid.domain.errors import PermanentError, TransientError
+from qhybrid.domain.states import TaskState
 
 
 class BackendError(Exception):
     """A provider call failed."""
 
 
-class TransientBackendError(BackendError):
-    """A failure worth retrying later: network errors, timeouts, throttling, 5xx answers.
-
-    Attributes:
-        retry_after: Seconds the provider asked us to wait, when it said so.
-    """
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+class TransientBackendError(BackendError, TransientError):
+    """A provider failure worth retrying later: network errors, timeouts, throttling, 5xx answers."""
 
 
-class PermanentBackendError(BackendError):
+class PermanentBackendError(BackendError, PermanentError):
     """A failure that retrying cannot fix: a refused program, a missing task, bad credentials."""
 
 
-@dataclass(frozen=True)
-class DeviceTarget:
-    """What the transpiler needs to know about a device.
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait according to a ``Retry-After`` header (delta-seconds or HTTP date).
 
-    Attributes:
-        name: Provider's device name.
-        num_qubits: Physical qubits available.
-        basis_gates: Native gate names (Qiskit spelling).
-        coupling_map: Directed qubit pairs a two-qubit gate may act on; ``None`` means all-to-all.
-        qiskit_target: The provider's ``qiskit.transpiler.Target`` when it has one (IBM backends,
-            Braket devices through qiskit-braket-provider): it carries gate and readout error
-            rates, which the transpiler uses to choose the qubit layout.
-        provider: Who runs the device (``emulated-cloud``, ``braket``, ``ibm``...).
+    Args:
+        value: The header value, if any.
+        now: Current Unix time, for the HTTP-date form (defaults to ``time.time()``).
+
+    Returns:
+        A non-negative number of seconds, or ``None`` when absent or unreadable.
     """
-
-    name: str
-    num_qubits: int
-    basis_gates: tuple[str, ...]
-    coupling_map: tuple[tuple[int, int], ...] | None = None
-    qiskit_target: Any = None
-    provider: str = "unknown"
-
-    @classmethod
-    def from_qiskit(
-        cls,
-        qiskit_target: Any,
-        *,
-        name: str,
-        basis_gates: tuple[str, ...],
-        provider: str,
-        all_to_all: bool = False,
-    ) -> DeviceTarget:
-        """The target of a device described by a ``qiskit.transpiler.Target``.
-
-        Args:
-            qiskit_target: The provider's target (qubits, coupling map, error rates).
-            name: The device's name.
-            basis_gates: The gates our programs may use on it.
-            provider: Who runs it.
-            all_to_all: Ignore the target's coupling map (devices that route any pair).
-        """
-        coupling = None if all_to_all else qiskit_target.build_coupling_map()
-        edges = None if coupling is None else tuple((int(a), int(b)) for a, b in coupling.get_edges())
-        return cls(
-            name=name,
-            num_qubits=int(qiskit_target.num_qubits),
-            basis_gates=basis_gates,
-            coupling_map=edges,
-            qiskit_target=qiskit_target,
-            provider=provider,
-        )
-
-
-@dataclass(frozen=True)
-class Pricing:
-    """A provider's public price list for one device.
-
-    Attributes:
-        per_task: Charged once per task.
-        per_shot: Charged per shot.
-        per_second: Charged per second of QPU time (IBM's model).
-        currency: ISO currency code.
-        source: Where the figures come from (page and date), for the record.
-    """
-
-    per_task: float = 0.0
-    per_shot: float = 0.0
-    per_second: float = 0.0
-    currency: str = "USD"
-    source: str = ""
-
-    def estimate(self, shots: int, seconds: float = 0.0) -> float:
-        """Cost of one task of ``shots`` shots using ``seconds`` of QPU time."""
-        return self.per_task + self.per_shot * shots + self.per_second * seconds
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN: no usable advice
+        return None
+    return max(0.0, seconds)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Two classes, one per mode, because they share almost nothing but the program con
 
 * :class:`BraketLocalSimulatorBackend` (backend names ``braket-local`` and ``braket-local:dm``):
   the Braket SDK's ``LocalSimulator`` (``braket_sv``, ``braket_dm``), run in detached processes
-  by :class:`~qhybrid.backends.local_runner.LocalTaskRunner` so that tasks survive a worker
+  by :class:`~qhybrid.backends.detached.DetachedTaskRunner` so that tasks survive a worker
   restart. Free; no AWS account involved.
 * :class:`BraketBackend`: a device by ARN (SV1/DM1/TN1 managed simulators, IonQ, IQM, Rigetti...)
   through ``CreateQuantumTask``/``GetQuantumTask``/``SearchQuantumTasks``/``CancelQuantumTask``
@@ -40,18 +40,17 @@ from botocore.exceptions import (
 
 from qhybrid.backends.base import (
     BackendError,
-    DeviceTarget,
     PermanentBackendError,
-    Pricing,
     QuantumBackend,
     TaskResult,
-    TaskState,
     TaskStatus,
     TransientBackendError,
+    parse_retry_after,
 )
-from qhybrid.backends.cloud import parse_retry_after
-from qhybrid.backends.local_runner import BRAKET_EXECUTORS, LocalRunnerBackend, LocalTaskRunner
+from qhybrid.backends.detached import BRAKET_EXECUTORS, DetachedBackend, DetachedTaskRunner
 from qhybrid.backends.pricing import DEVICE_ARN, SIMULATOR_MINIMUM_SECONDS, braket_pricing
+from qhybrid.domain.device import DeviceTarget, Pricing
+from qhybrid.domain.states import TaskState
 from qhybrid.gateway.audit import AuditLog
 from qhybrid.gateway.sdk import attach_botocore
 from qhybrid.quantum.qasm import ALLOWED_GATES, TWO_QUBIT_GATES
@@ -300,7 +299,7 @@ def map_braket_status(metadata: Mapping[str, Any]) -> TaskStatus:
 # --------------------------------------------------------------------------- local mode
 
 
-class BraketLocalSimulatorBackend(LocalRunnerBackend):
+class BraketLocalSimulatorBackend(DetachedBackend):
     """The Braket SDK's local simulator behind the task contract (``braket-local``).
 
     Args:
@@ -309,7 +308,7 @@ class BraketLocalSimulatorBackend(LocalRunnerBackend):
         simulator: ``braket_sv`` (state vector) or ``braket_dm`` (density matrix).
     """
 
-    def __init__(self, *, name: str, runner: LocalTaskRunner, simulator: str = "braket_sv") -> None:
+    def __init__(self, *, name: str, runner: DetachedTaskRunner, simulator: str = "braket_sv") -> None:
         if simulator not in BRAKET_EXECUTORS:
             raise PermanentBackendError(
                 f"unknown Braket local simulator {simulator!r}; expected one of {sorted(BRAKET_EXECUTORS)}"

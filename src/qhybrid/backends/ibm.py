@@ -5,7 +5,7 @@ Two classes, one per mode:
 * :class:`IBMFakeBackend` (backend names ``ibm-local:<FakeName>``, e.g. ``ibm-local:FakeTorino``):
   qiskit-ibm-runtime's local testing mode, ``SamplerV2(mode=<fake backend>)``, which simulates
   the device's noise model with Aer. The tasks run in detached processes through
-  :class:`~qhybrid.backends.local_runner.LocalTaskRunner` so they survive a worker restart.
+  :class:`~qhybrid.backends.detached.DetachedTaskRunner` so they survive a worker restart.
 * :class:`IBMBackend`: a real device through ``QiskitRuntimeService`` and ``SamplerV2`` in job
   mode. Runtime has no idempotency token, so the client token travels as a job tag: submission
   first looks for a job with that tag (a crashed earlier attempt) and only then submits. Task ids
@@ -34,23 +34,22 @@ from typing import Any, TypeVar
 
 from qhybrid.backends.base import (
     BackendError,
-    DeviceTarget,
     PermanentBackendError,
-    Pricing,
     QuantumBackend,
     TaskResult,
-    TaskState,
     TaskStatus,
     TransientBackendError,
 )
-from qhybrid.backends.local_runner import IBM_EXECUTOR_PREFIX, LocalRunnerBackend, LocalTaskRunner
+from qhybrid.backends.detached import IBM_EXECUTOR_PREFIX, DetachedBackend, DetachedTaskRunner
 from qhybrid.backends.pricing import (
     IBM_PRICING,
     estimate_qpu_seconds,
 )
+from qhybrid.domain.device import DeviceTarget, Pricing
+from qhybrid.domain.states import TaskState
 from qhybrid.gateway.audit import AuditLog
-from qhybrid.gateway.client import EgressAuditError
 from qhybrid.gateway.context import get_current_job
+from qhybrid.gateway.egress import EgressAuditError
 from qhybrid.gateway.sdk import audit_sdk_submission
 from qhybrid.quantum.qasm import ALLOWED_GATES, TWO_QUBIT_GATES
 
@@ -281,7 +280,7 @@ def run_fake_backend(
     return counts, {"backend": str(backend.name), "seed": seed, "local_job_id": str(job.job_id())}
 
 
-class IBMFakeBackend(LocalRunnerBackend):
+class IBMFakeBackend(DetachedBackend):
     """A qiskit-ibm-runtime fake backend behind the task contract (``ibm-local:<FakeName>``).
 
     Args:
@@ -293,7 +292,7 @@ class IBMFakeBackend(LocalRunnerBackend):
         PermanentBackendError: If there is no such fake backend.
     """
 
-    def __init__(self, *, name: str, runner: LocalTaskRunner, fake_name: str) -> None:
+    def __init__(self, *, name: str, runner: DetachedTaskRunner, fake_name: str) -> None:
         self._backend = fake_backend(fake_name)
         super().__init__(name=name, runner=runner, executor=f"{IBM_EXECUTOR_PREFIX}{fake_name}")
         self._target: DeviceTarget | None = None

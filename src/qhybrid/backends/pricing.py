@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from qhybrid.backends.base import Pricing
+from qhybrid.domain.device import Pricing
 
 #: A Braket device ARN: region, device type, provider, device name.
 DEVICE_ARN = re.compile(r"^arn:aws[\w-]*:braket:([a-z0-9-]*)::device/([\w-]+)/([\w-]+)/([\w.-]+)$")

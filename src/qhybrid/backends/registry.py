@@ -2,11 +2,12 @@
 
 | name | adapter |
 |---|---|
-| ``local`` | the emulated public cloud (``qhybrid cloud``) at ``QHYBRID_CLOUD_URL`` |
-| ``cloud`` | the same adapter: any provider speaking the emulated cloud's API |
-| ``braket-local``, ``braket-local:dm`` | Braket SDK ``LocalSimulator`` (state vector / density matrix) |
+| ``emulated-cloud`` (aliases ``local``, ``cloud``) | the emulated public cloud (``qhybrid cloud``): a |
+|   | separate process reached over HTTPS through the egress gateway at ``QHYBRID_CLOUD_URL`` |
+| ``braket-local``, ``braket-local:dm`` | Braket SDK ``LocalSimulator``, in a detached local process |
 | ``braket:<device ARN>`` | a real Amazon Braket device (QPU or managed simulator) |
-| ``ibm-local:<FakeName>`` | qiskit-ibm-runtime local testing mode with a fake backend (``FakeTorino``) |
+| ``ibm-local:<FakeName>`` | qiskit-ibm-runtime local testing mode with a fake backend (``FakeTorino``), |
+|   | in a detached local process |
 | ``ibm:<backend>`` | a real IBM Quantum backend through Qiskit Runtime |
 
 One adapter instance per name and process, built lazily.
@@ -14,16 +15,17 @@ One adapter instance per name and process, built lazily.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import re
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from qhybrid.backends.base import PermanentBackendError, Pricing, QuantumBackend
-from qhybrid.backends.cloud import CloudBackend
+from qhybrid.backends.base import PermanentBackendError, QuantumBackend
+from qhybrid.backends.braket import BraketBackend, BraketLocalSimulatorBackend
+from qhybrid.backends.detached import DetachedTaskRunner
+from qhybrid.backends.emulated_cloud import EmulatedCloudBackend
+from qhybrid.backends.ibm import IBMBackend, IBMFakeBackend
 from qhybrid.backends.pricing import (
     IBM_PRICING,
     SIMULATOR_MINIMUM_SECONDS,
@@ -31,9 +33,14 @@ from qhybrid.backends.pricing import (
     estimate_qpu_seconds,
 )
 from qhybrid.core.config import Settings
+from qhybrid.domain.device import Pricing
+from qhybrid.domain.request import DEFAULT_BACKEND
 from qhybrid.gateway.audit import AuditLog
-from qhybrid.gateway.client import EgressClient
+from qhybrid.gateway.egress import EgressClient
 from qhybrid.gateway.tls import TLS12_COMPATIBLE_GROUPS, TlsPolicy
+
+#: Names of the emulated public cloud: ``local`` and ``cloud`` are kept as aliases of the first.
+EMULATED_CLOUD_NAMES = (DEFAULT_BACKEND, "local", "cloud")
 
 #: Local simulators' qubit limits (Braket SDK ``LocalSimulator(...).properties``).
 BRAKET_LOCAL_SIMULATORS = {"sv": ("braket_sv", 26), "dm": ("braket_dm", 13)}
@@ -59,7 +66,7 @@ def parse_backend_name(name: str) -> BackendName:
         ValueError: With a message listing the accepted forms.
     """
     kind, _, device = name.partition(":")
-    if name in ("local", "cloud"):
+    if name in EMULATED_CLOUD_NAMES:
         return BackendName("cloud", name)
     if kind == "braket-local":
         flavour = device or "sv"
@@ -80,7 +87,7 @@ def parse_backend_name(name: str) -> BackendName:
     if kind == "ibm" and device:
         return BackendName("ibm", device)
     raise ValueError(
-        f"unknown backend {name!r}; use local, cloud, braket-local[:dm], braket:<device ARN>, "
+        f"unknown backend {name!r}; use emulated-cloud (or local), braket-local[:dm], braket:<device ARN>, "
         "ibm-local:<FakeName> (e.g. ibm-local:FakeTorino) or ibm:<backend name>"
     )
 
@@ -89,22 +96,30 @@ def parse_backend_name(name: str) -> BackendName:
 def fake_backend_catalog() -> dict[str, int]:
     """qiskit-ibm-runtime's fake backends: class name (``FakeTorino``) → number of qubits.
 
-    Read from the package's files (``fake_<name>.py`` and ``conf_<name>.json``) without importing
-    it: the API validates names on request threads, where importing qiskit's extension modules
-    for the first time is slow and has crashed the process on this machine.
+    The qubit count comes from each backend's configuration file (``dirname``/``conf_filename``,
+    class attributes of every ``FakeBackendV2``), without building the backends. The first call
+    imports qiskit-ibm-runtime, which is slow and has crashed a process when first done on a
+    request thread: the API calls this once at start (:func:`warm_up`).
     """
-    spec = importlib.util.find_spec("qiskit_ibm_runtime")
-    if spec is None or not spec.submodule_search_locations:
-        return {}
-    root = Path(next(iter(spec.submodule_search_locations))) / "fake_provider" / "backends"
+    from qiskit_ibm_runtime import fake_provider
+    from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
+
     catalog: dict[str, int] = {}
-    for module in sorted(root.glob("*/fake_*.py")):
-        conf = module.parent / f"conf_{module.parent.name}.json"
-        match = re.search(r"^class (Fake\w+)\(", module.read_text(), flags=re.MULTILINE)
-        if match is None or not conf.exists():
+    for name in sorted(dir(fake_provider)):
+        cls = getattr(fake_provider, name)
+        conf_name = getattr(cls, "conf_filename", None)
+        folder = getattr(cls, "dirname", None)
+        if not (isinstance(cls, type) and issubclass(cls, FakeBackendV2) and conf_name and folder):
             continue
-        catalog[match.group(1)] = int(json.loads(conf.read_text())["n_qubits"])
+        conf = Path(folder) / conf_name
+        if conf.exists():
+            catalog[name] = int(json.loads(conf.read_text())["n_qubits"])
     return catalog
+
+
+def warm_up() -> None:
+    """Load what validating backend names needs, on the calling (main) thread."""
+    fake_backend_catalog()
 
 
 def fake_backend_names() -> frozenset[str]:
@@ -191,7 +206,7 @@ class BackendRegistry:
             allow_plaintext=settings.egress_allow_plaintext,
             max_shots=settings.max_shots,
         )
-        self._runner: object | None = None
+        self._runner: DetachedTaskRunner | None = None
 
     def get(self, name: str) -> QuantumBackend:
         """The adapter for ``name``.
@@ -206,11 +221,9 @@ class BackendRegistry:
                 self._backends[name] = backend
             return backend
 
-    def _local_runner(self) -> object:
-        from qhybrid.backends.local_runner import LocalTaskRunner
-
+    def _detached_runner(self) -> DetachedTaskRunner:
         if self._runner is None:
-            self._runner = LocalTaskRunner(self._settings.data_dir / "local-tasks")
+            self._runner = DetachedTaskRunner(self._settings.data_dir / "local-tasks")
         return self._runner
 
     def _build(self, name: str) -> QuantumBackend:
@@ -222,7 +235,7 @@ class BackendRegistry:
         if parsed.kind == "cloud":
             # The emulated public cloud (or any provider speaking its API), reached through the
             # egress gateway exactly as a real provider would be.
-            return CloudBackend(
+            return EmulatedCloudBackend(
                 name=name,
                 base_url=settings.cloud_url,
                 token=settings.cloud_token,
@@ -231,24 +244,12 @@ class BackendRegistry:
                 pricing=settings.cloud_pricing(),
             )
         if parsed.kind == "braket-local":
-            from qhybrid.backends.braket import BraketLocalSimulatorBackend
-            from qhybrid.backends.local_runner import LocalTaskRunner
-
-            runner = self._local_runner()
-            assert isinstance(runner, LocalTaskRunner)
             return BraketLocalSimulatorBackend(
-                name=name, runner=runner, simulator=BRAKET_LOCAL_SIMULATORS[parsed.device][0]
+                name=name, runner=self._detached_runner(), simulator=BRAKET_LOCAL_SIMULATORS[parsed.device][0]
             )
         if parsed.kind == "ibm-local":
-            from qhybrid.backends.ibm import IBMFakeBackend
-            from qhybrid.backends.local_runner import LocalTaskRunner
-
-            runner = self._local_runner()
-            assert isinstance(runner, LocalTaskRunner)
-            return IBMFakeBackend(name=name, runner=runner, fake_name=parsed.device)
+            return IBMFakeBackend(name=name, runner=self._detached_runner(), fake_name=parsed.device)
         if parsed.kind == "braket":
-            from qhybrid.backends.braket import BraketBackend
-
             assert settings.braket_s3_bucket is not None
             return BraketBackend(
                 name=name,
@@ -258,8 +259,6 @@ class BackendRegistry:
                 region=settings.aws_region,
                 audit=self.audit,
             )
-        from qhybrid.backends.ibm import IBMBackend
-
         assert settings.ibm_token is not None
         return IBMBackend(
             name=name,

@@ -35,7 +35,7 @@ from qhybrid.cloud.faults import (
     connection_dropper,
 )
 from qhybrid.cloud.runner import QpuRunner
-from qhybrid.cloud.simulator import ProgramError, check_program
+from qhybrid.cloud.sampler import ProgramError, check_program
 from qhybrid.cloud.store import TaskRecord, TaskState, TaskStore, program_digest
 
 logger = logging.getLogger(__name__)

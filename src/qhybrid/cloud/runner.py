@@ -10,14 +10,14 @@ from typing import Protocol
 
 from qhybrid.cloud.config import CloudConfig
 from qhybrid.cloud.faults import FaultInjector
-from qhybrid.cloud.simulator import ProgramError, SimulationError, SimulationOutcome, simulate
+from qhybrid.cloud.sampler import ProgramError, SimulationError, SimulationOutcome, simulate
 from qhybrid.cloud.store import TaskRecord, TaskState, TaskStore
 
 logger = logging.getLogger(__name__)
 
 
 class Simulate(Protocol):
-    """Executes a program; :func:`qhybrid.cloud.simulator.simulate` has this shape."""
+    """Executes a program; :func:`qhybrid.cloud.sampler.simulate` has this shape."""
 
     def __call__(self, program: str, *, shots: int, seed: int, max_qubits: int) -> SimulationOutcome:
         """Run ``program`` and return its counts."""
@@ -43,7 +43,7 @@ class QpuRunner:
     Args:
         store: Where tasks live.
         config: Delays and device facts.
-        simulate_fn: Executes a program; :func:`qhybrid.cloud.simulator.simulate` by default.
+        simulate_fn: Executes a program; :func:`qhybrid.cloud.sampler.simulate` by default.
         faults: Armed fault rules; a ``task_failed`` rule makes the next task that runs fail.
     """
 

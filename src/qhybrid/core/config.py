@@ -14,8 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from qhybrid.backends.base import Pricing
-from qhybrid.proxy.obfuscation import PrivacyLevel
+from qhybrid.domain.device import Pricing
+from qhybrid.domain.privacy import PrivacyLevel
 
 
 class Settings(BaseSettings):

@@ -2,7 +2,7 @@
 
 The backend adapters' methods (``submit``, ``status``...) take no job id, and they should not:
 the id is bookkeeping of the trusted zone, not part of what a provider needs. The worker sets it
-around the adapter calls with :func:`current_job`, and :class:`~qhybrid.gateway.client.EgressClient`
+around the adapter calls with :func:`current_job`, and :class:`~qhybrid.gateway.egress.EgressClient`
 and the SDK hooks read it back with :func:`get_current_job` to label their audit entries.
 
 A :class:`contextvars.ContextVar` rather than a thread-local: it follows the code through

@@ -22,8 +22,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from qhybrid.gateway.audit import AuditEntry, AuditLog, AuditWriteError
-from qhybrid.gateway.client import EgressAuditError, EgressPolicyError, destination_of
 from qhybrid.gateway.context import get_current_job
+from qhybrid.gateway.egress import EgressAuditError, EgressPolicyError, destination_of
 
 #: botocore handler id: attaching twice to the same emitter registers one handler, not two.
 BOTOCORE_HANDLER_ID = "qhybrid-egress-policy"

@@ -22,36 +22,29 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import httpx
 from sqlalchemy.exc import OperationalError
 
-from qhybrid.backends.base import (
-    PermanentBackendError,
-    QuantumBackend,
-    TaskResult,
-    TaskState,
-    TransientBackendError,
-)
+from qhybrid.backends.base import PermanentBackendError, QuantumBackend, TaskResult
 from qhybrid.backends.registry import BackendRegistry
 from qhybrid.core.config import Settings
+from qhybrid.domain.errors import PermanentError, TransientError
+from qhybrid.domain.request import JobRequest, load_stored_request
+from qhybrid.domain.result import JobResult, Prepared
+from qhybrid.domain.states import HAS_REMOTE_TASK, REMOTE_STATES, TERMINAL_STATES, JobState, TaskState
 from qhybrid.gateway.context import current_job
+from qhybrid.jobs import pipeline
 from qhybrid.jobs.models import Job, RemoteTask, utcnow
 from qhybrid.jobs.queue import JobQueue
-from qhybrid.jobs.solution import fallback_result, prepare_program, quantum_result, request_seed
-from qhybrid.jobs.states import HAS_REMOTE_TASK, REMOTE_STATES, TERMINAL_STATES, JobState
 from qhybrid.jobs.store import JobStore
-from qhybrid.proxy.keys import KeyVault, KeyVaultError, load_kek
-from qhybrid.proxy.obfuscation import deobfuscate_counts
-from qhybrid.quantum.circuit import CircuitTooLargeError
+from qhybrid.proxy.keys import KeyVault, load_kek
 
 log = logging.getLogger("qhybrid.worker")
 
-#: Failures that waiting cannot fix: the job fails at once with the message.
-#: A sealed key that does not open means the trusted DB was altered or the KEK changed: no
-#: amount of retrying reads those samples, and the operators must hear of it.
-PERMANENT_ERRORS: tuple[type[Exception], ...] = (PermanentBackendError, CircuitTooLargeError, KeyVaultError)
-#: Failures worth another try after a backoff.
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (TransientBackendError, httpx.HTTPError, OperationalError)
+#: Failures that waiting cannot fix (a refused program, a circuit larger than the device, a
+#: sealed key that does not open...): the job falls back or fails at once with the message.
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (PermanentError,)
+#: Failures worth another try after a backoff; the adapters translate their transport errors.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (TransientError, OperationalError)
 
 
 #: States from which the classical fallback may answer instead of the QPU.
@@ -85,6 +78,24 @@ def vault_from(settings: Settings) -> KeyVault:
     """The key vault: ``QHYBRID_KEY_ENCRYPTION_KEY``, else a key file under the data dir (0600)."""
     value = settings.key_encryption_key.get_secret_value() if settings.key_encryption_key else None
     return KeyVault(load_kek(value, settings.kek_path))
+
+
+def _request(job: Job) -> JobRequest:
+    """The job's request, read back into the contract it was accepted under.
+
+    Raises:
+        PermanentError: If the stored document no longer validates (nothing to retry).
+    """
+    try:
+        return load_stored_request(job.request, job.request_version)
+    except ValueError as exc:
+        raise PermanentError(f"the stored request does not validate: {exc}") from exc
+
+
+def _stored(result: JobResult) -> dict[str, Any]:
+    # Only what was set: a field that does not apply (lots of a selection, the fallback of a
+    # quantum answer) is absent from the stored document rather than null.
+    return result.model_dump(mode="json", exclude_unset=True)
 
 
 def _owner_id() -> str:
@@ -190,17 +201,19 @@ class Journey:
 
     def _prepare(self, job: Job, owner: str) -> None:
         """Business problem -> QUBO -> obfuscated Ising -> QAOA circuit for the device -> OpenQASM 3."""
+        request = _request(job)
         target = self.backends.get(job.backend).target()
-        program = prepare_program(
-            job.request, target, seed=request_seed(job.request, job.id), settings=self.settings
+        prepared = pipeline.prepare(
+            request, target, seed=pipeline.job_seed(request, job.id), settings=self.settings
         )
-        sealed = self.vault.seal(program.key, job_id=job.id)  # the key is stored sealed, never in clear
+        sealed = self.vault.seal(prepared.key, job_id=job.id)  # the key is stored sealed, never in clear
         self._move(
             job,
             owner,
             JobState.SUBMITTING,
-            program=program.text,
-            prepared=program.facts,
+            program=prepared.program.text,
+            prepared=prepared.program.prepared.model_dump(mode="json", exclude_unset=True),
+            moments=prepared.moments.to_bytes(),
             proxy_key=sealed,
             attempt=1,
         )
@@ -299,10 +312,19 @@ class Journey:
 
     def _finalize(self, job: Job, owner: str) -> None:
         """Judge the samples on the true problem, refine, compare with the classical baselines."""
-        seed = request_seed(job.request, job.id)
+        request = _request(job)
+        seed = pipeline.job_seed(request, job.id)
+        prepared = None if job.prepared is None else Prepared.model_validate(job.prepared)
+        moments = (
+            pipeline.estimate(request)  # fell back before PREPARING kept them
+            if job.moments is None
+            else pipeline.Moments.from_bytes(
+                job.moments, tuple(request.asset_names()), prepared.estimate if prepared else None
+            )
+        )
         if job.fallback_reason is not None:
-            result = fallback_result(
-                job.request, seed=seed, reason=job.fallback_reason, settings=self.settings
+            result = pipeline.fall_back(
+                request, moments, seed=seed, reason=job.fallback_reason, settings=self.settings
             )
             detail = f"classical fallback: {job.fallback_reason}"
         else:
@@ -311,28 +333,25 @@ class Journey:
                 raise PermanentBackendError("completed task has no stored counts")
             if job.proxy_key is None:
                 raise PermanentBackendError("no obfuscation key was stored for this job")
-            # Back from the sent register to the true variables (decoys dropped, gauge and
-            # permutation undone) before anything is judged.
-            counts = deobfuscate_counts(row.counts, self.vault.open(job.proxy_key, job_id=job.id))
-            facts = {
-                "backend": job.backend,
-                "task_id": row.task_id,
-                "attempt": job.attempt,
-                "shots": job.shots,
-                "link": (row.details or {}).get("link"),
-            }
-            result = quantum_result(
-                job.request,
-                counts,
+            task = pipeline.TaskFacts(
+                backend=job.backend,
+                task_id=row.task_id,
+                attempt=job.attempt,
+                shots=job.shots,
+                link=(row.details or {}).get("link"),
+            )
+            result = pipeline.finish(
+                request,
+                moments,
+                row.counts,
+                self.vault.open(job.proxy_key, job_id=job.id),
                 seed=seed,
-                prepared=job.prepared or {},
-                facts=facts,
+                prepared=prepared,
+                task=task,
                 settings=self.settings,
             )
-            detail = (
-                f"objective {result['objective']:.6g} ({result['source']}, found by {result['found_by']})"
-            )
-        self._move(job, owner, JobState.COMPLETED, detail=detail, result=result)
+            detail = f"objective {result.objective:.6g} ({result.source}, found by {result.found_by})"
+        self._move(job, owner, JobState.COMPLETED, detail=detail, result=_stored(result))
 
     def _cancel(self, job: Job, owner: str) -> None:
         """Cancel the provider task if there may be one, then the job."""
@@ -376,7 +395,7 @@ class Journey:
         if job is None:
             return
         state = JobState(job.state)
-        allowed = (job.request.get("options") or {}).get("fallback", True)
+        allowed = _request(job).options.fallback
         if not allowed or state not in FALLBACK_STATES:
             self._fail(job_id, owner, reason, job=job)
             return

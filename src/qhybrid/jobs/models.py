@@ -75,6 +75,8 @@ class Job(Base):
     backend: Mapped[str] = mapped_column(String(64), nullable=False)
     shots: Mapped[int] = mapped_column(Integer, nullable=False)
     request: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    # How to read ``request``: see qhybrid.domain.request.upgrade_stored_request.
+    request_version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1", default=1)
     request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
@@ -94,6 +96,8 @@ class Job(Base):
     cost: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     # Sealed with the key-encryption key; never logged, never shown by the API.
     proxy_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # μ and Σ estimated in PREPARING (a numpy archive), so FINALIZING judges on the same numbers.
+    moments: Mapped[bytes | None] = mapped_column(LargeBinary)
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

@@ -18,9 +18,10 @@ from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from qhybrid.domain.request import REQUEST_VERSION
+from qhybrid.domain.states import TERMINAL_STATES, JobState, check_transition
 from qhybrid.jobs.database import Database
 from qhybrid.jobs.models import Job, JobEvent, RemoteTask, utcnow
-from qhybrid.jobs.states import TERMINAL_STATES, JobState, check_transition
 
 
 class IdempotencyConflictError(Exception):
@@ -96,6 +97,7 @@ class JobStore:
         deadline_at: datetime,
         idempotency_key: str | None = None,
         cost: dict[str, Any] | None = None,
+        request_version: int = REQUEST_VERSION,
     ) -> tuple[Job, bool]:
         """Insert an ACCEPTED job and its first event, unless the idempotency key is known.
 
@@ -116,6 +118,7 @@ class JobStore:
             "backend": backend,
             "shots": shots,
             "request": request,
+            "request_version": request_version,
             "request_hash": request_hash,
             "idempotency_key": idempotency_key,
             "attempt": 0,

@@ -25,11 +25,11 @@ from dwave.samplers import SimulatedAnnealingSampler
 from numpy.typing import NDArray
 from pyscipopt import Model, quicksum
 
-from qhybrid.core.qubo import FloatArray
+from qhybrid.domain.qubo import FloatArray
 from qhybrid.portfolio.classical import ClassicalSolution, brute_force
 from qhybrid.portfolio.formulation import Formulation, IntArray
 from qhybrid.portfolio.lots import LotsProblem
-from qhybrid.portfolio.model import PortfolioProblem
+from qhybrid.portfolio.selection import SelectionProblem
 
 #: Selections up to this many are enumerated: ``C(25, 12) ≈ 5.2e6`` took 0.01 s on the idle
 #: 2-core machine (about 1 s while other jobs competed for it); beyond, SCIP.
@@ -66,7 +66,7 @@ class _IntegerForm:
 
 def _integer_form(f: Formulation) -> _IntegerForm | None:
     """The integer form of the formulations this module knows, ``None`` for others."""
-    if isinstance(f, PortfolioProblem):
+    if isinstance(f, SelectionProblem):
         n = f.num_assets
         return _IntegerForm(
             a=f.risk_aversion * f.covariance,
@@ -167,7 +167,7 @@ def _all_feasible_bits(f: Formulation) -> NDArray[np.uint8]:
     nv = f.num_variables
     if nv > GENERIC_ENUMERATION_BITS:
         raise TypeError(
-            f"{type(f).__name__} with {nv} variables: only PortfolioProblem and LotsProblem "
+            f"{type(f).__name__} with {nv} variables: only SelectionProblem and LotsProblem "
             f"are solved beyond {GENERIC_ENUMERATION_BITS} variables"
         )
     index = np.arange(1 << nv, dtype=np.int64)
@@ -265,7 +265,7 @@ def scip(f: Formulation, *, time_limit: float = 60.0) -> ClassicalSolution:
     improvement, so for an optimal answer it changes nothing beyond SCIP's tolerances).
 
     Args:
-        f: A :class:`PortfolioProblem` or a :class:`LotsProblem`.
+        f: A :class:`SelectionProblem` or a :class:`LotsProblem`.
         time_limit: Seconds SCIP may spend.
 
     Returns:
@@ -278,7 +278,7 @@ def scip(f: Formulation, *, time_limit: float = 60.0) -> ClassicalSolution:
     started = time.perf_counter()
     form = _integer_form(f)
     if form is None:
-        raise TypeError(f"scip supports PortfolioProblem and LotsProblem, not {type(f).__name__}")
+        raise TypeError(f"scip supports SelectionProblem and LotsProblem, not {type(f).__name__}")
     levels, optimal, nodes = _scip_levels(form, _heuristic_start(f, form), time_limit, maximise=False)
     bits = form.to_bits(levels)
     polished = f.local_search(bits)
@@ -303,7 +303,7 @@ def exact(f: Formulation, *, time_limit: float = 60.0) -> ClassicalSolution:
         The optimum; ``optimal`` is ``False`` only if SCIP hit the time limit.
     """
     started = time.perf_counter()
-    if isinstance(f, PortfolioProblem):
+    if isinstance(f, SelectionProblem):
         if math.comb(f.num_assets, f.budget) <= BRUTE_FORCE_LIMIT:
             return brute_force(f)
         return scip(f, time_limit=time_limit)
@@ -338,8 +338,8 @@ def objective_range(f: Formulation, *, time_limit: float = 60.0) -> tuple[float,
     Raises:
         RuntimeError: If SCIP could not prove either end within the time limit.
     """
-    if isinstance(f, PortfolioProblem):
-        negated = PortfolioProblem(f.names, -f.expected_returns, -f.covariance, f.risk_aversion, f.budget)
+    if isinstance(f, SelectionProblem):
+        negated = SelectionProblem(f.names, -f.expected_returns, -f.covariance, f.risk_aversion, f.budget)
         low, high = exact(f, time_limit=time_limit), exact(negated, time_limit=time_limit)
         if not (low.optimal and high.optimal):
             raise RuntimeError("SCIP did not prove the objective range within the time limit")

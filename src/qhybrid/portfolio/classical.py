@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from qhybrid.core.qubo import FloatArray
-from qhybrid.portfolio.model import PortfolioProblem
+from qhybrid.domain.qubo import FloatArray
+from qhybrid.portfolio.selection import SelectionProblem
 
 #: Refuse enumerations beyond this many selections: they would run for hours.
 MAX_SELECTIONS = 1 << 34
@@ -82,7 +82,7 @@ def _first_in_order(candidates: NDArray[np.uint8]) -> NDArray[np.uint8]:
     return np.asarray(candidates[order[-1]], dtype=np.uint8)
 
 
-def brute_force(problem: PortfolioProblem, *, chunk_size: int = 1 << 16) -> ClassicalSolution:
+def brute_force(problem: SelectionProblem, *, chunk_size: int = 1 << 16) -> ClassicalSolution:
     """The exact optimum over all ``C(n, B)`` feasible selections.
 
     The assets are split in a low and a high half. For each way ``k_low + k_high = B`` of sharing
@@ -99,7 +99,7 @@ def brute_force(problem: PortfolioProblem, *, chunk_size: int = 1 << 16) -> Clas
         chunk_size: Maximum number of selections evaluated in one vectorised block.
 
     Returns:
-        The optimal selection; its objective is recomputed with :meth:`PortfolioProblem.objective`.
+        The optimal selection; its objective is recomputed with :meth:`SelectionProblem.objective`.
 
     Raises:
         ValueError: If ``chunk_size < 1`` or there are more than :data:`MAX_SELECTIONS` selections.

@@ -19,9 +19,9 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from qhybrid.core.qubo import FloatArray
+from qhybrid.domain.qubo import FloatArray
 from qhybrid.portfolio.classical import brute_force
-from qhybrid.portfolio.model import PortfolioProblem
+from qhybrid.portfolio.selection import SelectionProblem
 
 ReturnKind = Literal["simple", "log"]
 Estimator = Literal["ledoit_wolf", "sample"]
@@ -196,7 +196,7 @@ def balanced_risk_aversion(expected_returns: FloatArray, covariance: FloatArray,
     n = expected_returns.size
     names = tuple(f"a{i}" for i in range(n))
     chaser = top_return_selection(expected_returns, budget)
-    minimum = np.array(brute_force(PortfolioProblem(names, np.zeros(n), covariance, 1.0, budget)).bits)
+    minimum = np.array(brute_force(SelectionProblem(names, np.zeros(n), covariance, 1.0, budget)).bits)
     return_gap = float(chaser @ expected_returns - minimum @ expected_returns)
     variance_gap = float(chaser @ covariance @ chaser - minimum @ covariance @ minimum)
     scale = float(np.abs(covariance).max()) * max(budget, 1) ** 2
@@ -218,7 +218,7 @@ def sp500_problem(
     window_days: int = 756,
     estimator: Estimator = "ledoit_wolf",
     end_offset_days: int = 0,
-) -> PortfolioProblem:
+) -> SelectionProblem:
     """A real selection problem: a seeded random subset of the bundled S&P 500 stocks.
 
     The subset is ``numpy.random.default_rng(seed).choice(20, num_assets, replace=False)``, kept
@@ -260,7 +260,7 @@ def sp500_problem(
         q = balanced_risk_aversion(fitted.expected_returns, fitted.covariance, budget)
     if not math.isfinite(q):
         raise ValueError(f"risk_aversion must be finite, got {q}")
-    return PortfolioProblem(
+    return SelectionProblem(
         names=tuple(names[i] for i in chosen),
         expected_returns=fitted.expected_returns,
         covariance=fitted.covariance,

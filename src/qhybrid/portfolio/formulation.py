@@ -1,7 +1,7 @@
 """What every portfolio formulation offers the solvers, and the integer moves they share.
 
 Two formulations live in :mod:`qhybrid.portfolio`: binary asset selection under a cardinality
-budget (:class:`~qhybrid.portfolio.model.PortfolioProblem`) and integer lots under a total
+budget (:class:`~qhybrid.portfolio.selection.SelectionProblem`) and integer lots under a total
 (:class:`~qhybrid.portfolio.lots.LotsProblem`). Both are, underneath, the same integer problem
 
 ``minimise F(ℓ) = ℓᵀAℓ − bᵀℓ  subject to  lower ≤ ℓ ≤ upper (integers),  Σ ℓ_i = total``
@@ -20,9 +20,37 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize
 
-from qhybrid.core.qubo import FloatArray, Qubo
+from qhybrid.domain.qubo import FloatArray, Qubo
 
 IntArray = NDArray[np.int64]
+
+#: Factor applied to the worst-case objective change; anything above 1 keeps the argument strict,
+#: and a modest value keeps the penalty from drowning the objective in the QAOA landscape.
+PENALTY_MARGIN = 1.25
+
+
+def as_bit_matrix(x: ArrayLike, num_bits: int) -> FloatArray:
+    """Validate a bit vector or a batch of them and return it as a float ``(m, num_bits)`` matrix.
+
+    Args:
+        x: Shape ``(num_bits,)`` or ``(m, num_bits)``; every entry must be 0 or 1.
+        num_bits: Expected number of columns.
+
+    Returns:
+        The bits as ``float64``, always two-dimensional.
+
+    Raises:
+        ValueError: On a wrong shape or an entry other than 0 and 1.
+    """
+    xs = np.asarray(x)
+    if xs.ndim == 1:
+        xs = xs[np.newaxis, :]
+    if xs.ndim != 2 or xs.shape[1] != num_bits:
+        raise ValueError(f"expected bit vectors of length {num_bits}, got shape {np.shape(x)}")
+    values = xs.astype(np.float64)
+    if not np.all((values == 0.0) | (values == 1.0)):
+        raise ValueError("bit vectors may only contain 0 and 1")
+    return values
 
 
 @runtime_checkable

@@ -17,10 +17,16 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from qhybrid.core.qubo import FloatArray, Qubo
-from qhybrid.portfolio.formulation import IntArray, best_transfer_search, greedy_fill, relax_levels
-from qhybrid.portfolio.model import PortfolioProblem, as_bit_matrix
-from qhybrid.portfolio.qubo import PENALTY_MARGIN
+from qhybrid.domain.qubo import FloatArray, Qubo
+from qhybrid.portfolio.formulation import (
+    PENALTY_MARGIN,
+    IntArray,
+    as_bit_matrix,
+    best_transfer_search,
+    greedy_fill,
+    relax_levels,
+)
+from qhybrid.portfolio.selection import SelectionProblem
 
 
 class AssetEncoding(NamedTuple):
@@ -124,7 +130,7 @@ class LotsProblem:
         max_lots: ``max_i ≥ min_i`` per asset.
 
     Raises:
-        ValueError: On the same data errors as :class:`PortfolioProblem`, non-integer or negative
+        ValueError: On the same data errors as :class:`SelectionProblem`, non-integer or negative
             bounds, ``max_i < min_i``, or a total outside ``[Σ min_i, Σ max_i]`` (no allocation).
     """
 
@@ -146,7 +152,7 @@ class LotsProblem:
         if total < 1:
             raise ValueError(f"total_lots must be >= 1, got {total}")
         # The selection problem already validates names, μ, Σ and q; reuse it rather than repeat it.
-        data = PortfolioProblem(self.names, self.expected_returns, self.covariance, self.risk_aversion, 0)
+        data = SelectionProblem(self.names, self.expected_returns, self.covariance, self.risk_aversion, 0)
         n = data.num_assets
         low = _frozen_ints(self.min_lots, "min_lots", n)
         high = _frozen_ints(self.max_lots, "max_lots", n)

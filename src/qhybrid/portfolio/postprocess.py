@@ -17,9 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from qhybrid.portfolio.formulation import Formulation
+from qhybrid.portfolio.formulation import Formulation, as_bit_matrix
 from qhybrid.portfolio.lots import LotsProblem
-from qhybrid.portfolio.model import as_bit_matrix
 
 
 @dataclass(frozen=True)
@@ -85,48 +84,40 @@ def _decisions(f: Formulation, rows: NDArray[np.uint8]) -> NDArray[np.int64]:
     return rows.astype(np.int64)
 
 
-def postprocess(
-    f: Formulation,
-    bitstrings: NDArray[np.uint8],
-    counts: NDArray[np.int64],
-    *,
-    optimum_bits: tuple[int, ...] | None = None,
-    top_k: int = 32,
-) -> PostProcessed:
-    """Judge measured samples on the true objective and refine the best of them classically.
+@dataclass(frozen=True)
+class Judged:
+    """The samples judged on the true objective, before any refinement.
 
-    Steps, all deterministic:
-
-    1. Merge repeated outcomes; evaluate every distinct one on the true objective.
-    2. Quantum best: the feasible sample of lowest objective (ties: more frequent, then the
-       lexicographically larger bit row, i.e. the earliest combination as in
-       :func:`~qhybrid.portfolio.classical.brute_force`); if none is feasible, the
-       ``top_k`` most frequent samples are repaired and the best repaired point is taken (ties:
-       the more frequent source).
-    3. Candidates: the ``top_k`` distinct samples ranked feasible first by objective, then
-       infeasible by frequency (the order of step 2, so the quantum best is among them). Each is
-       repaired (:meth:`Formulation.repair`) and then improved (:meth:`Formulation.local_search`).
-    4. The answer is the lowest objective among the quantum best, the repaired candidates and
-       the locally optimal ones; on a tie the earliest stage (sample, repair, local search),
-       then the earliest candidate wins, which is what ``found_by`` reports.
-
-    Args:
-        f: The formulation the samples encode.
-        bitstrings: Outcomes, shape ``(m, num_variables)``, 0/1; repeated rows are merged.
-        counts: Shots per row, shape ``(m,)``, non-negative integers with a positive total.
-        optimum_bits: A known optimum (e.g. from :func:`~qhybrid.portfolio.baselines.exact`), to
-            report how often its decision was measured.
-        top_k: How many candidates are refined (and repaired when no sample is feasible).
-
-    Returns:
-        The post-processed result.
-
-    Raises:
-        ValueError: On inconsistent shapes, non-binary entries, negative counts, zero shots or
-            ``top_k < 1``.
+    Attributes:
+        unique: Distinct outcomes, ``(m, num_variables)``.
+        counts: Shots per distinct outcome.
+        feasible: Whether each distinct outcome meets the constraint.
+        candidates: Indices into ``unique`` of the ``top_k`` most promising outcomes: feasible
+            ones by objective, then infeasible ones by frequency.
+        repaired: Each candidate brought to the constraint (:meth:`Formulation.repair`).
+        repaired_objectives: Their true objectives.
+        quantum_best: The best feasible sample, or the best repaired candidate if none is feasible.
+        quantum_objective: Its true objective.
+        quantum_source: ``"sample"`` or ``"repaired"``.
+        shots: Total shots.
     """
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
+
+    unique: NDArray[np.uint8]
+    counts: NDArray[np.int64]
+    feasible: NDArray[np.bool_]
+    candidates: NDArray[np.int64]
+    repaired: tuple[NDArray[np.uint8], ...]
+    repaired_objectives: NDArray[np.float64]
+    quantum_best: NDArray[np.uint8]
+    quantum_objective: float
+    quantum_source: str
+    shots: int
+
+
+def _merged(
+    f: Formulation, bitstrings: NDArray[np.uint8], counts: NDArray[np.int64]
+) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
+    """Validate the samples and merge repeated outcomes (zero counts dropped)."""
     nv = f.num_variables
     raw = np.asarray(bitstrings)
     if raw.ndim != 2 or raw.shape[1] != nv:
@@ -137,58 +128,99 @@ def postprocess(
     if weights.size and (not np.issubdtype(weights.dtype, np.integer) or weights.min() < 0):
         raise ValueError("counts must be non-negative integers")
     rows = as_bit_matrix(raw, nv).astype(np.uint8)
-    if optimum_bits is not None:
-        as_bit_matrix(np.asarray(optimum_bits), nv)  # validates length and 0/1 entries
-
     unique, inverse = np.unique(rows, axis=0, return_inverse=True)
     merged = np.bincount(inverse.reshape(-1), weights=weights, minlength=unique.shape[0])
     seen = merged > 0
-    unique = unique[seen]
-    merged = np.rint(merged[seen]).astype(np.int64)
+    return unique[seen], np.rint(merged[seen]).astype(np.int64)
+
+
+def judge(
+    f: Formulation, bitstrings: NDArray[np.uint8], counts: NDArray[np.int64], *, top_k: int = 32
+) -> Judged:
+    """Judge measured samples on the true objective: the circuit's own best, and the candidates.
+
+    Deterministic. Repeated outcomes are merged and every distinct one is evaluated. The quantum
+    best is the feasible sample of lowest objective (ties: more frequent, then the
+    lexicographically larger bit row, i.e. the earliest combination as in
+    :func:`~qhybrid.portfolio.classical.brute_force`); if none is feasible, the ``top_k`` most
+    frequent samples are repaired and the best repaired point is taken (ties: the more frequent
+    source). The candidates for :func:`refine` are the ``top_k`` distinct samples ranked feasible
+    first by objective, then infeasible by frequency, so the quantum best is among them.
+
+    Raises:
+        ValueError: On inconsistent shapes, non-binary entries, negative counts, zero shots or
+            ``top_k < 1``.
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    unique, merged = _merged(f, bitstrings, counts)
     shots = int(merged.sum())
     if shots <= 0:
         raise ValueError("there must be at least one shot")
-
     feasible = f.is_feasible(unique)
     objectives = f.objective(unique)
-    # Ranking of step 3 (np.lexsort: last key primary). Lexicographically larger rows first,
-    # as brute_force's tie rule; infeasible rows sort after feasible ones, by frequency.
+    # np.lexsort: last key primary. Lexicographically larger rows first, as brute_force's tie
+    # rule; infeasible rows sort after feasible ones, by frequency.
     reversed_bits = tuple(1 - unique.T[::-1].astype(np.int64))
     rank_value = np.where(feasible, objectives, 0.0)
     order = np.lexsort((*reversed_bits, -merged, rank_value, ~feasible))
     candidates = order[:top_k]
-
-    repaired = [f.repair(unique[k]) for k in candidates]
+    repaired = tuple(f.repair(unique[k]) for k in candidates)
     repaired_values = f.objective(np.stack(repaired))
     if feasible.any():
-        quantum_best = unique[order[0]]
-        quantum_source = "sample"
-        found_by = "sample"
+        quantum_best, quantum_source = unique[order[0]], "sample"
     else:
         # argmin keeps the first minimum: the point repaired from the most frequent sample.
-        quantum_best = repaired[int(np.argmin(repaired_values))]
-        quantum_source = "repaired"
-        found_by = "repair"
-    quantum_objective = float(f.objective(quantum_best)[0])
+        quantum_best, quantum_source = repaired[int(np.argmin(repaired_values))], "repaired"
+    return Judged(
+        unique=unique,
+        counts=merged,
+        feasible=feasible,
+        candidates=candidates,
+        repaired=repaired,
+        repaired_objectives=repaired_values,
+        quantum_best=np.asarray(quantum_best, dtype=np.uint8),
+        quantum_objective=float(f.objective(quantum_best)[0]),
+        quantum_source=quantum_source,
+        shots=shots,
+    )
 
-    best_bits, best_value = quantum_best, quantum_objective
+
+def refine(f: Formulation, judged: Judged, *, optimum_bits: tuple[int, ...] | None = None) -> PostProcessed:
+    """Improve the judged candidates classically and report both answers side by side.
+
+    Each candidate, already repaired, is improved by :meth:`Formulation.local_search`. The answer
+    is the lowest objective among the quantum best, the repaired candidates and the locally
+    optimal ones; on a tie the earliest stage (sample, repair, local search), then the earliest
+    candidate wins, which is what ``found_by`` reports.
+
+    Args:
+        f: The formulation the samples encode.
+        judged: What :func:`judge` made of the samples.
+        optimum_bits: A known optimum (e.g. from :func:`~qhybrid.portfolio.baselines.exact`), to
+            report how often its decision was measured.
+    """
+    if optimum_bits is not None:
+        as_bit_matrix(np.asarray(optimum_bits), f.num_variables)  # validates length and 0/1 entries
+    best_bits, best_value = judged.quantum_best, judged.quantum_objective
+    found_by = "sample" if judged.quantum_source == "sample" else "repair"
     # Batched objective evaluations of the same bits can differ in the last ulp (different
     # summation orders), so a later stage must win by more than rounding to take the credit.
-    tolerance = 1e-12 * max(1.0, abs(quantum_objective))
-    k = int(np.argmin(repaired_values))
-    if repaired_values[k] < best_value - tolerance:
-        best_bits, best_value, found_by = repaired[k], float(repaired_values[k]), "repair"
-    improved = [f.local_search(bits) for bits in repaired]
+    tolerance = 1e-12 * max(1.0, abs(judged.quantum_objective))
+    k = int(np.argmin(judged.repaired_objectives))
+    if judged.repaired_objectives[k] < best_value - tolerance:
+        best_bits, best_value, found_by = judged.repaired[k], float(judged.repaired_objectives[k]), "repair"
+    improved = [f.local_search(bits) for bits in judged.repaired]
     improved_values = f.objective(np.stack(improved))
     k = int(np.argmin(improved_values))
     if improved_values[k] < best_value - tolerance:
         best_bits, best_value, found_by = improved[k], float(improved_values[k]), "local_search"
 
-    decisions = _decisions(f, unique)
+    decisions = _decisions(f, judged.unique)
 
     def share(bits: NDArray[np.uint8]) -> float:
         match = np.all(decisions == _decisions(f, bits[np.newaxis, :])[0], axis=1)
-        return float(merged[match].sum()) / shots
+        return float(judged.counts[match].sum()) / judged.shots
 
     optimum_share: float | None = None
     optimum_in_samples: bool | None = None
@@ -196,16 +228,44 @@ def postprocess(
         optimum_share = share(np.asarray(optimum_bits, dtype=np.uint8))
         optimum_in_samples = optimum_share > 0.0
     return PostProcessed(
-        quantum_best_bits=tuple(int(b) for b in quantum_best),
-        quantum_best_objective=quantum_objective,
-        quantum_source=quantum_source,
+        quantum_best_bits=tuple(int(b) for b in judged.quantum_best),
+        quantum_best_objective=judged.quantum_objective,
+        quantum_source=judged.quantum_source,
         refined_bits=tuple(int(b) for b in best_bits),
         refined_objective=best_value,
         found_by=found_by,
-        shots=shots,
-        distinct=int(unique.shape[0]),
-        feasible_share=float(merged[feasible].sum()) / shots,
-        quantum_best_share=share(np.asarray(quantum_best, dtype=np.uint8)),
+        shots=judged.shots,
+        distinct=int(judged.unique.shape[0]),
+        feasible_share=float(judged.counts[judged.feasible].sum()) / judged.shots,
+        quantum_best_share=share(judged.quantum_best),
         optimum_share=optimum_share,
         optimum_in_samples=optimum_in_samples,
     )
+
+
+def postprocess(
+    f: Formulation,
+    bitstrings: NDArray[np.uint8],
+    counts: NDArray[np.int64],
+    *,
+    optimum_bits: tuple[int, ...] | None = None,
+    top_k: int = 32,
+) -> PostProcessed:
+    """Judge measured samples on the true objective and refine the best of them classically.
+
+    :func:`judge` then :func:`refine`; see both.
+
+    Args:
+        f: The formulation the samples encode.
+        bitstrings: Outcomes, shape ``(m, num_variables)``, 0/1; repeated rows are merged.
+        counts: Shots per row, shape ``(m,)``, non-negative integers with a positive total.
+        optimum_bits: A known optimum, to report how often its decision was measured.
+        top_k: How many candidates are refined (and repaired when no sample is feasible).
+
+    Raises:
+        ValueError: On inconsistent shapes, non-binary entries, negative counts, zero shots or
+            ``top_k < 1``.
+    """
+    if optimum_bits is not None:
+        as_bit_matrix(np.asarray(optimum_bits), f.num_variables)
+    return refine(f, judge(f, bitstrings, counts, top_k=top_k), optimum_bits=optimum_bits)

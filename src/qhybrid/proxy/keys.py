@@ -25,6 +25,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from qhybrid.domain.errors import PermanentError
 from qhybrid.proxy.obfuscation import ObfuscationKey
 
 #: Format marker of a sealed key.
@@ -34,8 +35,12 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 
 
-class KeyVaultError(ValueError):
-    """A sealed key that does not open: wrong job, wrong KEK, tampered or truncated blob."""
+class KeyVaultError(PermanentError, ValueError):
+    """A sealed key that does not open: wrong job, wrong KEK, tampered or truncated blob.
+
+    Permanent: it means the trusted DB was altered or the KEK changed; no amount of retrying reads
+    those samples, and the operators must hear of it.
+    """
 
 
 class KeyVault:

@@ -58,12 +58,13 @@ import math
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from qhybrid.core.qubo import FloatArray, Ising
+from qhybrid.domain.privacy import PRIVACY_LEVELS, PrivacyLevel
+from qhybrid.domain.qubo import FloatArray, Ising
 from qhybrid.proxy.transforms import (
     add_noise,
     append_twins,
@@ -77,8 +78,6 @@ from qhybrid.proxy.transforms import (
 )
 from qhybrid.quantum.decode import decode_counts
 
-PrivacyLevel = Literal["off", "low", "standard", "high"]
-PRIVACY_LEVELS: tuple[PrivacyLevel, ...] = get_args(PrivacyLevel)
 #: Mixers the engine knows (:data:`qhybrid.quantum.spec.Mixer`).
 MIXERS = ("x", "xy", "x-warm")
 #: Version of the serialised key; :meth:`ObfuscationKey.from_bytes` refuses others.

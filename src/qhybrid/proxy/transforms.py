@@ -1,6 +1,6 @@
 """The elementary transforms of the obfuscation proxy, each with its exact effect on energies.
 
-Every function here is pure mathematics on :class:`~qhybrid.core.qubo.Ising` problems and bit
+Every function here is pure mathematics on :class:`~qhybrid.domain.qubo.Ising` problems and bit
 matrices; :mod:`qhybrid.proxy.obfuscation` chains them with secret random choices. Each transform
 states how the energy of a sent bitstring relates to the energy of the original one, and the
 tests check exactly that relation:
@@ -13,7 +13,7 @@ tests check exactly that relation:
   energy by the same constant;
 * :func:`subspace_mask` — ``E'(x) = E(x)`` on every ``x`` of Hamming weight ``W`` (and only there).
 
-Bit convention as in :mod:`qhybrid.core.qubo`: ``x_i = 1`` is the spin ``z_i = −1``.
+Bit convention as in :mod:`qhybrid.domain.qubo`: ``x_i = 1`` is the spin ``z_i = −1``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from qhybrid.core.qubo import FloatArray, Ising, Qubo
+from qhybrid.domain.qubo import FloatArray, Ising, Qubo
 
 BoolArray = NDArray[np.bool_]
 IntArray = NDArray[np.int64]

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 
-from qhybrid.core.qubo import FloatArray, Ising
+from qhybrid.domain.qubo import FloatArray, Ising
 from qhybrid.quantum.simulator import qaoa_expectation, qaoa_expectation_and_gradient, single_threaded_blas
 
 #: Ramp amplitudes scanned for ``Δγ · std(H / s)`` and ``Δβ``.

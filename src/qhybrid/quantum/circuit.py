@@ -11,8 +11,9 @@ import numpy as np
 from qiskit import QuantumCircuit, transpile
 from qiskit.transpiler import CouplingMap
 
-from qhybrid.backends.base import DeviceTarget
-from qhybrid.core.qubo import Ising
+from qhybrid.domain.device import DeviceTarget
+from qhybrid.domain.errors import PermanentError
+from qhybrid.domain.qubo import Ising
 from qhybrid.quantum.angles import QaoaAngles
 from qhybrid.quantum.qasm import ALLOWED_GATES
 from qhybrid.quantum.subspace import ring_edges
@@ -21,7 +22,7 @@ from qhybrid.quantum.subspace import ring_edges
 _NON_GATES = frozenset({"measure", "barrier", "delay", "reset"})
 
 
-class CircuitTooLargeError(ValueError):
+class CircuitTooLargeError(PermanentError, ValueError):
     """The circuit needs more qubits than the device offers."""
 
 
@@ -329,7 +330,7 @@ def _target_plan(target: DeviceTarget) -> tuple[Any, list[str] | None, CouplingM
     return None, basis, target.qiskit_target.build_coupling_map()
 
 
-class UnsupportedTargetError(ValueError):
+class UnsupportedTargetError(PermanentError, ValueError):
     """The device's gate set cannot express the program format's gates."""
 
 

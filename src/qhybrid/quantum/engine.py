@@ -35,7 +35,7 @@ from numpy.typing import NDArray
 from qiskit import QuantumCircuit
 from scipy.optimize import minimize
 
-from qhybrid.core.qubo import FloatArray, Ising
+from qhybrid.domain.qubo import FloatArray, Ising
 from qhybrid.quantum.angles import QaoaAngles, angle_table, linear_ramp, table_angles
 from qhybrid.quantum.circuit import (
     append_cost_layer,

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from qhybrid.core.qubo import FloatArray
+from qhybrid.domain.qubo import FloatArray
 
 
 class Objective(Protocol):

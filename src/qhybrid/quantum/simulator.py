@@ -32,7 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 from threadpoolctl import ThreadpoolController
 
-from qhybrid.core.qubo import FloatArray
+from qhybrid.domain.qubo import FloatArray
 from qhybrid.quantum.objective import MeanObjective, Objective
 
 ComplexArray = NDArray[np.complex128]

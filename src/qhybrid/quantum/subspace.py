@@ -32,7 +32,7 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
-from qhybrid.core.qubo import FloatArray, Ising
+from qhybrid.domain.qubo import FloatArray, Ising
 from qhybrid.quantum.objective import Objective
 from qhybrid.quantum.simulator import (
     AngleValues,

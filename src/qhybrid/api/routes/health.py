@@ -10,13 +10,15 @@ from qhybrid.api.deps import ServicesDep
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="The process is alive")
+@router.get("/healthz", summary="The process is alive", operation_id="healthz")
 def healthz() -> dict[str, str]:
     """Always ``{"status": "ok"}`` while the process serves requests."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The database and the queue answer", response_model=None)
+@router.get(
+    "/readyz", summary="The database and the queue answer", response_model=None, operation_id="readyz"
+)
 def readyz(services: ServicesDep) -> JSONResponse:
     """200 when the database and the queue both answer, else 503 naming what failed."""
     checks: dict[str, str] = {}

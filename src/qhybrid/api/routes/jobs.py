@@ -6,18 +6,20 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import JSONResponse
 
 from qhybrid.api.deps import QueueDep, StoreDep, require_api_key
-from qhybrid.api.errors import ApiError, invalid
+from qhybrid.api.errors import ApiError, error_responses, invalid
 from qhybrid.api.schemas import (
-    ErrorBody,
     JobDocument,
     JobEventOut,
     JobPage,
     JobSummary,
     RemoteTaskOut,
 )
-from qhybrid.jobs.states import JobState
+from qhybrid.domain.request import JobRequest, upgrade_stored_request
+from qhybrid.domain.result import Cost, JobResult
+from qhybrid.domain.states import STATUS_NAMES, JobState, parse_status
 from qhybrid.jobs.store import InvalidCursorError, JobView
 
 log = logging.getLogger("qhybrid.api")
@@ -26,16 +28,15 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_
 JobId = Annotated[
     str, Path(min_length=1, max_length=64, description="The id POST /optimize_portfolio returned.")
 ]
-_STATUS_NAMES = [state.api_name for state in JobState]
 
 
 def job_document(view: JobView) -> JobDocument:
-    """The API's picture of a job."""
+    """The API's picture of a job: the stored request, cost and result read back into the contract."""
     job = view.job
     current = next((t for t in view.remote_tasks if t.attempt == job.attempt), None)
     return JobDocument(
         job_id=job.id,
-        status=JobState(job.state).api_name,
+        status=JobState(job.state),
         backend=job.backend,
         shots=job.shots,
         created_at=job.created_at,
@@ -50,8 +51,8 @@ def job_document(view: JobView) -> JobDocument:
         events=[
             JobEventOut(
                 at=event.at,
-                from_status=JobState(event.from_state).api_name if event.from_state else None,
-                status=JobState(event.to_state).api_name,
+                from_status=JobState(event.from_state) if event.from_state else None,
+                status=JobState(event.to_state),
                 detail=event.detail,
             )
             for event in view.events
@@ -69,10 +70,15 @@ def job_document(view: JobView) -> JobDocument:
             submitted_at=current.submitted_at,
             updated_at=current.updated_at,
         ),
-        request=job.request,
-        cost=job.cost,
-        result=job.result,
+        request=JobRequest.model_validate(upgrade_stored_request(job.request, job.request_version)),
+        cost=None if job.cost is None else Cost.model_validate(job.cost),
+        result=None if job.result is None else JobResult.model_validate(job.result),
     )
+
+
+def _document_response(view: JobView, status_code: int = 200) -> JSONResponse:
+    # Serialised here, once: returning the model would make FastAPI validate it a second time.
+    return JSONResponse(job_document(view).model_dump(mode="json"), status_code=status_code)
 
 
 def _not_found(job_id: str) -> ApiError:
@@ -80,7 +86,11 @@ def _not_found(job_id: str) -> ApiError:
 
 
 @router.get(
-    "", response_model=JobPage, summary="List jobs, newest first", responses={422: {"model": ErrorBody}}
+    "",
+    response_model=JobPage,
+    summary="List jobs, newest first",
+    operation_id="list_jobs",
+    responses=error_responses(401, 422),
 )
 def list_jobs(
     store: StoreDep,
@@ -89,17 +99,16 @@ def list_jobs(
         str | None, Query(max_length=200, description="next_cursor of the previous page.")
     ] = None,
     status: Annotated[
-        str | None, Query(description=f"Only jobs in this status: {', '.join(_STATUS_NAMES)}.")
+        str | None, Query(description=f"Only jobs in this status: {', '.join(STATUS_NAMES)}.")
     ] = None,
 ) -> JobPage:
     """One page of jobs; follow ``next_cursor`` for the next."""
     state = None
     if status is not None:
-        if status not in _STATUS_NAMES:
-            raise invalid(
-                "status", "known_status", f"unknown status {status!r}; one of {', '.join(_STATUS_NAMES)}"
-            )
-        state = JobState(status.upper())
+        try:
+            state = parse_status(status)
+        except ValueError as exc:
+            raise invalid("status", "known_status", str(exc)) from exc
     try:
         jobs, next_cursor = store.list_jobs(limit=limit, cursor=cursor, state=state)
     except InvalidCursorError as exc:
@@ -108,7 +117,7 @@ def list_jobs(
         items=[
             JobSummary(
                 job_id=job.id,
-                status=JobState(job.state).api_name,
+                status=JobState(job.state),
                 backend=job.backend,
                 created_at=job.created_at,
                 updated_at=job.updated_at,
@@ -125,14 +134,15 @@ def list_jobs(
     "/{job_id}",
     response_model=JobDocument,
     summary="A job: status, events, result",
-    responses={404: {"model": ErrorBody}},
+    operation_id="get_job",
+    responses=error_responses(401, 404, 422),
 )
-def get_job(job_id: JobId, store: StoreDep) -> JobDocument:
+def get_job(job_id: JobId, store: StoreDep) -> JSONResponse:
     """The job's status, timestamps, transition events and, once completed, its result."""
     view = store.view(job_id)
     if view is None:
         raise _not_found(job_id)
-    return job_document(view)
+    return _document_response(view)
 
 
 @router.post(
@@ -140,9 +150,10 @@ def get_job(job_id: JobId, store: StoreDep) -> JobDocument:
     status_code=202,
     response_model=JobDocument,
     summary="Cancel a job (and its provider task)",
-    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+    operation_id="cancel_job",
+    responses=error_responses(401, 404, 409, 422),
 )
-def cancel_job(job_id: JobId, store: StoreDep, queue: QueueDep) -> JobDocument:
+def cancel_job(job_id: JobId, store: StoreDep, queue: QueueDep) -> JSONResponse:
     """Cancel at once if no work started, else flag the job so a worker cancels the provider task too."""
     outcome = store.request_cancel(job_id)
     if outcome.job is None:
@@ -161,4 +172,4 @@ def cancel_job(job_id: JobId, store: StoreDep, queue: QueueDep) -> JobDocument:
             log.exception("cancel of job %s recorded but the queue could not be reached", job_id)
     view = store.view(job_id)
     assert view is not None
-    return job_document(view)
+    return _document_response(view, status_code=202)

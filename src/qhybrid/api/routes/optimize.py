@@ -12,24 +12,31 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Response
 
 from qhybrid.api.deps import QueueDep, SettingsDep, StoreDep, require_api_key, require_json
-from qhybrid.api.errors import ApiError, invalid
-from qhybrid.api.schemas import ErrorBody, JobAccepted, OptimizeRequest
+from qhybrid.api.errors import ApiError, error_responses, invalid
+from qhybrid.api.schemas import JobAccepted, JobLinks
 from qhybrid.backends.registry import check_backend, known_capacity, static_pricing, static_seconds
 from qhybrid.core.config import Settings
+from qhybrid.domain.request import REQUEST_VERSION, JobRequest
+from qhybrid.domain.result import Cost, PricingReport
+from qhybrid.domain.states import JobState
 from qhybrid.jobs.models import utcnow
-from qhybrid.jobs.states import JobState
 from qhybrid.jobs.store import IdempotencyConflictError
 from qhybrid.proxy.obfuscation import decoy_count
 
 log = logging.getLogger("qhybrid.api")
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 409, 413, 415, 422)
+_ACCEPTED: dict[int | str, dict[str, Any]] = {
+    202: {
+        "description": "Accepted: a worker runs the job.",
+        "headers": {
+            "Location": {"description": "The job's URL: /jobs/{job_id}.", "schema": {"type": "string"}}
+        },
+    }
 }
 
 
-def check_limits(request: OptimizeRequest, settings: Settings) -> None:
+def check_limits(request: JobRequest, settings: Settings) -> None:
     """Rules that depend on the deployment's configuration rather than on the request alone.
 
     Raises:
@@ -89,7 +96,7 @@ def check_limits(request: OptimizeRequest, settings: Settings) -> None:
         )
 
 
-def cost_estimate(request: OptimizeRequest, shots: int, settings: Settings) -> dict[str, Any] | None:
+def cost_estimate(request: JobRequest, shots: int, settings: Settings) -> Cost:
     """The QPU task's estimated cost from the provider's published price list, checked against max_cost.
 
     Raises:
@@ -100,9 +107,9 @@ def cost_estimate(request: OptimizeRequest, shots: int, settings: Settings) -> d
     except LookupError as exc:
         if request.max_cost is not None:
             raise invalid("max_cost", "cost_known", f"cannot check max_cost: {exc}") from exc
-        return {"currency": "USD", "estimated": None, "note": str(exc)}
+        return Cost(estimated=None, note=str(exc))
     if pricing is None:
-        return {"currency": "USD", "estimated": 0.0, "pricing": None}
+        return Cost(estimated=0.0)
     seconds = static_seconds(request.backend, shots)
     estimated = pricing.estimate(shots, seconds)
     if request.max_cost is not None and estimated > request.max_cost:
@@ -113,30 +120,30 @@ def cost_estimate(request: OptimizeRequest, shots: int, settings: Settings) -> d
             f"{pricing.per_shot:g} × {shots} shots + {pricing.per_second:g} × {seconds:g} s) "
             f"exceeds max_cost {request.max_cost:g}",
         )
-    return {
-        "currency": pricing.currency,
-        "estimated": estimated,
-        "estimated_seconds": seconds,
-        "pricing": {
-            "per_task": pricing.per_task,
-            "per_shot": pricing.per_shot,
-            "per_second": pricing.per_second,
-            "source": pricing.source,
-        },
-        "actual": None,
-    }
+    return Cost(
+        currency=pricing.currency,
+        estimated=estimated,
+        estimated_seconds=seconds,
+        pricing=PricingReport(
+            per_task=pricing.per_task,
+            per_shot=pricing.per_shot,
+            per_second=pricing.per_second,
+            source=pricing.source,
+        ),
+    )
 
 
 @router.post(
     "/optimize_portfolio",
     status_code=202,
     response_model=JobAccepted,
-    responses=_ERRORS,
+    responses=_ACCEPTED | error_responses(400, 401, 409, 413, 415, 422),
     summary="Submit a portfolio optimization job",
+    operation_id="submit_job",
     dependencies=[Depends(require_json)],
 )
 def optimize_portfolio(
-    body: OptimizeRequest,
+    body: JobRequest,
     response: Response,
     settings: SettingsDep,
     store: StoreDep,
@@ -153,8 +160,13 @@ def optimize_portfolio(
 ) -> JobAccepted:
     """Accept the job and answer at once; a worker does the rest. ``GET /jobs/{id}`` follows it."""
     check_limits(body, settings)
-    if body.shots is None:
-        body = body.model_copy(update={"shots": settings.default_shots})
+    # The deployment's defaults are written into the stored request, so the job records what ran.
+    body = body.model_copy(
+        update={
+            "shots": body.shots or settings.default_shots,
+            "privacy": body.privacy or settings.privacy_default,
+        }
+    )
     document = body.model_dump(mode="json")
     cost = cost_estimate(body, int(document["shots"]), settings)
     request_hash = hashlib.sha256(
@@ -170,7 +182,8 @@ def optimize_portfolio(
             shots=int(document["shots"]),
             deadline_at=deadline,
             idempotency_key=idempotency_key,
-            cost=cost,
+            cost=cost.model_dump(mode="json"),
+            request_version=REQUEST_VERSION,
         )
     except IdempotencyConflictError as exc:
         raise ApiError(
@@ -190,7 +203,7 @@ def optimize_portfolio(
     return JobAccepted(
         job_id=job.id,
         estimated_cost=None if job.cost is None else job.cost.get("estimated"),
-        status=JobState(job.state).api_name,
+        status=JobState(job.state),
         created_at=job.created_at,
-        links={"self": f"/jobs/{job.id}", "cancel": f"/jobs/{job.id}/cancel"},
+        links=JobLinks(self=f"/jobs/{job.id}", cancel=f"/jobs/{job.id}/cancel"),
     )

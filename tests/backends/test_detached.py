@@ -1,4 +1,4 @@
-"""LocalTaskRunner with real detached runner processes and the real local simulators."""
+"""DetachedTaskRunner with real detached runner processes and the real local simulators."""
 
 from __future__ import annotations
 
@@ -13,15 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from qhybrid.backends import local_runner
-from qhybrid.backends.base import (
-    TERMINAL_TASK_STATES,
-    PermanentBackendError,
-    TaskState,
-    TaskStatus,
-    TransientBackendError,
-)
-from qhybrid.backends.local_runner import LocalTaskRunner, task_id_for
+from qhybrid.backends import detached
+from qhybrid.backends.base import PermanentBackendError, TaskStatus, TransientBackendError
+from qhybrid.backends.detached import DetachedTaskRunner, task_id_for
+from qhybrid.domain.states import TERMINAL_TASK_STATES, TaskState
 
 pytestmark = pytest.mark.integration  # every test here starts real runner processes
 
@@ -41,7 +36,7 @@ c[2] = measure q[1];
 EXECUTORS = ("braket_sv", "braket_dm", "ibm:FakeManilaV2")
 
 
-def wait_terminal(runner: LocalTaskRunner, task_id: str, timeout: float = 90.0) -> TaskStatus:
+def wait_terminal(runner: DetachedTaskRunner, task_id: str, timeout: float = 90.0) -> TaskStatus:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = runner.status(task_id)
@@ -52,7 +47,7 @@ def wait_terminal(runner: LocalTaskRunner, task_id: str, timeout: float = 90.0) 
     raise AssertionError(f"task {task_id} did not finish in {timeout} s; runner log:\n{log}")
 
 
-def runner_pid(runner: LocalTaskRunner, task_id: str) -> int:
+def runner_pid(runner: DetachedTaskRunner, task_id: str) -> int:
     data = json.loads((runner.root / task_id / "runner.json").read_text())
     return int(data["pid"])
 
@@ -66,8 +61,8 @@ def gone(pid: int) -> bool:
 
 
 @pytest.fixture
-def runner(tmp_path: Path) -> Iterator[LocalTaskRunner]:
-    runner = LocalTaskRunner(tmp_path / "local-tasks")
+def runner(tmp_path: Path) -> Iterator[DetachedTaskRunner]:
+    runner = DetachedTaskRunner(tmp_path / "local-tasks")
     yield runner
     # Leave no runner behind, whatever the test did.
     for task_dir in runner.root.glob("local-*"):
@@ -76,9 +71,9 @@ def runner(tmp_path: Path) -> Iterator[LocalTaskRunner]:
 
 
 @pytest.fixture(scope="module")
-def bit_order_tasks(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalTaskRunner, dict[str, str]]:
+def bit_order_tasks(tmp_path_factory: pytest.TempPathFactory) -> tuple[DetachedTaskRunner, dict[str, str]]:
     """One task per executor, submitted together so that they run side by side."""
-    runner = LocalTaskRunner(tmp_path_factory.mktemp("bit-order") / "local-tasks")
+    runner = DetachedTaskRunner(tmp_path_factory.mktemp("bit-order") / "local-tasks")
     ids = {
         executor: runner.submit(executor, CROSSED_BITS, 300, f"bits-{executor}", {"seed": 11})
         for executor in EXECUTORS
@@ -88,7 +83,7 @@ def bit_order_tasks(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalTask
 
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_bit_zero_is_the_first_character_for_every_executor(
-    bit_order_tasks: tuple[LocalTaskRunner, dict[str, str]], executor: str
+    bit_order_tasks: tuple[DetachedTaskRunner, dict[str, str]], executor: str
 ) -> None:
     runner, ids = bit_order_tasks
     status = wait_terminal(runner, ids[executor])
@@ -105,7 +100,7 @@ def test_bit_zero_is_the_first_character_for_every_executor(
     assert result.metadata["executor"] == executor
 
 
-def test_submit_is_idempotent_and_a_new_runner_instance_resumes(runner: LocalTaskRunner) -> None:
+def test_submit_is_idempotent_and_a_new_runner_instance_resumes(runner: DetachedTaskRunner) -> None:
     task_id = runner.submit("braket_sv", CROSSED_BITS, 50, "token-1", {})
     assert task_id == task_id_for("token-1")
     first_pid = runner_pid(runner, task_id)
@@ -116,7 +111,7 @@ def test_submit_is_idempotent_and_a_new_runner_instance_resumes(runner: LocalTas
     assert runner.find("another-token") is None
 
     # A worker restart: a fresh instance over the same directory finds and follows the task.
-    restarted = LocalTaskRunner(runner.root)
+    restarted = DetachedTaskRunner(runner.root)
     assert restarted.find("token-1") == task_id
     status = wait_terminal(restarted, task_id)
     assert status.state is TaskState.COMPLETED
@@ -128,14 +123,15 @@ def test_submit_is_idempotent_and_a_new_runner_instance_resumes(runner: LocalTas
     assert runner.status(task_id).state is TaskState.COMPLETED
 
 
-def test_the_task_outlives_the_process_that_submitted_it(runner: LocalTaskRunner) -> None:
+def test_the_task_outlives_the_process_that_submitted_it(runner: DetachedTaskRunner) -> None:
     # The submitting "worker" is a separate process that exits (as a crashed worker would)
     # right after submitting; this process then resumes the task by id and by token.
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from qhybrid.backends.local_runner import LocalTaskRunner\n"
-        "print(LocalTaskRunner(Path(sys.argv[1])).submit('braket_sv', sys.argv[2], 40, 'token-gone', {}))\n"
+        "from qhybrid.backends.detached import DetachedTaskRunner\n"
+        "runner = DetachedTaskRunner(Path(sys.argv[1]))\n"
+        "print(runner.submit('braket_sv', sys.argv[2], 40, 'token-gone', {}))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script, str(runner.root), CROSSED_BITS],
@@ -150,7 +146,7 @@ def test_the_task_outlives_the_process_that_submitted_it(runner: LocalTaskRunner
     assert runner.result(task_id).counts == {"100": 40}
 
 
-def test_a_killed_runner_makes_the_task_failed(runner: LocalTaskRunner) -> None:
+def test_a_killed_runner_makes_the_task_failed(runner: DetachedTaskRunner) -> None:
     task_id = runner.submit("braket_sv", CROSSED_BITS, 10, "token-killed", {})
     pid = runner_pid(runner, task_id)
     os.killpg(pid, signal.SIGKILL)  # a crash (the runner is still importing the simulator)
@@ -164,7 +160,7 @@ def test_a_killed_runner_makes_the_task_failed(runner: LocalTaskRunner) -> None:
         runner.result(task_id)
 
 
-def test_cancel_kills_the_runner_and_is_idempotent(runner: LocalTaskRunner) -> None:
+def test_cancel_kills_the_runner_and_is_idempotent(runner: DetachedTaskRunner) -> None:
     task_id = runner.submit("braket_sv", CROSSED_BITS, 10, "token-cancel", {})
     pid = runner_pid(runner, task_id)
     runner.cancel(task_id)
@@ -182,7 +178,7 @@ def test_cancel_kills_the_runner_and_is_idempotent(runner: LocalTaskRunner) -> N
     assert runner.status(task_id).state is TaskState.CANCELLED
 
 
-def test_a_crash_before_the_launch_is_recovered_by_the_next_submit(runner: LocalTaskRunner) -> None:
+def test_a_crash_before_the_launch_is_recovered_by_the_next_submit(runner: DetachedTaskRunner) -> None:
     # The task directory exists but its runner was never launched (submitter died in between).
     task_dir = runner.root / task_id_for("token-orphan")
     runner._create(task_dir, "braket_sv", CROSSED_BITS, 20, "token-orphan", {})
@@ -195,9 +191,9 @@ def test_a_crash_before_the_launch_is_recovered_by_the_next_submit(runner: Local
 
 
 def test_a_task_never_launched_fails_after_the_grace_period(
-    runner: LocalTaskRunner, monkeypatch: pytest.MonkeyPatch
+    runner: DetachedTaskRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(local_runner, "LAUNCH_GRACE_SECONDS", 0.0)
+    monkeypatch.setattr(detached, "LAUNCH_GRACE_SECONDS", 0.0)
     task_dir = runner.root / task_id_for("token-lost")
     runner._create(task_dir, "braket_sv", CROSSED_BITS, 20, "token-lost", {})
     time.sleep(0.01)
@@ -206,7 +202,7 @@ def test_a_task_never_launched_fails_after_the_grace_period(
     assert status.message == "runner was never started"
 
 
-def test_a_failing_program_reports_the_error(runner: LocalTaskRunner) -> None:
+def test_a_failing_program_reports_the_error(runner: DetachedTaskRunner) -> None:
     unmeasured = CROSSED_BITS.replace("c[2] = measure q[1];\n", "")
     task_id = runner.submit("braket_sv", unmeasured, 10, "token-bad", {})
     status = wait_terminal(runner, task_id)
@@ -214,7 +210,7 @@ def test_a_failing_program_reports_the_error(runner: LocalTaskRunner) -> None:
     assert status.message is not None and "every classical bit must be measured" in status.message
 
 
-def test_refusals(runner: LocalTaskRunner) -> None:
+def test_refusals(runner: DetachedTaskRunner) -> None:
     with pytest.raises(PermanentBackendError, match="unknown local executor"):
         runner.submit("qpu-in-the-basement", CROSSED_BITS, 10, "t", {})
     with pytest.raises(PermanentBackendError, match="unknown local executor"):
@@ -232,7 +228,7 @@ def test_a_relative_root_works_from_another_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    runner = LocalTaskRunner(Path("relative-tasks"))
+    runner = DetachedTaskRunner(Path("relative-tasks"))
     assert runner.root.is_absolute()
     task_id = runner.submit("braket_sv", CROSSED_BITS, 10, "relative-root-token-1", {})
     assert wait_terminal(runner, task_id).state is TaskState.COMPLETED

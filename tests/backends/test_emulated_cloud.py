@@ -1,4 +1,4 @@
-"""CloudBackend against a real emulated-cloud process, through the egress gateway."""
+"""EmulatedCloudBackend against a real emulated-cloud process, through the egress gateway."""
 
 from __future__ import annotations
 
@@ -13,16 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from qhybrid.backends.base import (
-    TERMINAL_TASK_STATES,
-    DeviceTarget,
-    PermanentBackendError,
-    TaskState,
-    TaskStatus,
-    TransientBackendError,
-)
-from qhybrid.backends.cloud import CloudBackend, parse_retry_after
-from qhybrid.gateway.client import EgressClient, EgressPolicyError
+from qhybrid.backends.base import PermanentBackendError, TaskStatus, TransientBackendError, parse_retry_after
+from qhybrid.backends.emulated_cloud import EmulatedCloudBackend
+from qhybrid.domain.device import DeviceTarget
+from qhybrid.domain.states import TERMINAL_TASK_STATES, TaskState
+from qhybrid.gateway.egress import EgressClient, EgressPolicyError
 
 # Through the egress gateway: canonical programs and hex client tokens only (the payload contract).
 from tests.cloud.helpers import BELL_CANONICAL as BELL
@@ -57,11 +52,13 @@ def make_backend(
         ca_file=ca_file,
         allow_plaintext=allow_plaintext,
     )
-    return CloudBackend(name="cloud", base_url=base_url, token=token, device="emulator", egress=egress)
+    return EmulatedCloudBackend(
+        name="cloud", base_url=base_url, token=token, device="emulator", egress=egress
+    )
 
 
 @pytest.fixture
-def backend(cloud: CloudServer) -> Iterator[CloudBackend]:
+def backend(cloud: CloudServer) -> Iterator[EmulatedCloudBackend]:
     assert cloud.base_url.startswith("https://")  # the cloud speaks TLS by default
     adapter = make_backend(cloud.base_url, token=cloud.token, ca_file=cloud.ca_file)
     try:
@@ -70,7 +67,7 @@ def backend(cloud: CloudServer) -> Iterator[CloudBackend]:
         adapter.close()
 
 
-def wait_terminal(backend: CloudBackend, task_id: str, timeout: float = 20.0) -> list[TaskStatus]:
+def wait_terminal(backend: EmulatedCloudBackend, task_id: str, timeout: float = 20.0) -> list[TaskStatus]:
     seen: list[TaskStatus] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -83,7 +80,7 @@ def wait_terminal(backend: CloudBackend, task_id: str, timeout: float = 20.0) ->
     raise AssertionError(f"task {task_id} not finished after {timeout}s: {seen}")
 
 
-def test_target_is_fetched_once_and_cached(backend: CloudBackend) -> None:
+def test_target_is_fetched_once_and_cached(backend: EmulatedCloudBackend) -> None:
     target = backend.target()
     assert target == DeviceTarget(
         name="emulator", num_qubits=32, basis_gates=("rz", "sx", "x", "cx"), coupling_map=None
@@ -91,7 +88,7 @@ def test_target_is_fetched_once_and_cached(backend: CloudBackend) -> None:
     assert backend.target() is target
 
 
-def test_full_lifecycle(backend: CloudBackend) -> None:
+def test_full_lifecycle(backend: EmulatedCloudBackend) -> None:
     token = gateway_token()
     task_id = backend.submit(X_ON_BIT0, 300, token)
     first = backend.status(task_id)
@@ -112,7 +109,7 @@ def test_full_lifecycle(backend: CloudBackend) -> None:
     assert backend.find_task(token) == task_id
 
 
-def test_bell_counts(backend: CloudBackend) -> None:
+def test_bell_counts(backend: EmulatedCloudBackend) -> None:
     task_id = backend.submit(BELL, 1000, gateway_token())
     wait_terminal(backend, task_id)
     result = backend.result(task_id)
@@ -120,11 +117,11 @@ def test_bell_counts(backend: CloudBackend) -> None:
     assert sum(result.counts.values()) == 1000
 
 
-def test_find_task_unknown_token_is_none(backend: CloudBackend) -> None:
+def test_find_task_unknown_token_is_none(backend: EmulatedCloudBackend) -> None:
     assert backend.find_task(gateway_token()) is None
 
 
-def test_cancel_and_result_of_unfinished_task(backend: CloudBackend) -> None:
+def test_cancel_and_result_of_unfinished_task(backend: EmulatedCloudBackend) -> None:
     task_id = backend.submit(X_ON_BIT0, 10, gateway_token())
     with pytest.raises(PermanentBackendError, match="only COMPLETED tasks have results"):
         backend.result(task_id)
@@ -134,12 +131,12 @@ def test_cancel_and_result_of_unfinished_task(backend: CloudBackend) -> None:
     assert backend.status(task_id).state is TaskState.CANCELLED
 
 
-def test_unknown_task_is_permanent(backend: CloudBackend) -> None:
+def test_unknown_task_is_permanent(backend: EmulatedCloudBackend) -> None:
     with pytest.raises(PermanentBackendError, match="404"):
         backend.status("task-000000000000000000000000")
 
 
-def test_bad_program_is_permanent(cloud: CloudServer, backend: CloudBackend) -> None:
+def test_bad_program_is_permanent(cloud: CloudServer, backend: EmulatedCloudBackend) -> None:
     token = gateway_token()
     received = (cloud.data_dir / "received.log").read_bytes()
     # The gateway's payload contract refuses it before it leaves; the cloud never sees it.
@@ -269,9 +266,9 @@ def trouble_url() -> Iterator[str]:
         server.server_close()
 
 
-def _trouble_backend(url: str, device: str, timeout: float = 5.0) -> CloudBackend:
+def _trouble_backend(url: str, device: str, timeout: float = 5.0) -> EmulatedCloudBackend:
     egress = EgressClient([url], timeout=timeout, allow_plaintext=True)  # a plain-http test server
-    return CloudBackend(name="cloud", base_url=url, token="t", device=device, egress=egress)
+    return EmulatedCloudBackend(name="cloud", base_url=url, token="t", device=device, egress=egress)
 
 
 def test_throttling_is_transient_with_retry_after(trouble_url: str) -> None:

@@ -1,6 +1,6 @@
 """Adapter for the emulated public quantum cloud (``qhybrid.cloud``), over the egress gateway.
 
-Every call goes through :class:`~qhybrid.gateway.client.EgressClient`, the trusted zone's only
+Every call goes through :class:`~qhybrid.gateway.egress.EgressClient`, the trusted zone's only
 way out. Failures are sorted for the retry logic: network trouble (including a connection dropped
 before or in the middle of the answer), throttling (429) and server errors (5xx) are transient;
 any other refusal (4xx) is permanent and carries the server's reason.
@@ -8,55 +8,27 @@ any other refusal (4xx) is permanent and carries the server's reason.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import threading
-import time
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from qhybrid.backends.base import (
-    DeviceTarget,
     PermanentBackendError,
-    Pricing,
     QuantumBackend,
     TaskResult,
-    TaskState,
     TaskStatus,
     TransientBackendError,
+    parse_retry_after,
 )
-from qhybrid.gateway.client import EgressAuditError, EgressClient, EgressPolicyError, PayloadKind
+from qhybrid.domain.device import DeviceTarget, Pricing
+from qhybrid.domain.states import TaskState
+from qhybrid.gateway.egress import EgressAuditError, EgressClient, EgressPolicyError, PayloadKind
 
 #: The only outcome ordering this adapter understands: character ``i`` is classical bit ``i``.
 _BIT_ORDER = "bit0-first"
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait according to a ``Retry-After`` header (delta-seconds or HTTP date).
-
-    Args:
-        value: The header value, if any.
-        now: Current Unix time, for the HTTP-date form (defaults to ``time.time()``).
-
-    Returns:
-        A non-negative number of seconds, or ``None`` when absent or unreadable.
-    """
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN: no usable advice
-        return None
-    return max(0.0, seconds)
 
 
 def _detail(response: httpx.Response) -> str:
@@ -72,7 +44,7 @@ def _detail(response: httpx.Response) -> str:
     return json.dumps(detail if detail is not None else body)[:500]
 
 
-class CloudBackend(QuantumBackend):
+class EmulatedCloudBackend(QuantumBackend):
     """The emulated cloud behind the backend contract.
 
     Args:
@@ -104,7 +76,9 @@ class CloudBackend(QuantumBackend):
 
     def __repr__(self) -> str:
         # Spelled out so that the token never shows up in logs or tracebacks.
-        return f"CloudBackend(name={self.name!r}, base_url={self._base_url!r}, device={self._device!r})"
+        return (
+            f"EmulatedCloudBackend(name={self.name!r}, base_url={self._base_url!r}, device={self._device!r})"
+        )
 
     # --- transport -----------------------------------------------------------------------------
 

@@ -6,12 +6,12 @@ import sys
 import numpy as np
 import pytest
 
-from qhybrid.portfolio.model import Evaluation, PortfolioProblem
+from qhybrid.portfolio.selection import Evaluation, SelectionProblem
 from tests.portfolio.factories import random_problem
 
 
-def small() -> PortfolioProblem:
-    return PortfolioProblem(
+def small() -> SelectionProblem:
+    return SelectionProblem(
         names=("A", "B", "C"),
         expected_returns=np.array([0.1, 0.2, 0.05]),
         covariance=np.array([[0.04, 0.01, 0.0], [0.01, 0.09, -0.02], [0.0, -0.02, 0.01]]),
@@ -64,7 +64,7 @@ def test_is_feasible_single_vector() -> None:
 
 def test_arrays_are_frozen_copies() -> None:
     mu = np.array([0.1, 0.2])
-    problem = PortfolioProblem(("A", "B"), mu, np.eye(2), 1.0, 1)
+    problem = SelectionProblem(("A", "B"), mu, np.eye(2), 1.0, 1)
     mu[0] = 5.0
     assert problem.expected_returns[0] == 0.1
     with pytest.raises(ValueError):
@@ -97,14 +97,14 @@ def test_validation(kwargs: dict[str, object], message: str) -> None:
     }
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=message):
-        PortfolioProblem(**arguments)  # type: ignore[arg-type]
+        SelectionProblem(**arguments)  # type: ignore[arg-type]
 
 
 def test_portfolio_package_does_not_load_qiskit() -> None:
     # The business side must stay importable (and auditable) without any circuit machinery.
     code = (
-        "import sys, qhybrid.portfolio.model, qhybrid.portfolio.qubo, qhybrid.portfolio.classical, "
-        "qhybrid.portfolio.samples; print(any(m.split('.')[0].startswith('qiskit') for m in sys.modules))"
+        "import sys, qhybrid.portfolio.selection, qhybrid.portfolio.lots, qhybrid.portfolio.classical, "
+        "qhybrid.portfolio.postprocess; print(any(m.split('.')[0].startswith('qiskit') for m in sys.modules))"
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert output.stdout.strip() == "False"

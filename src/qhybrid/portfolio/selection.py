@@ -4,7 +4,7 @@ The problem follows the convention of qiskit-finance's ``PortfolioOptimization``
 vector ``x`` (``x_i = 1`` buys asset ``i``) that minimises ``q · xᵀΣx − μᵀx`` subject to
 ``Σ x_i = budget``, where ``q`` is the risk aversion, ``Σ`` the covariance matrix and ``μ`` the
 expected returns. This module holds the business data (asset names included) and never leaves
-the trusted zone; only the anonymous :class:`~qhybrid.core.qubo.Qubo` derived from it does.
+the trusted zone; only the anonymous :class:`~qhybrid.domain.qubo.Qubo` derived from it does.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from qhybrid.core.qubo import FloatArray, Qubo
-from qhybrid.portfolio.formulation import best_transfer_search, relax_levels
+from qhybrid.domain.qubo import FloatArray, Qubo
+from qhybrid.portfolio.formulation import PENALTY_MARGIN, as_bit_matrix, best_transfer_search, relax_levels
 
 
 def _frozen(array: FloatArray) -> FloatArray:
@@ -24,30 +24,6 @@ def _frozen(array: FloatArray) -> FloatArray:
     copy = np.array(array, dtype=np.float64, copy=True)
     copy.setflags(write=False)
     return copy
-
-
-def as_bit_matrix(x: ArrayLike, num_bits: int) -> FloatArray:
-    """Validate a bit vector or a batch of them and return it as a float ``(m, num_bits)`` matrix.
-
-    Args:
-        x: Shape ``(num_bits,)`` or ``(m, num_bits)``; every entry must be 0 or 1.
-        num_bits: Expected number of columns.
-
-    Returns:
-        The bits as ``float64``, always two-dimensional.
-
-    Raises:
-        ValueError: On a wrong shape or an entry other than 0 and 1.
-    """
-    xs = np.asarray(x)
-    if xs.ndim == 1:
-        xs = xs[np.newaxis, :]
-    if xs.ndim != 2 or xs.shape[1] != num_bits:
-        raise ValueError(f"expected bit vectors of length {num_bits}, got shape {np.shape(x)}")
-    values = xs.astype(np.float64)
-    if not np.all((values == 0.0) | (values == 1.0)):
-        raise ValueError("bit vectors may only contain 0 and 1")
-    return values
 
 
 @dataclass(frozen=True)
@@ -80,7 +56,7 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
-class PortfolioProblem:
+class SelectionProblem:
     """Pick exactly ``budget`` assets minimising ``risk_aversion · xᵀΣx − μᵀx``.
 
     Attributes:
@@ -193,17 +169,11 @@ class PortfolioProblem:
         )
 
     def to_qubo(self, penalty: float | None = None) -> tuple[Qubo, float]:
-        """The QUBO ``f(x) + A (Σx − B)²`` and ``A``; see :func:`qhybrid.portfolio.qubo.to_qubo`."""
-        # Imported here because qubo.py imports this module.
-        from qhybrid.portfolio.qubo import to_qubo
-
+        """The QUBO ``f(x) + A (Σx − B)²`` and ``A``; see :func:`to_qubo`."""
         return to_qubo(self, penalty)
 
     def repair(self, x: ArrayLike) -> NDArray[np.uint8]:
-        """Greedily bring one selection to the budget; see :func:`qhybrid.portfolio.samples.repair`."""
-        # Imported here because samples.py imports this module.
-        from qhybrid.portfolio.samples import repair
-
+        """Greedily bring one selection to the budget; see :func:`repair`."""
         return repair(self, x)
 
     def local_search(self, x: ArrayLike) -> NDArray[np.uint8]:
@@ -248,3 +218,125 @@ class PortfolioProblem:
             np.ones(n, dtype=np.int64),
             self.budget,
         )
+
+
+def penalty_weight(problem: SelectionProblem) -> float:
+    """A penalty weight ``A`` large enough that every minimiser of the QUBO is feasible.
+
+    The argument. Let ``f(x) = q xᵀΣx − μᵀx`` and ``k = Σ x_i``. Take any infeasible ``x`` and
+    move one step towards the budget ``B``:
+
+    * if ``k < B``, add an asset ``i`` not in ``x``: ``f`` changes by
+      ``Δ⁺ = q (Σ_ii + 2 Σ_{j∈x} Σ_ij) − μ_i``. Since ``x`` holds at most ``B − 1`` assets,
+      ``Δ⁺ ≤ U⁺_i = q Σ_ii − μ_i + 2q · (sum of the B − 1 largest values max(Σ_ij, 0), j ≠ i)``;
+    * if ``k > B``, drop an asset ``i`` of ``x``: ``f`` changes by
+      ``Δ⁻ = μ_i − q (Σ_ii + 2 Σ_{j∈x, j≠i} Σ_ij) ≤ U⁻_i = μ_i − q Σ_ii + 2q Σ_{j≠i} max(−Σ_ij, 0)``.
+
+    Let ``D`` be the largest ``U⁺_i`` (only when ``B ≥ 1``, otherwise no step adds) and ``U⁻_i``
+    (only when ``B < n``). Meanwhile the penalty falls from ``A (k − B)²`` to
+    ``A (|k − B| − 1)²``, that is by ``A (2|k − B| − 1) ≥ A``. So when ``A > D`` every infeasible
+    ``x`` has a neighbour of strictly lower QUBO energy, hence no infeasible ``x`` is a minimiser;
+    on feasible vectors the penalty vanishes, so the QUBO minimisers are exactly the portfolio
+    optima. We take ``A = PENALTY_MARGIN · D``. One-sided bounds (rather than absolute values)
+    keep ``A`` small, which matters to QAOA: a huge penalty flattens the objective's landscape.
+    If ``D ≤ 0`` (moving towards the budget never hurts) any positive ``A`` works and we use the
+    problem's coefficient scale.
+
+    Args:
+        problem: The portfolio problem.
+
+    Returns:
+        A strictly positive, finite penalty weight.
+    """
+    n = problem.num_assets
+    budget = problem.budget
+    q = problem.risk_aversion
+    mu = problem.expected_returns
+    cov = problem.covariance
+    diagonal = np.diag(cov)
+    off_diagonal = cov - np.diag(diagonal)
+    bounds: list[float] = []
+    if budget >= 1:
+        # Sorting each row's positive parts descending lets us sum the B − 1 largest ones.
+        positive = np.sort(np.maximum(off_diagonal, 0.0), axis=1)[:, ::-1]
+        top = positive[:, : budget - 1].sum(axis=1)
+        bounds.append(float(np.max(q * diagonal - mu + 2.0 * q * top)))
+    if budget < n:
+        negative = np.maximum(-off_diagonal, 0.0).sum(axis=1)
+        bounds.append(float(np.max(mu - q * diagonal + 2.0 * q * negative)))
+    worst = max(bounds)
+    if worst <= 0.0:
+        scale = float(max(np.abs(mu).max(), q * np.abs(cov).max()))
+        worst = scale if scale > 0.0 else 1.0
+    weight = PENALTY_MARGIN * worst
+    if not math.isfinite(weight):
+        raise ValueError("the problem's coefficients are too large for a finite penalty")
+    return weight
+
+
+def to_qubo(problem: SelectionProblem, penalty: float | None = None) -> tuple[Qubo, float]:
+    """The QUBO whose energy is ``f(x) + A (Σ x_i − B)²`` exactly, offset included.
+
+    Expanding with ``x_i² = x_i``: ``(Σx − B)² = xᵀ(11ᵀ)x − 2B Σ x_i + B²``, so
+    ``Q = qΣ + A·11ᵀ − diag(μ + 2AB)`` and ``offset = A B²``.
+
+    Args:
+        problem: The portfolio problem.
+        penalty: ``A``; ``None`` means :func:`penalty_weight`. A value below that bound is
+            accepted but may make an infeasible vector the QUBO minimum.
+
+    Returns:
+        The QUBO and the penalty weight used.
+
+    Raises:
+        ValueError: If ``penalty`` is negative or not finite.
+    """
+    weight = penalty_weight(problem) if penalty is None else float(penalty)
+    if not math.isfinite(weight) or weight < 0.0:
+        raise ValueError(f"penalty must be finite and >= 0, got {penalty}")
+    n = problem.num_assets
+    budget = float(problem.budget)
+    matrix = problem.risk_aversion * problem.covariance + weight * np.ones((n, n))
+    matrix = matrix - np.diag(problem.expected_returns + 2.0 * weight * budget)
+    return Qubo(matrix=matrix, offset=weight * budget * budget), weight
+
+
+def repair(problem: SelectionProblem, x: ArrayLike) -> NDArray[np.uint8]:
+    """Greedily bring one selection to the budget.
+
+    While fewer than ``budget`` assets are held, add the asset whose addition lowers the
+    objective most; while more are held, drop the one whose removal lowers it most. Ties go to
+    the lowest asset index. Each step uses the exact marginal change, computed for all candidate
+    assets at once: adding ``i`` changes ``f`` by ``q(Σ_ii + 2(Σx)_i) − μ_i``, dropping ``i``
+    by ``μ_i − q(2(Σx)_i − Σ_ii)``.
+
+    Args:
+        problem: The portfolio problem.
+        x: One bit vector of shape ``(n,)``.
+
+    Returns:
+        A feasible bit vector (``uint8``); ``x`` itself (as a copy) if it was already feasible.
+    """
+    if np.ndim(x) != 1:
+        raise ValueError(f"repair takes one bit vector, got shape {np.shape(x)}")
+    bits = as_bit_matrix(x, problem.num_assets)[0]
+    q = problem.risk_aversion
+    cov = problem.covariance
+    mu = problem.expected_returns
+    diagonal = np.diag(cov)
+    load = cov @ bits  # (Σx)_i, updated incrementally as assets come and go
+    held = round(float(bits.sum()))
+    while held != problem.budget:
+        if held < problem.budget:
+            change = np.where(bits == 0.0, q * (diagonal + 2.0 * load) - mu, np.inf)
+            i = int(np.argmin(change))
+            bits[i] = 1.0
+            load += cov[:, i]
+            held += 1
+        else:
+            change = np.where(bits == 1.0, mu - q * (2.0 * load - diagonal), np.inf)
+            i = int(np.argmin(change))
+            bits[i] = 0.0
+            load -= cov[:, i]
+            held -= 1
+    return np.asarray(bits, dtype=np.uint8)

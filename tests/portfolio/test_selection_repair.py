@@ -4,7 +4,7 @@ import itertools
 
 import numpy as np
 
-from qhybrid.portfolio.samples import repair
+from qhybrid.portfolio.selection import repair
 from tests.portfolio.factories import all_bits, random_problem
 
 

@@ -1,4 +1,4 @@
-"""The job state machine: states, the transitions allowed between them, and named state sets.
+"""The job state machine and the provider task's states: the states, their transitions, named sets.
 
 ```
 ACCEPTED -> PREPARING -> SUBMITTING -> SUBMITTED -> REMOTE_QUEUED -> REMOTE_RUNNING -> FINALIZING -> COMPLETED
@@ -10,6 +10,9 @@ PREPARING | SUBMITTING | remote states -> FINALIZING with a fallback reason: the
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
+
+from pydantic import PlainSerializer, WithJsonSchema
 
 
 class JobState(StrEnum):
@@ -30,6 +33,28 @@ class JobState(StrEnum):
     def api_name(self) -> str:
         """The state as the API shows it (``remote_queued``)."""
         return self.value.lower()
+
+
+#: The status names the API shows, in journey order.
+STATUS_NAMES: tuple[str, ...] = tuple(state.api_name for state in JobState)
+
+#: A :class:`JobState` as the API shows it: the lower-case name, documented as an enum.
+JobStatus = Annotated[
+    JobState,
+    PlainSerializer(lambda state: state.api_name, return_type=str),
+    WithJsonSchema({"type": "string", "enum": list(STATUS_NAMES), "title": "JobStatus"}),
+]
+
+
+def parse_status(name: str) -> JobState:
+    """The state behind an API status name (``remote_queued``).
+
+    Raises:
+        ValueError: For a name that is no status.
+    """
+    if name not in STATUS_NAMES:
+        raise ValueError(f"unknown status {name!r}; one of {', '.join(STATUS_NAMES)}")
+    return JobState(name.upper())
 
 
 #: States a job never leaves.
@@ -63,6 +88,20 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     else frozenset()
     for state in JobState
 }
+
+
+class TaskState(StrEnum):
+    """Normalised state of a remote quantum task."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+#: States after which a task never changes again.
+TERMINAL_TASK_STATES = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED})
 
 
 class InvalidTransitionError(ValueError):

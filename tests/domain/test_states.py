@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from qhybrid.jobs.states import (
+from qhybrid.domain.states import (
     REMOTE_STATES,
     TERMINAL_STATES,
     TRANSITIONS,

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from qhybrid.portfolio.classical import brute_force
-from qhybrid.portfolio.qubo import PENALTY_MARGIN, penalty_weight, to_qubo
+from qhybrid.portfolio.formulation import PENALTY_MARGIN
+from qhybrid.portfolio.selection import penalty_weight, to_qubo
 from tests.portfolio.factories import all_bits, random_problem
 
 KINDS = ("psd", "negative", "large_mu", "indefinite")

@@ -2,7 +2,7 @@
 
 A worker that ran a simulation in its own process would lose it on a crash and could not tell a
 slow task from a dead one. Here every task is a directory under the runner's root and is executed
-by a child process started in its own session (``python -m qhybrid.backends.local_runner run
+by a child process started in its own session (``python -m qhybrid.backends.executors run
 <task_dir>``): the child outlives the worker, and any worker, including one started after a
 crash, finds the task again by id or by client token and reads its state from files.
 
@@ -47,19 +47,18 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from qhybrid.backends.base import (
-    TERMINAL_TASK_STATES,
     PermanentBackendError,
     QuantumBackend,
     TaskResult,
-    TaskState,
     TaskStatus,
     TransientBackendError,
 )
+from qhybrid.domain.states import TERMINAL_TASK_STATES, TaskState
 
 #: Executors backed by the Braket SDK's local simulators.
 BRAKET_EXECUTORS = frozenset({"braket_sv", "braket_dm"})
@@ -226,7 +225,7 @@ def _lock_held(task_dir: Path) -> bool:
 # --------------------------------------------------------------------------- the runner
 
 
-class LocalTaskRunner:
+class DetachedTaskRunner:
     """Runs local-simulator tasks in detached processes, one directory per task.
 
     All methods are safe to call from several threads and several processes at once, and safe
@@ -251,7 +250,7 @@ class LocalTaskRunner:
         return self._root
 
     def __repr__(self) -> str:
-        return f"LocalTaskRunner(root={str(self._root)!r})"
+        return f"DetachedTaskRunner(root={str(self._root)!r})"
 
     # --- contract ----------------------------------------------------------------------------
 
@@ -451,7 +450,7 @@ class LocalTaskRunner:
             return  # cancelled before it ever started
         with open(task_dir / _LOG, "ab") as log:
             process = subprocess.Popen(
-                [self._python, "-m", "qhybrid.backends.local_runner", "run", str(task_dir)],
+                [self._python, "-m", "qhybrid.backends.executors", "run", str(task_dir)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -532,8 +531,8 @@ def seed_for(client_token: str) -> int:
     return int.from_bytes(hashlib.sha256(client_token.encode("utf-8")).digest()[:4], "big") | 1
 
 
-class LocalRunnerBackend(QuantumBackend):
-    """A backend whose tasks run on this machine through a :class:`LocalTaskRunner`.
+class DetachedBackend(QuantumBackend):
+    """A backend whose tasks run on this machine through a :class:`DetachedTaskRunner`.
 
     Subclasses say which executor runs the programs and describe the device in ``target()``.
 
@@ -543,7 +542,7 @@ class LocalRunnerBackend(QuantumBackend):
         executor: The runner's executor for this backend's programs.
     """
 
-    def __init__(self, *, name: str, runner: LocalTaskRunner, executor: str) -> None:
+    def __init__(self, *, name: str, runner: DetachedTaskRunner, executor: str) -> None:
         check_executor(executor)
         self.name = name
         self._runner = runner
@@ -578,27 +577,16 @@ class LocalRunnerBackend(QuantumBackend):
 # --------------------------------------------------------------------------- child process
 
 
-def _execute(spec: dict[str, Any]) -> tuple[dict[str, int], dict[str, object]]:
-    """Run one task's program with its executor; imports the heavy SDKs only here."""
-    executor = str(spec["executor"])
-    program = str(spec["program"])
-    shots = int(spec["shots"])
-    options = spec.get("options") or {}
-    check_executor(executor)
-    if executor in BRAKET_EXECUTORS:
-        from qhybrid.backends.braket import run_local_simulation
-
-        return run_local_simulation(executor, program, shots)
-    from qhybrid.backends.ibm import run_fake_backend
-
-    seed = options.get("seed")
-    return run_fake_backend(
-        executor[len(IBM_EXECUTOR_PREFIX) :], program, shots, seed=seed if isinstance(seed, int) else None
-    )
+#: Runs one task's spec: ``(counts with bit 0 first, metadata)``.
+Executor = Callable[[dict[str, Any]], tuple[dict[str, int], dict[str, object]]]
 
 
-def run_task(task_dir: Path) -> int:
+def run_task(task_dir: Path, execute: Executor) -> int:
     """Execute one task (the body of the detached runner process).
+
+    Args:
+        task_dir: The task's directory.
+        execute: Runs the spec's program (:func:`qhybrid.backends.executors.execute`).
 
     Returns:
         The process exit code: 0 when the task ended COMPLETED or was already finished.
@@ -621,7 +609,7 @@ def run_task(task_dir: Path) -> int:
         spec = _read_json(task_dir / _SPEC)
         if spec is None:
             raise RuntimeError("spec.json is missing")
-        counts, metadata = _execute(spec)
+        counts, metadata = execute(spec)
         metadata = {
             **metadata,
             "executor": spec["executor"],
@@ -638,16 +626,3 @@ def run_task(task_dir: Path) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line of the runner process: ``run <task_dir>``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2 or args[0] != "run":
-        print("usage: python -m qhybrid.backends.local_runner run <task_dir>", file=sys.stderr)
-        return 2
-    return run_task(Path(args[1]))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

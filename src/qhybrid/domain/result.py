@@ -1,0 +1,257 @@
+"""What a completed job answers: ``JobResult`` and its parts, one typed contract.
+
+The worker builds a :class:`JobResult`, stores it as JSON, and the API validates it back into the
+same model, so ``/openapi.json`` documents every field a client reads. What PREPARING records about
+the circuit (:class:`Prepared`) is typed here too, because the result repeats it.
+
+Every objective is the TRUE business objective ``q·wᵀΣw − μᵀw`` (lower is better), evaluated in
+the trusted zone on the real μ and Σ, never on anything that was obfuscated or penalised.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from qhybrid.domain.privacy import PrivacyLevel
+
+#: Which step produced the returned portfolio:
+#: ``quantum``: a measured sample itself; ``quantum+refinement``: classical repair or local search
+#: starting from the samples; ``classical_baseline``: the samples lost to the classical baseline;
+#: ``classical_fallback``: the QPU could not answer (``fallback.reason`` says why).
+Source = Literal["quantum", "quantum+refinement", "classical_baseline", "classical_fallback"]
+
+#: Sources that count as a quantum answer (the circuit's samples were the starting point).
+QUANTUM_SOURCES: frozenset[str] = frozenset({"quantum", "quantum+refinement"})
+
+Formulation = Literal["selection", "weights"]
+
+
+class _Part(BaseModel):
+    # Stored results are read back as they were written: a field added later must not make an
+    # older document unreadable, and an unknown key from a newer writer is ignored.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Portfolio(_Part):
+    """A portfolio judged on the true data."""
+
+    selected: list[str] = Field(description="Names of the assets held, in the request's order.")
+    bits: list[int] = Field(description="The binary decision variables (one per qubit).")
+    expected_return: float = Field(description="wᵀμ.")
+    variance: float = Field(description="wᵀΣw.")
+    objective: float = Field(description="q·wᵀΣw − μᵀw; lower is better.")
+    lots: dict[str, int] | None = Field(default=None, description="weights: lots held per asset.")
+    weights: dict[str, float] | None = Field(default=None, description="weights: share of each asset.")
+    feasible: bool | None = Field(default=None, description="weights: whether the lots meet every bound.")
+
+
+class BaselineAnswer(Portfolio):
+    """A classical solver's portfolio."""
+
+    method: str = Field(description="brute_force, lot_enumeration, scip or simulated_annealing.")
+    optimal: bool = Field(description="Proven optimal.")
+    seconds: float = Field(description="Solver wall time.")
+
+
+class QuantumBest(Portfolio):
+    """The best portfolio among the circuit's own samples, before any classical refinement."""
+
+    source: Literal["sample", "repaired"] = Field(
+        description="sample: a measured feasible sample; repaired: no sample was feasible, the best "
+        "repaired one."
+    )
+    gap: float = Field(description="Relative gap to the classical baseline.")
+
+
+class Refined(Portfolio):
+    """The best portfolio after classical repair and local search from the samples."""
+
+    found_by: Literal["sample", "repair", "local_search"] = Field(description="The step that found it.")
+    gap: float = Field(description="Relative gap to the classical baseline.")
+
+
+class Baselines(_Part):
+    """The classical answers every job is compared with."""
+
+    exact: BaselineAnswer = Field(description="Exact (or best proven within the time limit).")
+    simulated_annealing: BaselineAnswer
+
+
+class Fallback(_Part):
+    """Why the QPU did not answer."""
+
+    reason: str
+
+
+class PrivacyReport(_Part):
+    """What the QPU saw."""
+
+    level: PrivacyLevel
+    qubits_sent: int = Field(description="Qubits of the sent (obfuscated) problem, decoys included.")
+
+
+class Link(_Part):
+    """How the trusted zone reached the provider."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    transport: str
+    tls_version: str | None = None
+    tls_group: str | None = None
+    tls_cipher: str | None = None
+    post_quantum: bool | None = Field(default=None, description="A hybrid post-quantum key exchange.")
+
+
+class QaoaSpecReport(_Part):
+    """The QAOA variant that was run."""
+
+    mixer: str
+    reps: int
+    objective: str
+    cvar_alpha: float
+    init: str
+    maxiter: int
+    warm_epsilon: float
+
+
+class AnglesReport(_Part):
+    """The trained angles."""
+
+    gammas: list[float]
+    betas: list[float]
+    expectation: float
+    evaluations: int
+
+
+class QaoaReport(_Part):
+    """How the circuit was planned on the local simulator, for the sent problem."""
+
+    spec: QaoaSpecReport
+    angles: AnglesReport
+    hamming_weight: int | None
+    warm_start: list[float] | None
+    simulated: dict[str, float] = Field(description="Facts of the planning simulation.")
+
+
+class CircuitReport(_Part):
+    """The transpiled circuit."""
+
+    logical_qubits: int
+    physical_qubits: int
+    depth: int
+    two_qubit_gates: int
+    total_gates: int
+    layout: list[int] | None
+    estimated_success: float | None = Field(description="Π(1 − error) over the circuit's gates.")
+
+
+class EstimateReport(_Part):
+    """How μ and Σ were estimated from prices."""
+
+    estimator: str
+    shrinkage: float | None
+    observations: int
+    returns: str
+    assets: int
+
+
+class Prepared(_Part):
+    """What PREPARING records: the problem that was sent and the circuit that carries it."""
+
+    formulation: Formulation
+    qubits: int = Field(description="Binary variables of the true problem.")
+    privacy: PrivacyReport
+    penalty: float = Field(description="Weight of the constraint penalty in the QUBO.")
+    seed: int
+    device: str
+    qaoa: QaoaReport
+    circuit: CircuitReport
+    estimate: EstimateReport | None
+    seconds: dict[str, float] = Field(default_factory=dict, description="Time spent planning, transpiling.")
+
+
+class SampleReport(_Part):
+    """What the samples gave, judged on the true problem."""
+
+    quantum_best_bits: list[int]
+    quantum_best_objective: float
+    quantum_source: Literal["sample", "repaired"]
+    refined_bits: list[int]
+    refined_objective: float
+    found_by: Literal["sample", "repair", "local_search"]
+    shots: int
+    distinct: int = Field(description="Distinct outcomes.")
+    feasible_share: float
+    quantum_best_share: float
+    optimum_share: float | None
+    optimum_in_samples: bool | None
+
+
+class QuantumRun(_Part):
+    """The QPU task and the circuit behind a quantum answer."""
+
+    backend: str
+    task_id: str | None
+    attempt: int
+    shots: int
+    link: Link | None
+    formulation: Formulation | None
+    qubits: int | None
+    privacy: PrivacyReport | None
+    penalty: float | None
+    seed: int | None
+    device: str | None
+    qaoa: QaoaReport | None
+    circuit: CircuitReport | None
+    samples: SampleReport
+    best_share: float = Field(description="Share of shots on the circuit's best sample.")
+    optimum_share: float | None = Field(description="Share of shots on the proven optimum, when known.")
+    optimum_in_samples: bool | None
+
+
+class JobResult(Portfolio):
+    """The answer of a completed job: the returned portfolio and how it compares.
+
+    The returned portfolio is never worse than the classical baseline; ``source`` says which step
+    produced it, and a classical fallback is marked as such, never as a quantum answer.
+    """
+
+    source: Source
+    found_by: str = Field(description="The step or solver that found the returned portfolio.")
+    classical: BaselineAnswer = Field(description="The classical baseline (the better of baselines).")
+    baselines: Baselines
+    gap: float = Field(description="(objective − classical.objective) / |classical.objective|.")
+    gap_abs: float = Field(description="objective − classical.objective.")
+    quantum_best: QuantumBest | None
+    refined: Refined | None
+    quantum: QuantumRun | None
+    estimate: EstimateReport | None
+    fallback: Fallback | None = None
+
+    @property
+    def is_quantum(self) -> bool:
+        """Whether the circuit's samples were the starting point of the answer."""
+        return self.source in QUANTUM_SOURCES
+
+
+class PricingReport(_Part):
+    """The published price list an estimate used."""
+
+    per_task: float
+    per_shot: float
+    per_second: float
+    source: str
+
+
+class Cost(_Part):
+    """What the QPU task costs: estimated at submission, actual once the task ran."""
+
+    currency: str = "USD"
+    estimated: float | None = Field(default=None, description="From the provider's published price list.")
+    estimated_seconds: float | None = Field(default=None, description="QPU seconds assumed by the estimate.")
+    pricing: PricingReport | None = None
+    actual: float | None = Field(default=None, description="From the shots taken and seconds billed.")
+    actual_seconds: float | None = None
+    note: str | None = Field(default=None, description="Why no estimate could be made.")
