@@ -62,7 +62,7 @@ def sample_request(
         "estimator": "ledoit_wolf",
         "risk_aversion": float(f"{risk:.4g}"),
         "budget": budget,
-        "backend": "local",
+        "backend": "emulated-cloud",
         "shots": 4096,
         "options": {"seed": 7},
     }

@@ -13,6 +13,7 @@ from qhybrid.api.deps import AppServices
 from qhybrid.api.errors import install_error_handlers
 from qhybrid.api.middleware import BodySizeLimit
 from qhybrid.api.routes import health, jobs, optimize
+from qhybrid.backends.registry import warm_up
 from qhybrid.core.config import Settings, get_settings
 from qhybrid.jobs.database import Database
 from qhybrid.jobs.queue import JobQueue, make_huey
@@ -32,6 +33,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.ensure_dirs()
+        # Backend names are validated on request threads; load what that needs here, once.
+        warm_up()
         db = Database(settings.resolved_database_url)
         db.migrate()
         app.state.services = AppServices(

@@ -134,7 +134,7 @@ class JobRequest(BaseModel):
                     "covariance": [[0.00031, 0.00012], [0.00012, 0.00024]],
                     "risk_aversion": 0.5,
                     "budget": 1,
-                    "backend": "local",
+                    "backend": "emulated-cloud",
                     "shots": 2048,
                 }
             ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import PlainSerializer, WithJsonSchema
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 
 class JobState(StrEnum):
@@ -41,6 +41,10 @@ STATUS_NAMES: tuple[str, ...] = tuple(state.api_name for state in JobState)
 #: A :class:`JobState` as the API shows it: the lower-case name, documented as an enum.
 JobStatus = Annotated[
     JobState,
+    # Read back from JSON as well: the API's lower-case name gives the state.
+    BeforeValidator(
+        lambda value: value.upper() if isinstance(value, str) and value in STATUS_NAMES else value
+    ),
     PlainSerializer(lambda state: state.api_name, return_type=str),
     WithJsonSchema({"type": "string", "enum": list(STATUS_NAMES), "title": "JobStatus"}),
 ]
