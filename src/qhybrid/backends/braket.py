@@ -50,7 +50,7 @@ from qhybrid.backends.base import (
 from qhybrid.backends.detached import BRAKET_EXECUTORS, DetachedBackend, DetachedTaskRunner
 from qhybrid.backends.pricing import DEVICE_ARN, SIMULATOR_MINIMUM_SECONDS, braket_pricing
 from qhybrid.domain.device import DeviceTarget, Pricing
-from qhybrid.domain.states import TaskState
+from qhybrid.domain.states import TERMINAL_TASK_STATES, TaskState
 from qhybrid.gateway.audit import AuditLog
 from qhybrid.gateway.sdk import attach_botocore
 from qhybrid.quantum.qasm import ALLOWED_GATES, TWO_QUBIT_GATES
@@ -631,7 +631,7 @@ class BraketBackend(QuantumBackend):
             )
         except PermanentBackendError:
             # Braket refuses to cancel a finished task: that is success for us.
-            if self.status(task_id).state in (TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED):
+            if self.status(task_id).state in TERMINAL_TASK_STATES:
                 return
             raise
 

@@ -46,7 +46,7 @@ from qhybrid.backends.pricing import (
     estimate_qpu_seconds,
 )
 from qhybrid.domain.device import DeviceTarget, Pricing
-from qhybrid.domain.states import TaskState
+from qhybrid.domain.states import TERMINAL_TASK_STATES, TaskState
 from qhybrid.gateway.audit import AuditLog
 from qhybrid.gateway.context import get_current_job
 from qhybrid.gateway.egress import EgressAuditError
@@ -574,7 +574,7 @@ class IBMBackend(QuantumBackend):
         except PermanentBackendError as exc:
             if isinstance(exc.__cause__, RuntimeInvalidStateError):
                 return  # the job is final already
-            if self.status(task_id).state in (TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED):
+            if self.status(task_id).state in TERMINAL_TASK_STATES:
                 return
             raise
 

@@ -107,6 +107,9 @@ class TaskState(StrEnum):
 #: States after which a task never changes again.
 TERMINAL_TASK_STATES = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED})
 
+#: Terminal states without a result: the job may try another task.
+UNSUCCESSFUL_TASK_STATES = TERMINAL_TASK_STATES - {TaskState.COMPLETED}
+
 
 class InvalidTransitionError(ValueError):
     """A transition the state machine does not allow."""

@@ -30,7 +30,14 @@ from qhybrid.core.config import Settings
 from qhybrid.domain.errors import PermanentError, TransientError
 from qhybrid.domain.request import JobRequest, load_stored_request
 from qhybrid.domain.result import JobResult, Prepared
-from qhybrid.domain.states import HAS_REMOTE_TASK, REMOTE_STATES, TERMINAL_STATES, JobState, TaskState
+from qhybrid.domain.states import (
+    HAS_REMOTE_TASK,
+    REMOTE_STATES,
+    TERMINAL_STATES,
+    UNSUCCESSFUL_TASK_STATES,
+    JobState,
+    TaskState,
+)
 from qhybrid.gateway.context import current_job
 from qhybrid.jobs import pipeline
 from qhybrid.jobs.models import Job, RemoteTask, utcnow
@@ -283,7 +290,7 @@ class Journey:
             cost = actual_cost(job.cost, backend, outcome)
             self._move(job, owner, JobState.FINALIZING, detail=f"task {row.task_id} completed", cost=cost)
             return True
-        if status.state in (TaskState.FAILED, TaskState.CANCELLED):
+        if status.state in UNSUCCESSFUL_TASK_STATES:
             why = status.message or "no reason given"
             reason = f"provider task {row.task_id} {status.state.value.lower()}: {why}"
             if job.attempt < self.settings.max_remote_attempts:
