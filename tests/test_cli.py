@@ -42,12 +42,38 @@ def test_demo_json_prints_the_completed_job_and_nothing_else(tmp_path: Path) -> 
     assert (tmp_path / ".qhybrid-cloud").is_dir()
 
 
-def test_help_lists_the_commands() -> None:
+def listed_commands(*args: str) -> set[str]:
+    """The command names in the "Commands" panel of ``qhybrid *args --help``, read row by row.
+
+    A row's first cell is a command name; a description that wraps continues on a row whose first
+    cell is blank, so words of a description are never taken for commands.
+    """
     completed = subprocess.run(
-        [sys.executable, "-m", "qhybrid", "--help"], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-m", "qhybrid", *args, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
-    for command in ("serve", "worker", "cloud", "demo", "submit", "reconcile"):
-        assert command in completed.stdout
+    lines = completed.stdout.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("╭─ Commands ")), None)
+    names: set[str] = set()
+    if start is None:  # a group without commands has no panel
+        return names
+    for line in lines[start + 1 :]:
+        if line.startswith("╰"):
+            return names
+        cells = line.removeprefix("│ ")
+        if not cells.startswith(" "):
+            names.add(cells.split()[0])
+    raise AssertionError(f"unterminated Commands panel in:\n{completed.stdout}")
+
+
+def test_help_lists_the_commands() -> None:
+    listed = listed_commands()
+    for command in ("serve", "worker", "cloud", "audit", "reconcile", "demo", "sample", "submit"):
+        assert command in listed, listed
+    assert "verify" in listed_commands("audit"), "qhybrid audit verify is missing"
 
 
 def test_audit_verify_checks_the_deployment_log_and_an_anchor(tmp_path: Path) -> None:

@@ -37,6 +37,10 @@ from qhybrid.portfolio.data import balanced_risk_aversion, estimate, load_sp500
 #: The demo's stocks: large caps from four sectors, all in skfolio's S&P 500 dataset.
 SAMPLE_TICKERS = ("AAPL", "MSFT", "JPM", "BAC", "XOM", "CVX", "JNJ", "PG", "KO", "WMT")
 
+#: The emulated cloud's folder (relative to the working directory) and the certificate it writes.
+_CLOUD_DIR = Path(".qhybrid-cloud")
+_CLOUD_CA = _CLOUD_DIR / "tls" / "cert.pem"
+
 
 def sample_request(
     *, tickers: tuple[str, ...] = SAMPLE_TICKERS, budget: int | None = None, days: int = 756
@@ -139,81 +143,28 @@ def run_demo(
         RuntimeError: If a process does not start or the job does not complete.
     """
     err = Console(stderr=True)
-    out = Console(highlight=False, soft_wrap=True)
     settings.ensure_dirs()
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     cloud_port, api_port = _free_port(), _free_port()
-    cloud_dir = Path(".qhybrid-cloud")
-    cloud_ca = cloud_dir / "tls" / "cert.pem"
-    token = secrets.token_urlsafe(24)
-    env = dict(os.environ)
-    env.update(
-        {
-            "PYTHONUNBUFFERED": "1",
-            "QHYBRID_DATA_DIR": str(settings.data_dir),
-            "QHYBRID_CLOUD_URL": f"https://127.0.0.1:{cloud_port}",
-            "QHYBRID_CLOUD_CA_FILE": str(cloud_ca.resolve()),
-            "QHYBRID_CLOUD_TOKEN": token,
-            # Poll often: the demo's point is to show every state the provider reports.
-            "QHYBRID_POLL_INITIAL_SECONDS": "0.25",
-            "QHYBRID_POLL_MAX_SECONDS": "0.5",
-            "QCLOUD_TOKEN": token,
-        }
-    )
+    env = _child_env(settings, cloud_port)
     request = request or sample_request()
     with ExitStack() as stack:
         with err.status("starting the emulated cloud, the API and a worker..."):
-            cloud = stack.enter_context(
-                _child(
-                    "cloud",
-                    [
-                        "-m",
-                        "qhybrid.cloud",
-                        "--port",
-                        str(cloud_port),
-                        "--data-dir",
-                        ".qhybrid-cloud",
-                        "--queue-delay",
-                        str(queue_delay),
-                        "--run-delay",
-                        str(run_delay),
-                    ],
-                    env,
-                    log_dir,
-                )
+            worker = _start_processes(
+                stack,
+                env,
+                log_dir,
+                cloud_port=cloud_port,
+                api_port=api_port,
+                queue_delay=queue_delay,
+                run_delay=run_delay,
             )
-            api = stack.enter_context(
-                _child("api", ["-m", "qhybrid", "serve", "--port", str(api_port)], env, log_dir)
-            )
-            worker = stack.enter_context(_child("worker", ["-m", "qhybrid", "worker"], env, log_dir))
-            _wait_ready(cloud, f"https://127.0.0.1:{cloud_port}/healthz", ca_file=cloud_ca)
-            _wait_ready(api, f"http://127.0.0.1:{api_port}/readyz")
         err.print(
             f"[green]ready[/]: cloud :{cloud_port}, api :{api_port}, worker pid {worker.popen.pid} "
             f"(logs in {log_dir})"
         )
-        with Client(f"http://127.0.0.1:{api_port}") as client:
-            job_id = client.submit(request, idempotency_key=f"demo-{secrets.token_hex(8)}")
-            err.print(f"submitted job [bold]{job_id}[/] (202 Accepted)")
-            created = datetime.fromisoformat(client.get(job_id)["created_at"])
-
-            printed = 0
-
-            def show(job: dict[str, Any]) -> None:
-                # Print every transition recorded since the last look, not only the current
-                # status: quick states (preparing, finalizing) pass between two polls.
-                nonlocal printed
-                task = (job.get("remote_task") or {}).get("task_id")
-                for event in job["events"][printed:]:
-                    extra = f"  task {task}" if event["status"].startswith("remote_") and task else ""
-                    detail = f"  ({event['detail']})" if event.get("detail") and not extra else ""
-                    at = (datetime.fromisoformat(event["at"]) - created).total_seconds()
-                    err.print(f"  {at:6.1f}s  {event['status']}{extra}{detail}")
-                printed = len(job["events"])
-
-            with err.status("waiting for the job..."):
-                job = client.wait(job_id, timeout=timeout, on_update=show)
+        job_id, job = _submit_and_follow(f"http://127.0.0.1:{api_port}", request, err, timeout=timeout)
         if job["status"] != "completed":
             raise RuntimeError(
                 f"job {job_id} ended {job['status']}: {job.get('error')}\nworker log:\n{worker.tail()}"
@@ -221,8 +172,100 @@ def run_demo(
     if as_json:
         sys.stdout.write(json.dumps(job, indent=2) + "\n")
     else:
-        print_result(out, job)
+        print_result(Console(highlight=False, soft_wrap=True), job)
     return job
+
+
+def _child_env(settings: Settings, cloud_port: int) -> dict[str, str]:
+    """The environment of the three processes: this one's, pointed at the demo's cloud and data."""
+    # One fresh token for both sides: the cloud expects it, the worker presents it.
+    token = secrets.token_urlsafe(24)
+    env = dict(os.environ)
+    env.update(
+        {
+            "PYTHONUNBUFFERED": "1",
+            "QHYBRID_DATA_DIR": str(settings.data_dir),
+            "QHYBRID_CLOUD_URL": f"https://127.0.0.1:{cloud_port}",
+            "QHYBRID_CLOUD_CA_FILE": str(_CLOUD_CA.resolve()),
+            "QHYBRID_CLOUD_TOKEN": token,
+            # Poll often: the demo's point is to show every state the provider reports.
+            "QHYBRID_POLL_INITIAL_SECONDS": "0.25",
+            "QHYBRID_POLL_MAX_SECONDS": "0.5",
+            "QCLOUD_TOKEN": token,
+        }
+    )
+    return env
+
+
+def _start_processes(
+    stack: ExitStack,
+    env: dict[str, str],
+    log_dir: Path,
+    *,
+    cloud_port: int,
+    api_port: int,
+    queue_delay: float,
+    run_delay: float,
+) -> _Child:
+    """Start the cloud, the API and a worker (stopped when ``stack`` closes); return the worker.
+
+    Returns once the cloud and the API answer their health checks.
+    """
+    cloud_args = [
+        "-m",
+        "qhybrid.cloud",
+        "--port",
+        str(cloud_port),
+        "--data-dir",
+        str(_CLOUD_DIR),
+        "--queue-delay",
+        str(queue_delay),
+        "--run-delay",
+        str(run_delay),
+    ]
+    cloud = stack.enter_context(_child("cloud", cloud_args, env, log_dir))
+    api = stack.enter_context(
+        _child("api", ["-m", "qhybrid", "serve", "--port", str(api_port)], env, log_dir)
+    )
+    worker = stack.enter_context(_child("worker", ["-m", "qhybrid", "worker"], env, log_dir))
+    _wait_ready(cloud, f"https://127.0.0.1:{cloud_port}/healthz", ca_file=_CLOUD_CA)
+    _wait_ready(api, f"http://127.0.0.1:{api_port}/readyz")
+    return worker
+
+
+def _submit_and_follow(
+    api_url: str, request: dict[str, Any], err: Console, *, timeout: float
+) -> tuple[str, dict[str, Any]]:
+    """Submit ``request`` to the API, print each transition on ``err``; return the job id and final job."""
+    with Client(api_url) as client:
+        job_id = client.submit(request, idempotency_key=f"demo-{secrets.token_hex(8)}")
+        err.print(f"submitted job [bold]{job_id}[/] (202 Accepted)")
+        created = datetime.fromisoformat(client.get(job_id)["created_at"])
+        with err.status("waiting for the job..."):
+            job = client.wait(job_id, timeout=timeout, on_update=_EventPrinter(err, created))
+    return job_id, job
+
+
+class _EventPrinter:
+    """An ``on_update`` callback that prints a job's events, each once, timed from its creation.
+
+    Every transition recorded since the last look is printed, not only the current status: quick
+    states (preparing, finalizing) pass between two polls.
+    """
+
+    def __init__(self, console: Console, created: datetime) -> None:
+        self._console = console
+        self._created = created
+        self._printed = 0
+
+    def __call__(self, job: dict[str, Any]) -> None:
+        task = (job.get("remote_task") or {}).get("task_id")
+        for event in job["events"][self._printed :]:
+            extra = f"  task {task}" if event["status"].startswith("remote_") and task else ""
+            detail = f"  ({event['detail']})" if event.get("detail") and not extra else ""
+            at = (datetime.fromisoformat(event["at"]) - self._created).total_seconds()
+            self._console.print(f"  {at:6.1f}s  {event['status']}{extra}{detail}")
+        self._printed = len(job["events"])
 
 
 def print_result(console: Console, job: dict[str, Any]) -> None:

@@ -246,9 +246,16 @@ class CloudService:
 
 
 def _build_router(service: CloudService) -> APIRouter:
-    config = service.config
+    # The groups are added in the order the routes were always declared, so path matching and
+    # the generated documentation list them as before.
     router = APIRouter()
+    _add_device_routes(router, service.config)
+    _add_task_routes(router, service)
+    _add_admin_routes(router, service)
+    return router
 
+
+def _add_device_routes(router: APIRouter, config: CloudConfig) -> None:
     @router.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -264,52 +271,11 @@ def _build_router(service: CloudService) -> APIRouter:
             "coupling_map": None,
         }
 
+
+def _add_task_routes(router: APIRouter, service: CloudService) -> None:
     @router.post("/v1/tasks", status_code=status.HTTP_201_CREATED)
     def submit_task(body: SubmitTaskRequest, response: Response) -> dict[str, Any]:
-        store = service.store
-        # Counted before anything else: tests use the counter to prove how often a client sent.
-        store.record_submission(body.client_token)
-        existing = store.get_by_token(body.client_token)
-        if existing is not None:
-            _check_replay(existing, body)
-            response.status_code = status.HTTP_200_OK
-            return service.task_json(existing)
-        if body.device != config.device_name:
-            raise HTTPException(
-                status.HTTP_400_BAD_REQUEST,
-                f"unknown device {body.device!r}; this cloud offers {config.device_name!r}",
-            )
-        if not 1 <= body.shots <= config.max_shots:
-            raise HTTPException(
-                status.HTTP_400_BAD_REQUEST,
-                f"shots must be between 1 and {config.max_shots}, got {body.shots}",
-            )
-        size = len(body.program.encode("utf-8"))
-        if size > config.max_program_bytes:
-            raise HTTPException(
-                status.HTTP_413_CONTENT_TOO_LARGE,
-                f"program is {size} bytes; the limit is {config.max_program_bytes}",
-            )
-        try:
-            check_program(body.program, max_qubits=config.num_qubits)
-        except ProgramError as exc:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
-        record, created = store.create_task(
-            task_id=new_task_id(),
-            client_token=body.client_token,
-            device=body.device,
-            program=body.program,
-            shots=body.shots,
-            now=time.time(),
-        )
-        if created:
-            logger.info("task %s QUEUED (token %s)", record.task_id, record.client_token)
-            service.wake_runner()
-        else:
-            # A concurrent request with the same token won the race; answer like a replay.
-            _check_replay(record, body)
-            response.status_code = status.HTTP_200_OK
-        return service.task_json(record)
+        return _submit_task(service, body, response)
 
     @router.get("/v1/tasks")
     def find_task(client_token: Annotated[str, Query(min_length=1, max_length=128)]) -> dict[str, Any]:
@@ -325,12 +291,7 @@ def _build_router(service: CloudService) -> APIRouter:
     @router.get("/v1/tasks/{task_id}/result")
     def get_result(task_id: str) -> dict[str, Any]:
         record = service.require_task(task_id)
-        if record.state is not TaskState.COMPLETED:
-            reason = f": {record.message}" if record.message else ""
-            raise HTTPException(
-                status.HTTP_409_CONFLICT,
-                f"task {task_id!r} is {record.state.value}{reason}; only COMPLETED tasks have results",
-            )
+        _require_completed(record)
         stored = service.store.result(task_id) or {}
         return {
             "task_id": task_id,
@@ -348,20 +309,87 @@ def _build_router(service: CloudService) -> APIRouter:
         service.wake_runner()
         return service.task_json(record)
 
+
+def _add_admin_routes(router: APIRouter, service: CloudService) -> None:
     @router.get("/v1/admin/submissions")
     def submissions() -> dict[str, int]:
         return service.store.submissions()
 
     @router.get("/v1/admin/faults")
     def list_faults() -> list[dict[str, Any]]:
-        return [rule.model_dump(exclude_none=True) for rule in service.faults.rules()]
+        return _fault_rules_json(service)
 
     @router.put("/v1/admin/faults")
     def replace_faults(rules: list[FaultRule]) -> list[dict[str, Any]]:
         service.faults.replace(rules)
-        return [rule.model_dump(exclude_none=True) for rule in service.faults.rules()]
+        return _fault_rules_json(service)
 
-    return router
+
+def _submit_task(service: CloudService, body: SubmitTaskRequest, response: Response) -> dict[str, Any]:
+    """Queue a task, or answer a replayed client token with the task it already made (200)."""
+    store = service.store
+    # Counted before anything else: tests use the counter to prove how often a client sent.
+    store.record_submission(body.client_token)
+    existing = store.get_by_token(body.client_token)
+    if existing is not None:
+        _check_replay(existing, body)
+        response.status_code = status.HTTP_200_OK
+        return service.task_json(existing)
+    _check_submission(body, service.config)
+    record, created = store.create_task(
+        task_id=new_task_id(),
+        client_token=body.client_token,
+        device=body.device,
+        program=body.program,
+        shots=body.shots,
+        now=time.time(),
+    )
+    if created:
+        logger.info("task %s QUEUED (token %s)", record.task_id, record.client_token)
+        service.wake_runner()
+    else:
+        # A concurrent request with the same token won the race; answer like a replay.
+        _check_replay(record, body)
+        response.status_code = status.HTTP_200_OK
+    return service.task_json(record)
+
+
+def _check_submission(body: SubmitTaskRequest, config: CloudConfig) -> None:
+    """Refuse a new task this cloud cannot run: unknown device, shots or size out of range, bad program."""
+    if body.device != config.device_name:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"unknown device {body.device!r}; this cloud offers {config.device_name!r}",
+        )
+    if not 1 <= body.shots <= config.max_shots:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"shots must be between 1 and {config.max_shots}, got {body.shots}",
+        )
+    size = len(body.program.encode("utf-8"))
+    if size > config.max_program_bytes:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"program is {size} bytes; the limit is {config.max_program_bytes}",
+        )
+    try:
+        check_program(body.program, max_qubits=config.num_qubits)
+    except ProgramError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+
+
+def _require_completed(record: TaskRecord) -> None:
+    """Refuse (409) the result of a task that has none yet, or never will."""
+    if record.state is not TaskState.COMPLETED:
+        reason = f": {record.message}" if record.message else ""
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"task {record.task_id!r} is {record.state.value}{reason}; only COMPLETED tasks have results",
+        )
+
+
+def _fault_rules_json(service: CloudService) -> list[dict[str, Any]]:
+    return [rule.model_dump(exclude_none=True) for rule in service.faults.rules()]
 
 
 def _check_replay(existing: TaskRecord, body: SubmitTaskRequest) -> None:

@@ -365,14 +365,8 @@ class AuditLog:
         return verify(self._path)
 
 
-def _default_path() -> Path:
-    from qhybrid.core.config import get_settings
-
-    return get_settings().audit_path
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """``audit verify [--file PATH] [--anchor HASH]``: check the chain, print one line per problem.
+    """``audit verify --file PATH [--anchor HASH]``: check the chain, print one line per problem.
 
     Args:
         argv: Arguments after the program name (``sys.argv[1:]`` when ``None``).
@@ -383,14 +377,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qhybrid audit", description="Check the egress audit log.")
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("verify", help="verify the hash chain")
-    check.add_argument(
-        "--file", type=Path, default=None, help="the log (default: <data_dir>/audit/egress.log)"
-    )
+    # Required: the one caller, `qhybrid audit verify`, resolves the deployment's log itself.
+    check.add_argument("--file", type=Path, required=True, help="the log")
     check.add_argument(
         "--anchor", default=None, help="a last hash printed by an earlier check: it must still be there"
     )
     arguments = parser.parse_args(argv)
-    path: Path = arguments.file if arguments.file is not None else _default_path()
+    path: Path = arguments.file
     report = verify(path, anchor=arguments.anchor)
     for problem in report.problems:
         print(f"{path}:{problem.line}: {problem.reason}")

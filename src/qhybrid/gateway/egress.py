@@ -200,7 +200,6 @@ class _Exchange:
         self.job_id = job_id
         self.note = note
         self.path = ""
-        self.facts: TlsFacts | None = None
         self.ready = False
 
     def __call__(self, event: str, info: Mapping[str, Any]) -> None:
@@ -210,7 +209,6 @@ class _Exchange:
             if not isinstance(facts, TlsFacts):
                 _close(stream)
                 raise EgressPolicyError("TLS stream without policy facts; refusing to send")
-            self.facts = facts
             self._record(stream, facts.version, facts.group, facts.cipher, self.note)
         elif event == "connection.connect_tcp.complete" and self.scheme == "http":
             note = f"{self.note}; {_PLAINTEXT_NOTE}" if self.note else _PLAINTEXT_NOTE
@@ -246,6 +244,30 @@ class _Exchange:
 def _close(stream: Any) -> None:
     if stream is not None:
         stream.close()
+
+
+def _outgoing_headers(headers: Mapping[str, str] | None, *, has_body: bool) -> dict[str, str]:
+    """Every header that leaves: fixed here, or one of :data:`CALLER_HEADERS`.
+
+    So no library version goes out in the User-Agent, and no proxy or tracing header is picked
+    up on the way.
+
+    Raises:
+        EgressPolicyError: If a caller's header is not one of :data:`CALLER_HEADERS`.
+    """
+    extra = {name.lower(): value for name, value in (headers or {}).items()}
+    refused = sorted(set(extra) - CALLER_HEADERS)
+    if refused:
+        # Headers are not audited (they carry the bearer token), so none may carry data.
+        raise EgressPolicyError(
+            f"header(s) {', '.join(refused)} refused at the boundary: only "
+            f"{', '.join(sorted(CALLER_HEADERS))} may be set by callers"
+        )
+    outgoing = {"User-Agent": USER_AGENT, **extra}
+    if has_body:
+        outgoing["Content-Type"] = "application/json"
+    outgoing["Connection"] = "close"  # one request per connection, see the transport
+    return outgoing
 
 
 # --- client --------------------------------------------------------------------------------------
@@ -298,19 +320,9 @@ class EgressClient:
         return f"EgressClient(allowed={sorted(self._allowed)!r}, tls={self._policy!r}, audit={self._audit!r})"
 
     @property
-    def allowed(self) -> frozenset[str]:
-        """The destinations this client may reach."""
-        return self._allowed
-
-    @property
     def policy(self) -> TlsPolicy:
         """The TLS policy applied to every https connection."""
         return self._policy
-
-    @property
-    def audit(self) -> AuditLog | None:
-        """The audit log, if any."""
-        return self._audit
 
     def last_tls(self, destination: str | None = None) -> TlsFacts | None:
         """The TLS facts of the latest successful request to ``destination`` (``host:port`` or URL).
@@ -322,11 +334,6 @@ class EgressClient:
                 return next(iter(self._last_tls.values())) if len(self._last_tls) == 1 else None
             key = destination_of(destination) if "://" in destination else destination
             return self._last_tls.get(key)
-
-    def tls_summary(self) -> dict[str, TlsFacts]:
-        """The latest TLS facts per destination (a copy), for display."""
-        with self._lock:
-            return dict(self._last_tls)
 
     def _http(self) -> httpx.Client:
         with self._lock:
@@ -397,28 +404,9 @@ class EgressClient:
                 sent in any of these cases.
             httpx.HTTPError: On network failures, TLS handshake failures and timeouts.
         """
-        destination = destination_of(url)
-        if destination not in self._allowed:
-            raise EgressPolicyError(f"egress to {destination} is not on the allow-list")
-        scheme = urlsplit(url).scheme
-        if scheme == "http" and not self._allow_plaintext:
-            raise EgressPolicyError(f"plain http egress to {destination} refused: https only")
+        destination, scheme = self._checked_destination(url)
         body = self._body(json, payload)
-        extra = {name.lower(): value for name, value in (headers or {}).items()}
-        refused = sorted(set(extra) - CALLER_HEADERS)
-        if refused:
-            # Headers are not audited (they carry the bearer token), so none may carry data.
-            raise EgressPolicyError(
-                f"header(s) {', '.join(refused)} refused at the boundary: only "
-                f"{', '.join(sorted(CALLER_HEADERS))} may be set by callers"
-            )
-        # Every header that leaves is fixed here or one of CALLER_HEADERS: no library version
-        # in the User-Agent, no proxy or tracing header picked up on the way.
-        request_headers = {"User-Agent": USER_AGENT, **extra}
-        if json is not None:
-            request_headers["Content-Type"] = "application/json"
-        request_headers["Connection"] = "close"  # one request per connection, see the transport
-        labels = [payload] if payload else []
+        outgoing_headers = _outgoing_headers(headers, has_body=json is not None)
         exchange = _Exchange(
             audit=self._audit,
             scheme=scheme,
@@ -426,7 +414,7 @@ class EgressClient:
             method=method.upper(),
             body=body,
             job_id=job_id if job_id is not None else get_current_job(),
-            note="; ".join([*labels, note] if note else labels),
+            note="; ".join(label for label in (payload, note) if label),
         )
         http = self._http()
         request = http.build_request(
@@ -434,10 +422,23 @@ class EgressClient:
             url,
             content=body if json is not None else None,
             params=params,
-            headers=request_headers,
+            headers=outgoing_headers,
             extensions={"trace": exchange},
         )
         exchange.path = request.url.raw_path.decode("ascii")
+        return self._send(http, request, destination)
+
+    def _checked_destination(self, url: str) -> tuple[str, str]:
+        """``(host:port, scheme)`` of a URL this client may reach."""
+        destination = destination_of(url)
+        if destination not in self._allowed:
+            raise EgressPolicyError(f"egress to {destination} is not on the allow-list")
+        scheme = urlsplit(url).scheme
+        if scheme == "http" and not self._allow_plaintext:
+            raise EgressPolicyError(f"plain http egress to {destination} refused: https only")
+        return destination, scheme
+
+    def _send(self, http: httpx.Client, request: httpx.Request, destination: str) -> httpx.Response:
         try:
             response = http.send(request)
         except TlsPolicyError as exc:

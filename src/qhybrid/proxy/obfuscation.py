@@ -342,74 +342,127 @@ def obfuscate(
     if level == "off":
         return ObfuscatedProblem(ising, weight, warm, n), ObfuscationKey.identity(n)
     generator = rng if rng is not None else _default_rng()
-
-    # 1. Decoys: twins of random real variables, from the clean problem.
+    # The steps draw from the generator in a fixed order: a seeded run must give the same problem.
     decoys = decoy_count(level, n)
-    templates = _spread_choice(generator, n, decoys)
-    partners = (templates + generator.integers(1, n, size=decoys)) % n if decoys else templates
+    total = n + decoys
+    templates, partners, active = _choose_twins(generator, n, decoys, warm, weight)
+    sent = append_twins(ising, templates, partners, active)
+    spreads = coefficient_spreads(ising)
+    sent = _with_noise(sent, settings, spreads, generator)
+    sent_weight = None if weight is None else weight + int(active.sum())
+    sent, flips, sent_weight = _mask_and_flip(sent, mixer, sent_weight, settings, spreads, generator)
+    # Internal index k (reals 0..n-1, then decoys) goes to qubit order[k].
+    order = generator.permutation(total) if settings.permute else np.arange(total)
+    sent = permute(sent, order)
+    sent, factor, shift = _rescaled(sent, ising, settings, generator)
+    sent_warm = None
+    if warm is not None:
+        sent_warm = _sent_warm_start(
+            warm, templates, active, flips, order, mixer, settings.warm_noise, generator
+        )
+    key = _key(level, n, order, flips, active, factor, shift)
+    return ObfuscatedProblem(sent, sent_weight, sent_warm, total), key
+
+
+def _choose_twins(
+    rng: np.random.Generator, n: int, count: int, warm: FloatArray | None, weight: int | None
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]:
+    """Decoys: ``(templates, partners, active)`` for :func:`~qhybrid.proxy.transforms.append_twins`."""
+    templates = _spread_choice(rng, n, count)
+    partners = (templates + rng.integers(1, n, size=count)) % n if count else templates
     # A twin is held when its template is likely held (the warm start says so); without a warm
     # start, with the density of the budget.
     if warm is not None:
         active = warm[templates] >= 0.5
     else:
         density = 0.5 if weight is None else weight / n
-        active = generator.random(decoys) < density
-    sent = append_twins(ising, templates, partners, active)
-    total = n + decoys
+        active = rng.random(count) < density
+    return templates, partners, active
 
-    # 2. Noise on everything, in units of the real problem's spreads.
-    field_spread, coupling_spread = coefficient_spreads(ising)
-    sent, _ = add_noise(
-        sent, generator, settings.field_noise * field_spread, settings.coupling_noise * coupling_spread
+
+def _with_noise(
+    sent: Ising, settings: LevelSettings, spreads: tuple[float, float], rng: np.random.Generator
+) -> Ising:
+    """Noise on everything, decoys included, in units of the real problem's spreads."""
+    field_spread, coupling_spread = spreads
+    noisy, _ = add_noise(
+        sent, rng, settings.field_noise * field_spread, settings.coupling_noise * coupling_spread
     )
+    return noisy
 
-    # 3.-4. The mask and the flips the mixer allows.
-    sent_weight = None if weight is None else weight + int(active.sum())
-    if mixer == "xy":
-        assert sent_weight is not None
-        if settings.mask:
-            sent = _masked(sent, sent_weight, coupling_spread, field_spread, generator)
-        complement = settings.flips and bool(generator.random() < 0.5)
-        flips = np.full(total, complement)
-        if complement:
-            sent_weight = total - sent_weight
-    else:
-        flips = generator.random(total) < 0.5 if settings.flips else np.zeros(total, dtype=np.bool_)
-    sent = flip_spins(sent, flips)
 
-    # 5. Permutation: internal index k (reals 0..n-1, then decoys) goes to qubit order[k].
-    order = generator.permutation(total) if settings.permute else np.arange(total)
-    sent = permute(sent, order)
+def _mask_and_flip(
+    sent: Ising,
+    mixer: str,
+    sent_weight: int | None,
+    settings: LevelSettings,
+    spreads: tuple[float, float],
+    rng: np.random.Generator,
+) -> tuple[Ising, NDArray[np.bool_], int | None]:
+    """The subspace mask (XY only) and the spin flips the mixer allows.
+
+    Returns:
+        ``(problem, flips, weight)``: the flipped problem, one flip per internal qubit, and the
+        Hamming weight the XY mixer must keep once the flips are applied.
+    """
+    total = sent.num_qubits
+    if mixer != "xy":
+        flips = rng.random(total) < 0.5 if settings.flips else np.zeros(total, dtype=np.bool_)
+        return flip_spins(sent, flips), flips, sent_weight
+    assert sent_weight is not None
+    if settings.mask:
+        field_spread, coupling_spread = spreads
+        sent = _masked(sent, sent_weight, coupling_spread, field_spread, rng)
+    # A per-qubit gauge would break the weight the XY mixer keeps; the global complement does not.
+    complement = settings.flips and bool(rng.random() < 0.5)
+    flips = np.full(total, complement)
+    if complement:
+        sent_weight = total - sent_weight
+    return flip_spins(sent, flips), flips, sent_weight
+
+
+def _rescaled(
+    sent: Ising, ising: Ising, settings: LevelSettings, rng: np.random.Generator
+) -> tuple[Ising, float, float]:
+    """Scale and shift by random amounts, so that no absolute magnitude is sent: ``(problem, a, shift)``."""
+    if not settings.rescale:
+        return sent, 1.0, 0.0
+    factor = float(2.0 ** rng.uniform(-1.0, 1.0))
+    shift = float(rng.normal(0.0, 1.0)) * max(abs(ising.offset), ising.scale())
+    return rescale(sent, factor, shift), factor, shift
+
+
+def _key(
+    level: PrivacyLevel,
+    n: int,
+    order: NDArray[np.int64],
+    flips: NDArray[np.bool_],
+    active: NDArray[np.bool_],
+    scale: float,
+    shift: float,
+) -> ObfuscationKey:
+    """The key that undoes the flips and the permutation.
+
+    Internal qubit ``k`` (reals ``0..n-1``, then decoys) was flipped by ``flips[k]`` and sent as
+    qubit ``order[k]``.
+    """
+    total = order.size
     sent_flips = np.empty(total, dtype=np.bool_)
     sent_flips[order] = flips
-
-    # 6. Scale and shift.
-    factor, shift = 1.0, 0.0
-    if settings.rescale:
-        factor = float(2.0 ** generator.uniform(-1.0, 1.0))
-        shift = float(generator.normal(0.0, 1.0)) * max(abs(ising.offset), ising.scale())
-        sent = rescale(sent, factor, shift)
-
-    sent_warm = None
-    if warm is not None:
-        sent_warm = _sent_warm_start(
-            warm, templates, active, flips, order, mixer, settings.warm_noise, generator
-        )
     # Decoy qubits in increasing order, and the internal decoy each one carries.
     decoy_qubits = np.sort(order[n:])
     internal_of = np.empty(total, dtype=np.int64)
     internal_of[order] = np.arange(total)
-    key = ObfuscationKey(
+    return ObfuscationKey(
         num_variables=n,
         num_qubits=total,
         positions=tuple(int(q) for q in order[:n]),
         flips=tuple(bool(f) for f in sent_flips),
         decoy_values=tuple(bool(active[internal_of[q] - n]) for q in decoy_qubits),
-        scale=factor,
+        scale=scale,
         shift=shift,
         level=level,
     )
-    return ObfuscatedProblem(sent, sent_weight, sent_warm, total), key
 
 
 def _checked_weight(hamming_weight: int | None, n: int, *, required: bool) -> int | None:
