@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
+
+from qhybrid.demo import print_result
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +42,13 @@ def test_demo_json_prints_the_completed_job_and_nothing_else(tmp_path: Path) -> 
     assert statuses.index("remote_queued") < statuses.index("remote_running") < statuses.index("completed")
     # The demo's state stays in the working directory it ran in.
     assert (tmp_path / ".qhybrid" / "qhybrid.db").exists()
+    # What `make demo` prints for the same document: the table and the QPU's facts.
+    console = Console(record=True, width=200)
+    print_result(console, job)
+    text = console.export_text()
+    assert "returned" in text and "classical (brute_force)" in text
+    assert f"QPU: backend {result['quantum']['backend']}" in text
+    assert "X25519MLKEM768 (hybrid post-quantum)" in text
     assert (tmp_path / ".qhybrid-cloud").is_dir()
 
 

@@ -32,6 +32,7 @@ from rich.table import Table
 
 from qhybrid.client import Client
 from qhybrid.core.config import Settings
+from qhybrid.domain.result import JobResult, Portfolio, QuantumRun
 from qhybrid.portfolio.data import balanced_risk_aversion, estimate, load_sp500
 
 #: The demo's stocks: large caps from four sectors, all in skfolio's S&P 500 dataset.
@@ -269,55 +270,57 @@ class _EventPrinter:
 
 
 def print_result(console: Console, job: dict[str, Any]) -> None:
-    """A human-readable summary of a completed job."""
-    result = job["result"]
-    classical = result["classical"]
-    columns = [("returned", result)]
-    if result.get("quantum_best"):
-        columns.append(("best QPU sample", result["quantum_best"]))
-    columns.append((f"classical ({classical['method']})", classical))
+    """A human-readable summary of a completed job (the API's job document)."""
+    result = JobResult.model_validate(job["result"])
+    columns: list[tuple[str, Portfolio]] = [("returned", result)]
+    if result.quantum_best is not None:
+        columns.append(("best QPU sample", result.quantum_best))
+    columns.append((f"classical ({result.classical.method})", result.classical))
     table = Table(title=f"job {job['job_id']}: {job['status']}", show_header=True)
     table.add_column("")
     for title, _ in columns:
         table.add_column(title)
-    table.add_row("selected", *(", ".join(column["selected"]) for _, column in columns))
-    if "weights" in result:
+    table.add_row("selected", *(", ".join(column.selected) for _, column in columns))
+    if result.weights is not None:
         table.add_row(
             "weights",
-            *(", ".join(f"{k} {v:.0%}" for k, v in column["weights"].items() if v) for _, column in columns),
+            *(
+                ", ".join(f"{k} {v:.0%}" for k, v in (column.weights or {}).items() if v)
+                for _, column in columns
+            ),
         )
-    table.add_row("expected return", *(f"{column['expected_return']:.6g}" for _, column in columns))
-    table.add_row("variance", *(f"{column['variance']:.6g}" for _, column in columns))
-    table.add_row("objective", *(f"{column['objective']:.6g}" for _, column in columns))
+    table.add_row("expected return", *(f"{column.expected_return:.6g}" for _, column in columns))
+    table.add_row("variance", *(f"{column.variance:.6g}" for _, column in columns))
+    table.add_row("objective", *(f"{column.objective:.6g}" for _, column in columns))
     console.print(table)
-    if result["source"] == "classical_fallback":
-        console.print(f"[yellow]classical fallback[/]: {result['fallback']['reason']}")
+    if result.fallback is not None or result.quantum is None:
+        reason = result.fallback.reason if result.fallback is not None else "no QPU run"
+        console.print(f"[yellow]classical fallback[/]: {reason}")
         return
-    quantum = result["quantum"]
-    qaoa = quantum.get("qaoa") or {}
-    spec = qaoa.get("spec") or {}
-    circuit = quantum.get("circuit") or {}
-    optimum_share = quantum.get("optimum_share")
+    _print_quantum_run(console, result, result.quantum)
+
+
+def _print_quantum_run(console: Console, result: JobResult, quantum: QuantumRun) -> None:
+    spec, circuit = (quantum.qaoa.spec if quantum.qaoa else None), quantum.circuit
+    share = quantum.optimum_share
     console.print(
-        f"{result['source']}, found by {result['found_by']}; "
-        f"gap to the classical optimum {result['gap']:.3%}\n"
-        f"QPU: backend {quantum.get('backend')}, task {quantum.get('task_id')}, "
-        f"{quantum.get('shots')} shots; "
-        f"QAOA {spec.get('mixer')} mixer, p={spec.get('reps')}; {circuit.get('logical_qubits')} qubits, "
-        f"depth {circuit.get('depth')}, {circuit.get('two_qubit_gates')} two-qubit gates; "
-        f"samples on the optimum: {'n/a' if optimum_share is None else f'{optimum_share:.1%}'}"
+        f"{result.source}, found by {result.found_by}; gap to the classical optimum {result.gap:.3%}\n"
+        f"QPU: backend {quantum.backend}, task {quantum.task_id}, {quantum.shots} shots; "
+        f"QAOA {spec.mixer if spec else '?'} mixer, p={spec.reps if spec else '?'}; "
+        f"{circuit.logical_qubits if circuit else '?'} qubits, depth {circuit.depth if circuit else '?'}, "
+        f"{circuit.two_qubit_gates if circuit else '?'} two-qubit gates; "
+        f"samples on the optimum: {'n/a' if share is None else f'{share:.1%}'}"
     )
-    privacy = quantum.get("privacy") or {}
-    if privacy:
+    if quantum.privacy is not None:
         console.print(
-            f"privacy {privacy.get('level')}: the QPU saw an obfuscated problem on "
-            f"{privacy.get('qubits_sent')} anonymous qubits, no names or amounts; its key stayed here, "
+            f"privacy {quantum.privacy.level}: the QPU saw an obfuscated problem on "
+            f"{quantum.privacy.qubits_sent} anonymous qubits, no names or amounts; its key stayed here, "
             "sealed (docs/security.md)"
         )
-    link = quantum.get("link") or {}
-    if link.get("tls_version"):
+    link = quantum.link
+    if link is not None and link.tls_version:
         console.print(
-            f"link to the QPU: {link['tls_version']}, key exchange {link.get('tls_group')}"
-            f"{' (hybrid post-quantum)' if link.get('post_quantum') else ''}; every request is in the "
+            f"link to the QPU: {link.tls_version}, key exchange {link.tls_group}"
+            f"{' (hybrid post-quantum)' if link.post_quantum else ''}; every request is in the "
             "egress audit log (qhybrid audit verify)"
         )
