@@ -17,6 +17,7 @@ import redis
 
 from qhybrid.core.config import Settings
 from tests.support.cloud import CloudServer, start_cloud
+from tests.support.servers import FAKE_AWS_ENV, MotoServer, start_moto
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -118,6 +119,31 @@ def queue_name(redis_server: str) -> Iterator[str]:
     keys = list(client.scan_iter(match=f"huey.*{name}*"))
     if keys:
         client.delete(*keys)
+
+
+@pytest.fixture(scope="session")
+def sqs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """A real local SQS endpoint (moto's server mode as its own process), started for the session.
+
+    The process environment gets fake AWS credentials, so boto3 (here and in child processes)
+    signs with them and never finds a developer's real ones.
+    """
+    saved = {name: os.environ.get(name) for name in FAKE_AWS_ENV}
+    os.environ.update(FAKE_AWS_ENV)
+    server = start_moto(tmp_path_factory.mktemp("moto"))
+    yield server
+    server.stop()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture
+def sqs_queue_url(sqs_server: MotoServer) -> str:
+    """``QHYBRID_QUEUE_URL`` of a fresh SQS queue on the local endpoint (created on first use)."""
+    return sqs_server.queue_url()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

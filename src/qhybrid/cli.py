@@ -94,7 +94,7 @@ def audit_verify(
 def reconcile() -> None:
     """Re-kick overdue jobs once (the worker does this periodically on its own)."""
     from qhybrid.jobs.database import Database
-    from qhybrid.jobs.queue import JobQueue, make_huey
+    from qhybrid.jobs.queue import make_queue
     from qhybrid.jobs.reconciler import reconcile_once
     from qhybrid.jobs.store import JobStore
 
@@ -102,7 +102,7 @@ def reconcile() -> None:
     db = Database(settings.resolved_database_url)
     db.migrate()
     kicked = reconcile_once(
-        JobStore(db), JobQueue(make_huey(settings)), grace_seconds=settings.reconcile_grace_seconds
+        JobStore(db), make_queue(settings), grace_seconds=settings.reconcile_grace_seconds
     )
     typer.echo(f"re-kicked {len(kicked)} job(s)")
 

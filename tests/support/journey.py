@@ -16,7 +16,7 @@ from qhybrid.jobs import pipeline
 from qhybrid.jobs.database import Database
 from qhybrid.jobs.journey import Journey
 from qhybrid.jobs.models import utcnow
-from qhybrid.jobs.queue import JobQueue, make_huey
+from qhybrid.jobs.queue import JobQueue, make_queue
 from qhybrid.jobs.store import JobStore
 from qhybrid.portfolio.formulation import Formulation
 from tests.support.cloud import CloudServer
@@ -88,7 +88,7 @@ def build(settings: Settings) -> Services:
     db = Database(settings.resolved_database_url)
     db.migrate()
     store = JobStore(db)
-    queue = JobQueue(make_huey(settings))
+    queue = make_queue(settings)
     backends = BackendRegistry(settings)
     journey = Journey(settings, store, queue, backends)
     queue.handler = journey.advance

@@ -16,7 +16,7 @@ from qhybrid.api.routes import health, jobs, optimize
 from qhybrid.backends.registry import warm_up
 from qhybrid.core.config import Settings, get_settings
 from qhybrid.jobs.database import Database
-from qhybrid.jobs.queue import JobQueue, make_huey
+from qhybrid.jobs.queue import make_queue
 from qhybrid.jobs.store import JobStore
 
 log = logging.getLogger("qhybrid.api")
@@ -37,14 +37,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         warm_up()
         db = Database(settings.resolved_database_url)
         db.migrate()
-        app.state.services = AppServices(
-            settings=settings, db=db, store=JobStore(db), queue=JobQueue(make_huey(settings))
-        )
-        log.info(
-            "api ready: database=%s queue=%s",
-            db.engine.url.get_backend_name(),
-            "redis" if settings.redis_url else "sqlite",
-        )
+        queue = make_queue(settings)
+        app.state.services = AppServices(settings=settings, db=db, store=JobStore(db), queue=queue)
+        log.info("api ready: database=%s queue=%s", db.engine.url.get_backend_name(), queue.engine)
         try:
             yield
         finally:

@@ -2,7 +2,8 @@
 
 Unset, everything falls back to the embedded default: SQLite files under ``./.qhybrid/``, a
 ``SqliteHuey`` queue next to them and the emulated cloud on loopback. Setting
-``QHYBRID_DATABASE_URL`` and ``QHYBRID_REDIS_URL`` switches to PostgreSQL and Redis.
+``QHYBRID_DATABASE_URL`` and ``QHYBRID_REDIS_URL`` (or ``QHYBRID_QUEUE_URL``, which also takes
+``sqs://…``) switches to PostgreSQL and Redis or Amazon SQS.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from qhybrid.domain.device import Pricing
 from qhybrid.domain.privacy import PrivacyLevel
+
+#: URL schemes ``QHYBRID_QUEUE_URL`` accepts.
+QUEUE_SCHEMES = frozenset({"sqs", "redis", "rediss", "unix"})
 
 
 class Settings(BaseSettings):
@@ -28,6 +32,13 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL; unset means SQLite at <data_dir>/qhybrid.db."
     )
     redis_url: str | None = Field(default=None, description="Redis URL; unset means SqliteHuey.")
+    queue_url: str | None = Field(
+        default=None,
+        description=(
+            "The queue engine by URL: sqs://<queue-name>?region=…&endpoint=…&create=… (Amazon SQS) or "
+            "redis://… (RedisHuey, as QHYBRID_REDIS_URL); unset: QHYBRID_REDIS_URL, else SqliteHuey."
+        ),
+    )
     queue_name: str = Field(default="qhybrid", description="Huey queue name (Redis key prefix).")
 
     cloud_url: str = Field(default="https://127.0.0.1:8780", description="Emulated cloud base URL.")
@@ -108,6 +119,39 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("queue_url")
+    @classmethod
+    def _known_queue_scheme(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme not in QUEUE_SCHEMES:
+            raise ValueError(
+                f"queue_url: the scheme must be one of {', '.join(sorted(QUEUE_SCHEMES))}, got {scheme!r}"
+            )
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _one_queue(self) -> Settings:
+        # Two settings naming two queues would split producers from consumers without a word.
+        if self.queue_url and self.redis_url:
+            raise ValueError("set QHYBRID_QUEUE_URL or QHYBRID_REDIS_URL, not both")
+        return self
+
+    @property
+    def queue_engine(self) -> Literal["sqlite", "redis", "sqs"]:
+        """Which engine carries the kicks: ``sqs``, ``redis`` or the embedded ``sqlite``."""
+        if self.queue_url:
+            return "sqs" if self.queue_url.lower().startswith("sqs://") else "redis"
+        return "redis" if self.redis_url else "sqlite"
+
+    @property
+    def resolved_redis_url(self) -> str | None:
+        """The Redis URL of a RedisHuey queue, from ``queue_url`` or ``redis_url``."""
+        if self.queue_engine != "redis":
+            return None
+        return self.queue_url or self.redis_url
 
     def cloud_pricing(self) -> Pricing | None:
         """The emulated cloud's price list, ``None`` when it is free (the default)."""

@@ -1,4 +1,4 @@
-"""The worker process: a Huey consumer running the journey, plus the reconciler."""
+"""The worker process: a queue consumer (Huey or SQS) running the journey, plus the reconciler."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from qhybrid.backends.registry import BackendRegistry
 from qhybrid.core.config import Settings
 from qhybrid.jobs.database import Database
 from qhybrid.jobs.journey import Journey
-from qhybrid.jobs.queue import JobQueue, make_huey
+from qhybrid.jobs.queue import make_queue
 from qhybrid.jobs.reconciler import Reconciler
 from qhybrid.jobs.store import JobStore
 
@@ -29,7 +29,7 @@ class Worker:
         self.db.migrate()
         self.store = JobStore(self.db)
         self.backends = BackendRegistry(settings)
-        self.queue = JobQueue(make_huey(settings))
+        self.queue = make_queue(settings)
         self.journey = Journey(settings, self.store, self.queue, self.backends)
         self.queue.handler = self.journey.advance
 
@@ -46,7 +46,7 @@ class Worker:
         log.info(
             "worker ready: database=%s queue=%s threads=%d",
             self.db.engine.url.get_backend_name(),
-            "redis" if self.settings.redis_url else "sqlite",
+            self.queue.engine,
             threads or self.settings.worker_threads,
         )
         try:

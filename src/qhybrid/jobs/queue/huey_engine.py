@@ -1,15 +1,13 @@
-"""The queue adapter: ``kick(job_id)`` and ``kick_at(job_id, when)`` over Huey.
+"""Huey as the queue engine: ``SqliteHuey`` for the embedded default, ``RedisHuey`` for production.
 
-Messages carry a job id and nothing else; the database says what to do with it. The queue only
-wakes workers up, so a lost message costs latency (the reconciler re-kicks), never a job.
-``SqliteHuey`` backs the embedded default, ``RedisHuey`` production; another engine (Celery for
-SQS, say) would be one more class with these three methods.
+Scheduled kicks live in the engine's durable schedule (SQLite table / Redis sorted set), not in
+worker memory. Huey has no acknowledgements: a message being processed when its worker is killed
+is gone, which the reconciler makes up for from the database.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -19,8 +17,7 @@ from huey.storage import SqliteStorage
 
 from qhybrid.core.config import Settings
 from qhybrid.jobs.models import utcnow
-
-JobHandler = Callable[[str], None]
+from qhybrid.jobs.queue.base import Consumer, JobHandler, JobQueue
 
 
 class _NormalSyncSqliteStorage(SqliteStorage):  # type: ignore[misc]
@@ -42,40 +39,40 @@ class _SqliteHuey(SqliteHuey):  # type: ignore[misc]
 
 
 def make_huey(settings: Settings) -> Huey:
-    """The Huey instance the settings call for (Redis if ``redis_url`` is set, else SQLite)."""
-    if settings.redis_url:
-        return RedisHuey(name=settings.queue_name, url=settings.redis_url, results=False, utc=True)
+    """The Huey instance the settings call for (Redis if a Redis URL is set, else SQLite)."""
+    redis_url = settings.resolved_redis_url
+    if redis_url:
+        return RedisHuey(name=settings.queue_name, url=redis_url, results=False, utc=True)
     settings.ensure_dirs()
     return _SqliteHuey(
         name=settings.queue_name, filename=str(settings.queue_path), results=False, utc=True, timeout=30
     )
 
 
-class JobQueue:
-    """Wakes workers up about jobs.
+class HueyQueue(JobQueue):
+    """The queue over a Huey instance; the message is one task name and the job id.
 
     Args:
         huey: The Huey instance (producer and consumer share its configuration).
-        handler: What a consumer runs for a job id; producers (the API) leave it unset and a
-            worker sets it once its journey exists.
+        handler: What a consumer runs for a job id (unset for producers).
     """
 
     def __init__(self, huey: Huey, handler: JobHandler | None = None) -> None:
+        super().__init__(handler)
         self.huey = huey
-        self.handler = handler
-        self._advance = huey.task(name="advance")(self._run)
+        self._advance = huey.task(name="advance")(self.dispatch)
 
-    def _run(self, job_id: str) -> None:
-        if self.handler is None:
-            raise RuntimeError("this JobQueue has no handler; only a worker can consume")
-        self.handler(job_id)
+    @property
+    def engine(self) -> str:
+        """``redis`` or ``sqlite``."""
+        return "redis" if isinstance(self.huey, RedisHuey) else "sqlite"
 
     def kick(self, job_id: str) -> None:
         """Ask a worker to look at the job now."""
         self._advance(job_id)
 
     def kick_at(self, job_id: str, when: datetime) -> None:
-        """Ask a worker to look at the job at ``when`` (kept durably by the queue engine)."""
+        """Ask a worker to look at the job at ``when`` (kept in Huey's durable schedule)."""
         delay = max(0.0, (when - utcnow()).total_seconds())
         self._advance.schedule(args=(job_id,), delay=delay)
 
@@ -95,10 +92,10 @@ class JobQueue:
         """Messages waiting for their time."""
         return int(self.huey.scheduled_count())
 
-    def consumer(self, *, workers: int) -> Any:
+    def consumer(self, *, workers: int) -> Consumer:
         """A Huey consumer running this queue's tasks in ``workers`` threads."""
         # periodic=False: the reconciler runs on its own timer, finer than Huey's one-minute crontab.
-        return self.huey.create_consumer(
+        consumer: Consumer = self.huey.create_consumer(
             workers=workers,
             worker_type="thread",
             periodic=False,
@@ -106,3 +103,4 @@ class JobQueue:
             initial_delay=0.05,
             max_delay=0.5,
         )
+        return consumer
