@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.cloud import CloudServer, start_cloud
 from tests.support.processes import Process, free_port, start_process
+from tests.support.servers import MotoServer
 
 FAST = {
     "QHYBRID_POLL_INITIAL_SECONDS": "0.3",
@@ -46,13 +47,18 @@ class Stack:
         return "\n".join(f"--- {p.name}\n{p.log()[-3000:]}" for p in processes)
 
 
-@pytest.fixture(params=["embedded", "redis+postgresql"])
+@pytest.fixture(params=["embedded", "redis+postgresql", "sqs+postgresql"])
 def stack_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     env = {"QHYBRID_DATA_DIR": str(tmp_path / "qhybrid"), **FAST}
     if request.param == "redis+postgresql":
         env["QHYBRID_DATABASE_URL"] = request.getfixturevalue("postgres_url")
         env["QHYBRID_REDIS_URL"] = request.getfixturevalue("redis_server")
         env["QHYBRID_QUEUE_NAME"] = request.getfixturevalue("queue_name")
+    elif request.param == "sqs+postgresql":
+        # The local SQS endpoint (moto server); the fake AWS credentials are in the environment.
+        sqs: MotoServer = request.getfixturevalue("sqs_server")
+        env["QHYBRID_DATABASE_URL"] = request.getfixturevalue("postgres_url")
+        env["QHYBRID_QUEUE_URL"] = sqs.queue_url(wait=20)
     return env
 
 

@@ -1,5 +1,6 @@
 """The whole flow over HTTP: a real uvicorn API, real worker processes and the emulated cloud,
-on the embedded default (SQLite + SqliteHuey) and on the machine's PostgreSQL + Redis."""
+on the embedded default (SQLite + SqliteHuey), on the machine's PostgreSQL + Redis and on
+PostgreSQL + SQS (a local SQS endpoint: moto's server mode)."""
 
 from __future__ import annotations
 
