@@ -1,7 +1,8 @@
 """The reconciler: re-kicks live jobs that nobody is working on but somebody should be.
 
-Huey has no acknowledgements: a message being processed when its worker is killed is gone, and a
-kick can be lost between a commit and the enqueue. The database still says what each job waits
+Huey has no acknowledgements: a message being processed when its worker is killed is gone (SQS
+brings it back after the visibility timeout, but a hop or a send can still fail), and a kick can be
+lost between a commit and the enqueue. The database still says what each job waits
 for, so a periodic sweep finds jobs whose lease expired, whose poll is overdue, or that were never
 picked up, and kicks them again. Duplicate kicks are harmless: a job is worked on only under a lease.
 """
