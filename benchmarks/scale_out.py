@@ -5,7 +5,8 @@ Each row: a fresh database, N ``qhybrid worker`` processes (``--threads`` each) 
 then ``--jobs`` small jobs (5 assets, hold 2, p = 1, 256 shots) stored and kicked at once; the
 clock runs from the first kick to the last job COMPLETED. The emulated cloud answers at once (no
 queue or run delay) and runs on the same machine, as do PostgreSQL and the queue (our own, started
-here).
+here). "QPU busy" is the share of the wall time the emulated QPU (one runner thread, FIFO, Aer
+sampling) spent running tasks; the load average shows how busy the shared machine was.
 
     .venv/bin/python -m benchmarks.scale_out [--jobs 100] [--processes 1 2 4] [--queue redis|sqs]
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import tempfile
 import time
 import uuid
@@ -48,6 +50,15 @@ def wait_ready(host: Host, timeout: float = 180) -> None:
             raise RuntimeError(f"{dead[0].name} exited:\n{dead[0].log()[-3000:]}")
         time.sleep(0.2)
     raise RuntimeError("workers not ready")
+
+
+def qpu_busy_seconds(cloud: CloudServer) -> float:
+    """Seconds the emulated QPU (one runner thread, FIFO) spent running tasks."""
+    with sqlite3.connect(cloud.data_dir / "cloud.db") as conn:
+        (busy,) = conn.execute(
+            "SELECT COALESCE(SUM(ended_at - started_at), 0) FROM tasks WHERE ended_at IS NOT NULL"
+        ).fetchone()
+    return float(busy)
 
 
 def one_row(
@@ -97,11 +108,15 @@ def one_row(
                 deadline_at=utcnow() + timedelta(hours=1),
             )
             ids.append(job.id)
+        busy_before = qpu_busy_seconds(cloud)
+        load_before = os.getloadavg()[0]
         started = time.monotonic()
         for job_id in ids:
             queue.kick(job_id)
         states = wait_all_terminal(database_url, set(ids), timeout=1800)
         seconds = time.monotonic() - started
+        busy = qpu_busy_seconds(cloud) - busy_before
+        load_after = os.getloadavg()[0]
     finally:
         host.stop()
         db.dispose()
@@ -113,6 +128,8 @@ def one_row(
         "completed": done,
         "seconds": f"{seconds:.1f}",
         "jobs/s": f"{done / seconds:.2f}",
+        "QPU busy": f"{100 * busy / seconds:.0f} %",
+        "load avg before/after": f"{load_before:.1f} / {load_after:.1f}",
         "_rate": done / seconds,
     }
 
