@@ -152,6 +152,7 @@ def test_sqs_kick_beyond_the_longest_delay_hops_until_due(sqs_queue_url: str) ->
         messages = queue.receive(wait_seconds=2)
         for message in messages:
             assert message["Body"] == "job-far"
+            assert set(message.get("MessageAttributes", {})) <= {NOT_BEFORE}  # nothing else travels
             hop = message.get("MessageAttributes", {}).get(NOT_BEFORE)
             if hop is not None:  # sent before its time: carries the time it is due
                 assert float(hop["StringValue"]) == pytest.approx(due.timestamp(), abs=0.01)
