@@ -19,8 +19,22 @@ log = logging.getLogger("qhybrid.reconciler")
 
 
 def reconcile_once(store: JobStore, queue: JobQueue, *, grace_seconds: float) -> list[str]:
-    """Kick every job that is due; returns their ids."""
-    job_ids = store.due_for_reconcile(grace_seconds=grace_seconds)
+    """Kick the jobs that are due, oldest first; returns their ids.
+
+    A job waiting behind a backlog looks the same in the database as one whose kick was lost. When
+    the queue already holds messages, re-kicking every due job would only add duplicates (every
+    worker's reconciler doing so each sweep buried 500 queued jobs under thousands of copies), so
+    a sweep kicks only as many as the queue cannot be holding a message for, and at least the
+    oldest one, which guarantees that a lost kick is recovered once the backlog reaches it.
+    """
+    due = store.due_for_reconcile(grace_seconds=grace_seconds)
+    if not due:
+        return []
+    try:
+        waiting = queue.pending()
+    except Exception:
+        waiting = 0  # the queue is down: the kicks below fail and the next sweep tries again
+    job_ids = due[: max(1, len(due) - waiting)]
     for job_id in job_ids:
         queue.kick(job_id)
     if job_ids:
