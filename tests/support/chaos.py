@@ -121,7 +121,7 @@ def run_chaos(
                 with lock:
                     job_ids.add(job_id)
 
-        submitter = threading.Thread(target=submit_all, name="chaos-submitter")
+        submitter = threading.Thread(target=submit_all, name="chaos-submitter", daemon=True)
         submitter.start()
         plan = [("database", (i + 1) / (database_kills + 1)) for i in range(database_kills)]
         plan += [("redis", (i + 1.5) / (redis_kills + 1.5)) for i in range(redis_kills)]
