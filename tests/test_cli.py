@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from qhybrid.demo import print_result
+from qhybrid.cli.output import print_result
+from qhybrid.client import JobDocument
 
 pytestmark = pytest.mark.integration
 
@@ -40,16 +41,18 @@ def test_demo_json_prints_the_completed_job_and_nothing_else(tmp_path: Path) -> 
     # With the demo's default delays the job is seen waiting in the provider's queue, then running.
     statuses = [e["status"] for e in job["events"]]
     assert statuses.index("remote_queued") < statuses.index("remote_running") < statuses.index("completed")
-    # The demo's state stays in the working directory it ran in.
-    assert (tmp_path / ".qhybrid" / "qhybrid.db").exists()
+    # The demo's state stays in a run folder of its own, never in a deployment's .qhybrid/.
+    (run,) = (tmp_path / ".qhybrid-demo").iterdir()
+    assert (run / "data" / "qhybrid.db").exists()
+    assert (run / "cloud" / "cloud.db").exists()
+    assert not (tmp_path / ".qhybrid").exists() and not (tmp_path / ".qhybrid-cloud").exists()
     # What `make demo` prints for the same document: the table and the QPU's facts.
     console = Console(record=True, width=200)
-    print_result(console, job)
+    print_result(console, JobDocument.from_json(job))
     text = console.export_text()
     assert "returned" in text and "classical (brute_force)" in text
     assert f"QPU: backend {result['quantum']['backend']}" in text
     assert "X25519MLKEM768 (hybrid post-quantum)" in text
-    assert (tmp_path / ".qhybrid-cloud").is_dir()
 
 
 def listed_commands(*args: str) -> set[str]:

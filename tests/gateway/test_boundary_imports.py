@@ -45,7 +45,9 @@ ALLOWED: dict[str, set[str]] = {
     # The host name in a worker id: no connection is opened.
     "jobs/journey.py": {"socket"},
     # Trusted-zone clients of our own API and the demo's local processes (loopback only).
-    "client.py": {"httpx"},
+    "client/_protocol.py": {"httpx"},
+    "client/sync.py": {"httpx"},
+    "client/aio.py": {"httpx"},
     "demo.py": {"httpx", "socket", "ssl"},
 }
 

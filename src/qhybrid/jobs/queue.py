@@ -8,6 +8,7 @@ SQS, say) would be one more class with these three methods.
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 from collections.abc import Callable
 from datetime import datetime
@@ -15,6 +16,7 @@ from typing import Any
 
 from huey import RedisHuey, SqliteHuey
 from huey.api import Huey
+from huey.consumer import Consumer
 from huey.storage import SqliteStorage
 
 from qhybrid.core.config import Settings
@@ -39,6 +41,23 @@ class _NormalSyncSqliteStorage(SqliteStorage):  # type: ignore[misc]
 
 class _SqliteHuey(SqliteHuey):  # type: ignore[misc]
     storage_class = _NormalSyncSqliteStorage
+
+
+#: Called when the consumer starts to stop: the signal's name and whether it waits for the steps.
+StopHandler = Callable[[str, bool], None]
+
+
+class _Consumer(Consumer):  # type: ignore[misc]
+    """Huey's consumer, telling the worker when and why it stops (Huey logs that at INFO only)."""
+
+    on_stop: StopHandler | None = None
+
+    def stop(self, graceful: bool = False) -> None:
+        """Say why, then stop as Huey does (``graceful``: wait for the running tasks)."""
+        signum = getattr(self, "_signum", None)
+        if self.on_stop is not None:
+            self.on_stop(signal.Signals(signum).name if signum else "stop", graceful)
+        super().stop(graceful=graceful)
 
 
 def make_huey(settings: Settings) -> Huey:
@@ -95,14 +114,29 @@ class JobQueue:
         """Messages waiting for their time."""
         return int(self.huey.scheduled_count())
 
-    def consumer(self, *, workers: int) -> Any:
-        """A Huey consumer running this queue's tasks in ``workers`` threads."""
+    def consumer(
+        self, *, workers: int, shutdown_timeout: float | None = None, on_stop: StopHandler | None = None
+    ) -> Any:
+        """A Huey consumer running this queue's tasks in ``workers`` threads.
+
+        Args:
+            workers: Threads.
+            shutdown_timeout: On SIGTERM, seconds to let running tasks finish (``None``: no limit).
+            on_stop: Told the signal's name and whether the stop waits, when the consumer stops.
+        """
         # periodic=False: the reconciler runs on its own timer, finer than Huey's one-minute crontab.
-        return self.huey.create_consumer(
+        # graceful_signal="TERM": a supervisor's SIGTERM lets the running steps finish; Ctrl-C
+        # (SIGINT) stops at once, and the worker releases what was running.
+        consumer = _Consumer(
+            self.huey,
             workers=workers,
             worker_type="thread",
             periodic=False,
             scheduler_interval=1,
             initial_delay=0.05,
             max_delay=0.5,
+            shutdown_timeout=shutdown_timeout,
+            graceful_signal="TERM",
         )
+        consumer.on_stop = on_stop
+        return consumer
