@@ -162,7 +162,10 @@ class TransitionPrinter:
                 self.console.print(escape(event_line(event, job.created_at, task_id)), soft_wrap=True)
         if update.retrying and self.events and not self.as_json:
             at = (job.updated_at - job.created_at).total_seconds()
-            self.console.print(f"  {at:6.1f}s  [yellow]retrying[/] {escape(update.retrying)}", soft_wrap=True)
+            # In parentheses: a retry is not a transition, and must not read like one.
+            self.console.print(
+                f"  {at:6.1f}s  ([yellow]retrying[/]: {escape(update.retrying)})", soft_wrap=True
+            )
         if self.progress is not None and self._task is not None:
             self.progress.update(self._task, description=escape(waiting_for(job)))
 
