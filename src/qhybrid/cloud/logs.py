@@ -74,3 +74,5 @@ def logging_config(level: str, fmt: LogFormat) -> dict[str, Any]:
 def configure_logging(level: str, fmt: LogFormat) -> None:
     """Send the cloud's logs to stderr in the chosen format."""
     logging.config.dictConfig(logging_config(level, fmt))
+    # Python warnings (deprecations at import...) become log lines too, in the same format.
+    logging.captureWarnings(True)

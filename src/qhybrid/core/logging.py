@@ -160,3 +160,5 @@ def logging_config(level: str | None = None, fmt: str | None = None) -> dict[str
 def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
     """Send this process's logs to stderr in the chosen format (see :func:`logging_config`)."""
     logging.config.dictConfig(logging_config(level, fmt))
+    # Python warnings (deprecations at import...) become log lines too, in the same format.
+    logging.captureWarnings(True)
