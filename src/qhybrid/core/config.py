@@ -102,8 +102,8 @@ class Settings(BaseSettings):
     worker_shutdown_seconds: float = Field(
         default=10.0,
         ge=0,
-        description="On SIGINT/SIGTERM, how long a worker lets its current steps finish before it "
-        "releases their jobs to another worker.",
+        description="On SIGTERM, how long a worker lets its running steps finish before it releases "
+        "their jobs to another worker (SIGINT releases them at once).",
     )
     backend_timeout_seconds: float = Field(default=30.0, gt=0)
     exact_time_limit_seconds: float = Field(
