@@ -226,7 +226,8 @@ def run_demo(
             )  # fmt: skip
         err.print(
             f"[green]ready[/]: cloud :{cloud_port}, api :{api_port}, worker pid {worker.popen.pid} "
-            f"(folders and logs in {run.root})"
+            f"(folders and logs in {run.root})",
+            soft_wrap=True,
         )
         job = _submit_and_follow(
             f"http://127.0.0.1:{api_port}", request, err, timeout=timeout, on_update=on_update
