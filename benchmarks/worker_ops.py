@@ -61,7 +61,9 @@ def wait_ready(process: Process) -> None:
         time.sleep(0.05)
 
 
-def measure(name: str, src: Path, env: dict[str, str], api_url: str, folder: Path, run: int) -> dict[str, Any]:
+def measure(
+    name: str, src: Path, env: dict[str, str], api_url: str, folder: Path, run: int
+) -> dict[str, Any]:
     worker_env = {**env, "PYTHONPATH": str(src)}
     worker = start_process(f"{name}-job-{run}", ["-m", "qhybrid", "worker"], log_dir=folder, env=worker_env)
     wait_ready(worker)

@@ -92,7 +92,11 @@ def test_help_lists_the_commands() -> None:
 
 def help_text(*args: str) -> str:
     completed = subprocess.run(
-        [sys.executable, "-m", "qhybrid", *args, "--help"], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-m", "qhybrid", *args, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return completed.stdout
 
@@ -148,7 +152,9 @@ def test_a_missing_database_is_one_line_and_exit_3(tmp_path: Path) -> None:
     )
     assert completed.returncode == 3
     (line,) = completed.stderr.strip().splitlines()
-    assert line.startswith("qhybrid: cannot use the database at postgresql+psycopg://postgres:***@127.0.0.1:1/")
+    assert line.startswith(
+        "qhybrid: cannot use the database at postgresql+psycopg://postgres:***@127.0.0.1:1/"
+    )
     assert "secret" not in completed.stderr
 
 

@@ -61,7 +61,9 @@ def test_json_lines_carry_the_job_tenant_and_state_and_third_parties_are_quiet()
     assert by_message["moved"]["state"] == "submitting"
     assert by_message["moved"]["tenant"] == "t-7"
     assert by_message["after"]["job_id"] is None  # the context ended with the job
-    assert by_message["failed"]["level"] == "ERROR" and "ZeroDivisionError" in by_message["failed"]["exc_info"]
+    assert (
+        by_message["failed"]["level"] == "ERROR" and "ZeroDivisionError" in by_message["failed"]["exc_info"]
+    )
     # Third-party INFO is gone, their warnings stay (with the job they happened in).
     assert "Pass: ElidePermutations - 0.01 ms" not in by_message
     assert "HTTP Request: GET https://x 200" not in by_message

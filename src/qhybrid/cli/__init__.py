@@ -73,6 +73,20 @@ def _start_logging(level: str | None) -> None:
         log.warning("%s", warning)
 
 
+def _settings() -> Settings:
+    """The settings from the environment; a bad value is one line naming the variable, exit 2."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"QHYBRID_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        fail(f"invalid setting: {problems}", ExitCode.REFUSED)
+
+
 def _check_database(settings: Settings) -> None:
     """Migrate the database now, so that a missing one is one line and exit 3, not a traceback."""
     from sqlalchemy.exc import SQLAlchemyError
@@ -96,13 +110,13 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
-    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    log_level: Annotated[str, typer.Option(envvar="QHYBRID_LOG_LEVEL", help="Log level.")] = "info",
 ) -> None:
     """Run the HTTP API (uvicorn); it migrates the database on start."""
     import uvicorn
 
     _start_logging(log_level)
-    _check_database(Settings())
+    _check_database(_settings())
     # An import string plus factory=True lets uvicorn start several processes, each building its
     # own application (and connection pools) from the environment; each configures its logging
     # from the same dictionary, so every process writes one format.
@@ -122,13 +136,13 @@ def worker(
     threads: Annotated[
         int | None, typer.Option(help="Jobs processed at once (default QHYBRID_WORKER_THREADS).")
     ] = None,
-    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    log_level: Annotated[str, typer.Option(envvar="QHYBRID_LOG_LEVEL", help="Log level.")] = "info",
 ) -> None:
     """Run a worker: the queue consumer and the reconciler (SIGTERM lets running steps finish)."""
     from qhybrid.jobs.worker import Worker
 
     _start_logging(log_level)
-    settings = Settings()
+    settings = _settings()
     _check_database(settings)
     Worker(settings).run(threads=threads)
     # The process is about to end: collecting its heap (numpy, qiskit, scipy...) at interpreter
@@ -162,7 +176,7 @@ def audit_verify(
     """Check the hash chain: exit 0 if every entry is intact and in order, 1 naming the first problem."""
     from qhybrid.gateway import audit
 
-    path = file or Settings().audit_path
+    path = file or _settings().audit_path
     extra = [] if anchor is None else ["--anchor", anchor]
     raise typer.Exit(audit.main(["verify", "--file", str(path), *extra]))
 
@@ -175,9 +189,9 @@ def reconcile() -> None:
     from qhybrid.jobs.reconciler import reconcile_once
     from qhybrid.jobs.store import JobStore
 
-    settings = Settings()
+    settings = _settings()
+    _check_database(settings)
     db = Database(settings.resolved_database_url)
-    db.migrate()
     kicked = reconcile_once(
         JobStore(db), JobQueue(make_huey(settings)), grace_seconds=settings.reconcile_grace_seconds
     )
