@@ -124,13 +124,14 @@ def main() -> None:
         finally:
             api.stop()
             cloud.stop()
+    median = statistics.median
     rows = [
         {
             "worker": name,
-            "log lines for one job (median)": statistics.median(s["lines"] for s in runs),
-            "of which qiskit": statistics.median(s["qiskit"] for s in runs),
-            "SIGINT to exit after a job, s (median)": f"{statistics.median(s['after_job'] for s in runs):.2f}",
-            "SIGINT to exit when idle, s (median)": f"{statistics.median(s['idle'] for s in runs):.2f}",
+            "log lines for one job (median)": median(s["lines"] for s in runs),
+            "of which qiskit": median(s["qiskit"] for s in runs),
+            "SIGINT to exit after a job, s (median)": f"{median(s['after_job'] for s in runs):.2f}",
+            "SIGINT to exit when idle, s (median)": f"{median(s['idle'] for s in runs):.2f}",
             "runs": len(runs),
         }
         for name, runs in samples.items()
