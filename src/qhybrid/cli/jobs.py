@@ -27,10 +27,8 @@ from qhybrid.cli.output import (
     stdout,
     write_json,
 )
-from qhybrid.client import Client, JobDocument, result_of
+from qhybrid.client import DEFAULT_URL, Client, JobDocument, result_of
 from qhybrid.domain.states import STATUS_NAMES
-
-DEFAULT_URL = "http://127.0.0.1:8000"
 
 Url = Annotated[str, typer.Option(envvar="QHYBRID_API_URL", help="API base URL.")]
 ApiKey = Annotated[str | None, typer.Option(envvar="QHYBRID_API_KEY", help="API key, if the API needs one.")]

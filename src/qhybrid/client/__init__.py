@@ -15,7 +15,7 @@ Example:
 ``await job.result(...)``).
 """
 
-from qhybrid.client._protocol import result_of
+from qhybrid.client._protocol import DEFAULT_URL, result_of
 from qhybrid.client.aio import AsyncClient, AsyncJob
 from qhybrid.client.errors import (
     ApiRequestError,
@@ -41,6 +41,7 @@ from qhybrid.domain.result import JobResult
 from qhybrid.domain.states import JobState
 
 __all__ = [
+    "DEFAULT_URL",
     "ApiRequestError",
     "ApiUnreachableError",
     "AsyncClient",
