@@ -7,12 +7,15 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test lint typecheck pytest bench clean
 
 # The stamp depends on pyproject.toml, so a changed dependency list rebuilds the environment.
+# pip shows its progress: the first install downloads about 1.4 GB and takes a few minutes.
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "qhybrid needs Python >= 3.11; set PYTHON=python3.11")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing qhybrid and its dependencies into $(VENV) (the first time: about 1.4 GB, a few minutes)..."
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --progress-bar on -e '.[dev]'
 	@touch $(STAMP)
+	@echo "installed: $(BIN)/qhybrid"
 
 demo: $(STAMP)
 	$(BIN)/qhybrid demo
@@ -39,4 +42,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.accept_latency
 
 clean:
-	rm -rf $(VENV) .qhybrid .qhybrid-cloud .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .qhybrid .qhybrid-cloud .qhybrid-demo .pytest_cache .mypy_cache .ruff_cache

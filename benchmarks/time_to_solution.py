@@ -80,10 +80,9 @@ def start_stack(folder: Path) -> tuple[list[Process], str]:
 
 def run_qhybrid(api_url: str, problem: SelectionProblem, *, reps: int | None, seed: int) -> dict[str, Any]:
     """One job over HTTP; wall time from the POST to the completed document."""
-    with Client(api_url) as client:
+    with Client(api_url, poll_initial=0.05, poll_max=0.2) as client:
         started = time.perf_counter()
-        job_id = client.submit(request_of(problem, reps=reps, seed=seed))
-        job = client.wait(job_id, timeout=600, initial_interval=0.05, max_interval=0.2)
+        job = client.submit(request_of(problem, reps=reps, seed=seed)).wait(timeout=600).raw
         seconds = time.perf_counter() - started
     if job["status"] != "completed":
         raise RuntimeError(f"job ended {job['status']}: {job.get('error')}")

@@ -1,25 +1,28 @@
 """``qhybrid demo``: the whole flow on the embedded default, over real HTTP.
 
 It starts what the embedded default needs, submits a sample portfolio, follows the job through
-its states and prints the result.
+its states and returns the final job document (the command line prints it).
 
-Three child processes, exactly as in a deployment: the emulated public cloud (its own folder,
-``./.qhybrid-cloud/``), the API (uvicorn) and a worker. They share nothing but the network and,
-for the API and the worker, the embedded database and queue under ``./.qhybrid/``.
+Three child processes, exactly as in a deployment: the emulated public cloud, the API (uvicorn)
+and a worker. They share nothing but the network and, for the API and the worker, the embedded
+database and queue. Each run gets folders of its own under ``./.qhybrid-demo/`` (``data/`` for
+the API and the worker, ``cloud/`` for the cloud): a demo never touches a deployment's
+``./.qhybrid/`` or ``./.qhybrid-cloud/``, and two demos started in one folder do not meet.
 """
 
 from __future__ import annotations
 
-import json
+import fcntl
 import os
 import secrets
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,19 +31,25 @@ from typing import Any
 
 import httpx
 from rich.console import Console
-from rich.table import Table
 
-from qhybrid.client import Client
-from qhybrid.core.config import Settings
-from qhybrid.domain.result import JobResult, Portfolio, QuantumRun
+from qhybrid.client import Client, JobDocument, JobUpdate
 from qhybrid.portfolio.data import balanced_risk_aversion, estimate, load_sp500
 
 #: The demo's stocks: large caps from four sectors, all in skfolio's S&P 500 dataset.
 SAMPLE_TICKERS = ("AAPL", "MSFT", "JPM", "BAC", "XOM", "CVX", "JNJ", "PG", "KO", "WMT")
 
-#: The emulated cloud's folder (relative to the working directory) and the certificate it writes.
-_CLOUD_DIR = Path(".qhybrid-cloud")
-_CLOUD_CA = _CLOUD_DIR / "tls" / "cert.pem"
+#: Where the demo's runs keep their folders, relative to the working directory.
+DEMO_FOLDER = Path(".qhybrid-demo")
+#: Finished runs kept for their logs; older ones are deleted when a new run starts.
+KEEP_RUNS = 5
+
+#: Variables that would point the demo at a deployment's database or queue: never passed on.
+_DEPLOYMENT_VARIABLES = (
+    "QHYBRID_DATABASE_URL",
+    "QHYBRID_REDIS_URL",
+    "QHYBRID_QUEUE_NAME",
+    "QHYBRID_API_KEYS",
+)
 
 
 def sample_request(
@@ -127,72 +136,127 @@ def _wait_ready(child: _Child, url: str, *, ca_file: Path | None = None, timeout
     raise RuntimeError(f"{child.name} not ready at {url} after {timeout:.0f}s:\n{child.tail()}")
 
 
+@dataclass(frozen=True)
+class DemoRun:
+    """The folders of one demo run."""
+
+    root: Path
+
+    @property
+    def data_dir(self) -> Path:
+        """The API's and the worker's data dir (database, queue, keys, audit log, logs)."""
+        return self.root / "data"
+
+    @property
+    def cloud_dir(self) -> Path:
+        """The emulated cloud's data dir."""
+        return self.root / "cloud"
+
+    @property
+    def log_dir(self) -> Path:
+        """Where the three processes write their logs."""
+        return self.data_dir / "logs"
+
+    @property
+    def cloud_ca(self) -> Path:
+        """The certificate the cloud writes at start, pinned by the worker."""
+        return self.cloud_dir / "tls" / "cert.pem"
+
+
+def new_run(folder: Path = DEMO_FOLDER) -> DemoRun:
+    """Fresh folders for one run under ``folder``, after deleting finished runs beyond the last few."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _prune(folder, keep=KEEP_RUNS - 1)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    root = folder / f"{stamp}-{os.getpid()}"
+    root.mkdir()
+    run = DemoRun(root)
+    run.log_dir.mkdir(parents=True)
+    return run
+
+
+def _prune(folder: Path, *, keep: int) -> None:
+    runs = sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for old in runs[: max(0, len(runs) - keep)]:
+        if not _in_use(DemoRun(old)):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _in_use(run: DemoRun) -> bool:
+    """Whether a live cloud still holds the run's folder (another demo, still running)."""
+    lock = run.cloud_dir / "cloud.lock"
+    if not lock.exists():
+        return False
+    with lock.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
 def run_demo(
-    settings: Settings,
     *,
-    as_json: bool = False,
     request: dict[str, Any] | None = None,
     queue_delay: float = 2.0,
     run_delay: float = 1.5,
     timeout: float = 600.0,
-) -> dict[str, Any]:
+    on_update: Callable[[JobUpdate], None] | None = None,
+    folder: Path = DEMO_FOLDER,
+) -> JobDocument:
     """Run the whole flow once and return the final job document.
 
-    Progress goes to stderr; stdout gets the result (a table, or the job document as JSON).
+    Progress (start-up, the job's id) goes to stderr; ``on_update`` is called with every update
+    of the job (its transitions, in order).
 
     Raises:
         RuntimeError: If a process does not start or the job does not complete.
     """
     err = Console(stderr=True)
-    settings.ensure_dirs()
-    log_dir = settings.data_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    run = new_run(folder)
     cloud_port, api_port = _free_port(), _free_port()
-    env = _child_env(settings, cloud_port)
+    env = _child_env(run, cloud_port)
     request = request or sample_request()
     with ExitStack() as stack:
         with err.status("starting the emulated cloud, the API and a worker..."):
             worker = _start_processes(
-                stack,
-                env,
-                log_dir,
-                cloud_port=cloud_port,
-                api_port=api_port,
-                queue_delay=queue_delay,
+                stack, env, run, cloud_port=cloud_port, api_port=api_port, queue_delay=queue_delay,
                 run_delay=run_delay,
-            )
+            )  # fmt: skip
         err.print(
             f"[green]ready[/]: cloud :{cloud_port}, api :{api_port}, worker pid {worker.popen.pid} "
-            f"(logs in {log_dir})"
+            f"(folders and logs in {run.root})",
+            soft_wrap=True,
         )
-        job_id, job = _submit_and_follow(f"http://127.0.0.1:{api_port}", request, err, timeout=timeout)
-        if job["status"] != "completed":
+        job = _submit_and_follow(
+            f"http://127.0.0.1:{api_port}", request, err, timeout=timeout, on_update=on_update
+        )
+        if job.status.api_name != "completed":
             raise RuntimeError(
-                f"job {job_id} ended {job['status']}: {job.get('error')}\nworker log:\n{worker.tail()}"
+                f"job {job.job_id} ended {job.status.api_name}: {job.error}\nworker log:\n{worker.tail()}"
             )
-    if as_json:
-        sys.stdout.write(json.dumps(job, indent=2) + "\n")
-    else:
-        print_result(Console(highlight=False, soft_wrap=True), job)
     return job
 
 
-def _child_env(settings: Settings, cloud_port: int) -> dict[str, str]:
-    """The environment of the three processes: this one's, pointed at the demo's cloud and data."""
+def _child_env(run: DemoRun, cloud_port: int) -> dict[str, str]:
+    """The environment of the three processes: this one's, pointed at the run's cloud and folders."""
     # One fresh token for both sides: the cloud expects it, the worker presents it.
     token = secrets.token_urlsafe(24)
-    env = dict(os.environ)
+    env = {name: value for name, value in os.environ.items() if name not in _DEPLOYMENT_VARIABLES}
     env.update(
         {
             "PYTHONUNBUFFERED": "1",
-            "QHYBRID_DATA_DIR": str(settings.data_dir),
+            "QHYBRID_DATA_DIR": str(run.data_dir.resolve()),
             "QHYBRID_CLOUD_URL": f"https://127.0.0.1:{cloud_port}",
-            "QHYBRID_CLOUD_CA_FILE": str(_CLOUD_CA.resolve()),
+            "QHYBRID_CLOUD_CA_FILE": str(run.cloud_ca.resolve()),
             "QHYBRID_CLOUD_TOKEN": token,
             # Poll often: the demo's point is to show every state the provider reports.
             "QHYBRID_POLL_INITIAL_SECONDS": "0.25",
             "QHYBRID_POLL_MAX_SECONDS": "0.5",
             "QCLOUD_TOKEN": token,
+            # One log format for the three processes.
+            "QCLOUD_LOG_FORMAT": os.environ.get("QHYBRID_LOG_FORMAT", "text").strip().lower(),
         }
     )
     return env
@@ -201,7 +265,7 @@ def _child_env(settings: Settings, cloud_port: int) -> dict[str, str]:
 def _start_processes(
     stack: ExitStack,
     env: dict[str, str],
-    log_dir: Path,
+    run: DemoRun,
     *,
     cloud_port: int,
     api_port: int,
@@ -218,109 +282,32 @@ def _start_processes(
         "--port",
         str(cloud_port),
         "--data-dir",
-        str(_CLOUD_DIR),
+        str(run.cloud_dir),
         "--queue-delay",
         str(queue_delay),
         "--run-delay",
         str(run_delay),
     ]
-    cloud = stack.enter_context(_child("cloud", cloud_args, env, log_dir))
+    cloud = stack.enter_context(_child("cloud", cloud_args, env, run.log_dir))
     api = stack.enter_context(
-        _child("api", ["-m", "qhybrid", "serve", "--port", str(api_port)], env, log_dir)
+        _child("api", ["-m", "qhybrid", "serve", "--port", str(api_port)], env, run.log_dir)
     )
-    worker = stack.enter_context(_child("worker", ["-m", "qhybrid", "worker"], env, log_dir))
-    _wait_ready(cloud, f"https://127.0.0.1:{cloud_port}/healthz", ca_file=_CLOUD_CA)
+    worker = stack.enter_context(_child("worker", ["-m", "qhybrid", "worker"], env, run.log_dir))
+    _wait_ready(cloud, f"https://127.0.0.1:{cloud_port}/healthz", ca_file=run.cloud_ca)
     _wait_ready(api, f"http://127.0.0.1:{api_port}/readyz")
     return worker
 
 
 def _submit_and_follow(
-    api_url: str, request: dict[str, Any], err: Console, *, timeout: float
-) -> tuple[str, dict[str, Any]]:
-    """Submit ``request`` to the API, print each transition on ``err``; return the job id and final job."""
-    with Client(api_url) as client:
-        job_id = client.submit(request, idempotency_key=f"demo-{secrets.token_hex(8)}")
-        err.print(f"submitted job [bold]{job_id}[/] (202 Accepted)")
-        created = datetime.fromisoformat(client.get(job_id)["created_at"])
-        with err.status("waiting for the job..."):
-            job = client.wait(job_id, timeout=timeout, on_update=_EventPrinter(err, created))
-    return job_id, job
-
-
-class _EventPrinter:
-    """An ``on_update`` callback that prints a job's events, each once, timed from its creation.
-
-    Every transition recorded since the last look is printed, not only the current status: quick
-    states (preparing, finalizing) pass between two polls.
-    """
-
-    def __init__(self, console: Console, created: datetime) -> None:
-        self._console = console
-        self._created = created
-        self._printed = 0
-
-    def __call__(self, job: dict[str, Any]) -> None:
-        task = (job.get("remote_task") or {}).get("task_id")
-        for event in job["events"][self._printed :]:
-            extra = f"  task {task}" if event["status"].startswith("remote_") and task else ""
-            detail = f"  ({event['detail']})" if event.get("detail") and not extra else ""
-            at = (datetime.fromisoformat(event["at"]) - self._created).total_seconds()
-            self._console.print(f"  {at:6.1f}s  {event['status']}{extra}{detail}")
-        self._printed = len(job["events"])
-
-
-def print_result(console: Console, job: dict[str, Any]) -> None:
-    """A human-readable summary of a completed job (the API's job document)."""
-    result = JobResult.model_validate(job["result"])
-    columns: list[tuple[str, Portfolio]] = [("returned", result)]
-    if result.quantum_best is not None:
-        columns.append(("best QPU sample", result.quantum_best))
-    columns.append((f"classical ({result.classical.method})", result.classical))
-    table = Table(title=f"job {job['job_id']}: {job['status']}", show_header=True)
-    table.add_column("")
-    for title, _ in columns:
-        table.add_column(title)
-    table.add_row("selected", *(", ".join(column.selected) for _, column in columns))
-    if result.weights is not None:
-        table.add_row(
-            "weights",
-            *(
-                ", ".join(f"{k} {v:.0%}" for k, v in (column.weights or {}).items() if v)
-                for _, column in columns
-            ),
-        )
-    table.add_row("expected return", *(f"{column.expected_return:.6g}" for _, column in columns))
-    table.add_row("variance", *(f"{column.variance:.6g}" for _, column in columns))
-    table.add_row("objective", *(f"{column.objective:.6g}" for _, column in columns))
-    console.print(table)
-    if result.fallback is not None or result.quantum is None:
-        reason = result.fallback.reason if result.fallback is not None else "no QPU run"
-        console.print(f"[yellow]classical fallback[/]: {reason}")
-        return
-    _print_quantum_run(console, result, result.quantum)
-
-
-def _print_quantum_run(console: Console, result: JobResult, quantum: QuantumRun) -> None:
-    spec, circuit = (quantum.qaoa.spec if quantum.qaoa else None), quantum.circuit
-    share = quantum.optimum_share
-    console.print(
-        f"{result.source}, found by {result.found_by}; gap to the classical optimum {result.gap:.3%}\n"
-        f"QPU: backend {quantum.backend}, task {quantum.task_id}, {quantum.shots} shots; "
-        f"QAOA {spec.mixer if spec else '?'} mixer, p={spec.reps if spec else '?'}; "
-        f"{circuit.logical_qubits if circuit else '?'} qubits, depth {circuit.depth if circuit else '?'}, "
-        f"{circuit.two_qubit_gates if circuit else '?'} two-qubit gates; "
-        f"samples on the optimum: {'n/a' if share is None else f'{share:.1%}'}"
-    )
-    if quantum.privacy is not None:
-        console.print(
-            f"privacy {quantum.privacy.level}: the QPU saw an obfuscated problem on "
-            f"{quantum.privacy.qubits_sent} anonymous qubits, no names or amounts; its key stayed here, "
-            "sealed (docs/security.md)"
-        )
-    link = quantum.link
-    if link is not None and link.tls_version:
-        console.print(
-            f"link to the QPU: {link.tls_version}, key exchange {link.tls_group}"
-            f"{' (hybrid post-quantum)' if link.post_quantum else ''}; every request is in the "
-            "egress audit log (qhybrid audit verify)"
-        )
+    api_url: str,
+    request: dict[str, Any],
+    err: Console,
+    *,
+    timeout: float,
+    on_update: Callable[[JobUpdate], None] | None,
+) -> JobDocument:
+    """Submit ``request`` to the API and follow the job to its end; the final document."""
+    with Client(api_url, api_key="") as client:
+        job = client.submit(request, idempotency_key=f"demo-{secrets.token_hex(8)}")
+        err.print(f"submitted job [bold]{job.id}[/] (202 Accepted)")
+        return job.wait(timeout=timeout, on_update=on_update)

@@ -78,3 +78,10 @@ def test_a_served_document_validates_against_its_schema(client: TestClient) -> N
     document = client.get(accepted.headers["location"]).json()
     typed = JobDocument.model_validate(document)
     assert typed.request == JobRequest.model_validate({**valid_request(), "privacy": typed.request.privacy})
+
+
+def test_descriptions_are_markdown_not_restructuredtext(client: TestClient) -> None:
+    text = client.get("/openapi.json").text
+    assert "``" not in text  # Swagger rendered the docstrings' double backticks literally
+    submit = client.get("/openapi.json").json()["paths"]["/optimize_portfolio"]["post"]
+    assert "`GET /jobs/{id}`" in submit["description"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,18 +67,33 @@ def start_stack(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[
     """Starts cloud, API and one worker as separate processes; everything is stopped afterwards."""
     stacks: list[Stack] = []
 
-    def start(queue_delay: float = 0.5, run_delay: float = 0.5) -> Stack:
+    def start(
+        queue_delay: float = 0.5,
+        run_delay: float = 0.5,
+        *,
+        cloud_args: Sequence[str] = (),
+        cloud_env: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Stack:
+        """Start the stack; ``cloud_args`` (e.g. ``--faults``) and ``cloud_env`` go to the cloud,
+        ``env`` to the API and the worker."""
         api_port = free_port()
         cloud = start_cloud(
-            tmp_path / "cloud", queue_delay=queue_delay, run_delay=run_delay, token="e2e-token"
+            tmp_path / f"cloud-{len(stacks)}",  # one data dir per cloud: a cloud locks its own
+            queue_delay=queue_delay,
+            run_delay=run_delay,
+            token="e2e-token",
+            extra_args=cloud_args,
+            env=cloud_env,
         )
-        env = {
+        stack_vars = {
             **stack_env,
             "QHYBRID_CLOUD_URL": cloud.base_url,
             "QHYBRID_CLOUD_TOKEN": cloud.token,
             "QHYBRID_CLOUD_CA_FILE": str(cloud.ca_file),
+            **(env or {}),
         }
-        stack = Stack(env=env, folder=tmp_path / "logs", cloud=cloud)
+        stack = Stack(env=stack_vars, folder=tmp_path / "logs", cloud=cloud)
         stacks.append(stack)
         stack.api_url = f"http://127.0.0.1:{api_port}"
         stack.processes.append(
@@ -86,7 +101,7 @@ def start_stack(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[
                 "api",
                 ["-m", "qhybrid", "serve", "--port", str(api_port)],
                 log_dir=stack.folder,
-                env=env,
+                env=stack_vars,
                 health_url=f"{stack.api_url}/readyz",
             )
         )

@@ -96,8 +96,7 @@ def test_no_canary_leaves_the_trusted_zone(start_stack: Callable[..., Stack], tm
     stack = start_stack()
     with Client(stack.api_url) as client:
         jobs = [
-            client.wait(client.submit(request), timeout=120)
-            for request in (moments_request(), prices_request())
+            client.submit(request).wait(timeout=120).raw for request in (moments_request(), prices_request())
         ]
     for job in jobs:
         assert job["status"] == "completed", stack.logs()

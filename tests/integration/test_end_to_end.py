@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 def wait_for_status(client: Client, job_id: str, wanted: set[str], timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = client.get(job_id)
+        job = client.get(job_id).raw
         if job["status"] in wanted:
             return job
         time.sleep(0.1)
@@ -39,7 +39,7 @@ def test_the_seed_flow_end_to_end(start_stack: Callable[..., Stack]) -> None:
         raw = httpx.post(f"{stack.api_url}/optimize_portfolio", json=request)
         assert raw.status_code == 202
         assert raw.headers["location"] == f"/jobs/{raw.json()['job_id']}"
-        job = client.wait(raw.json()["job_id"], timeout=120)
+        job = client.wait(raw.json()["job_id"], timeout=120).raw
         assert job["status"] == "completed", stack.logs()
         statuses = [e["status"] for e in job["events"]]
         assert statuses[:4] == ["accepted", "preparing", "submitting", "submitted"]
@@ -59,20 +59,20 @@ def test_the_seed_flow_end_to_end(start_stack: Callable[..., Stack]) -> None:
         assert result["quantum"]["task_id"] == job["remote_task"]["task_id"]
         assert job["remote_task"]["state"] == "COMPLETED"
         listed = client.list(limit=5)
-        assert listed["items"][0]["job_id"] == job["job_id"]
-        assert listed["items"][0]["objective"] == result["objective"]
+        assert listed.items[0].job_id == job["job_id"]
+        assert listed.items[0].objective == result["objective"]
     assert len(stack.submissions()) == 1
 
 
 def test_worker_killed_while_the_task_waits_remotely(start_stack: Callable[..., Stack]) -> None:
     stack = start_stack(queue_delay=6.0)
     with Client(stack.api_url) as client:
-        job_id = client.submit(sample_request())
+        job_id = client.submit(sample_request()).id
         wait_for_status(client, job_id, {"remote_queued"}, timeout=90)
         stack.workers[0].kill9()
         assert not stack.workers[0].alive()
         stack.start_worker()
-        job = client.wait(job_id, timeout=120)
+        job = client.wait(job_id, timeout=120).raw
     assert job["status"] == "completed", stack.logs()
     # One job, one attempt, one task: the provider saw exactly one submission.
     counts = stack.submissions()
@@ -115,7 +115,7 @@ def test_weights_over_http_match_the_exact_optimum(start_stack: Callable[..., St
     request = sample_request(tickers=("AAPL", "MSFT", "JPM", "XOM", "KO"), budget=2)
     request.update(formulation="weights", budget=6, max_lots=3, lot_bounds={"KO": [1, 2]})
     with Client(stack.api_url) as client:
-        job = client.wait(client.submit(request), timeout=120)
+        job = client.submit(request).wait(timeout=120).raw
     assert job["status"] == "completed", stack.logs()
     result = job["result"]
     assert sum(result["lots"].values()) == 6

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -56,4 +57,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(optimize.router)
     app.include_router(jobs.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    _describe_in_markdown(app)
     return app
+
+
+def _describe_in_markdown(app: FastAPI) -> None:
+    """Serve the OpenAPI text in Markdown, as the specification says it is.
+
+    Descriptions come from docstrings, which write code as reStructuredText (double backticks);
+    Swagger and Redoc render Markdown and showed the double backticks literally.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _rest_to_markdown(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _rest_to_markdown(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: value.replace("``", "`")
+            if key in ("description", "summary") and isinstance(value, str)
+            else _rest_to_markdown(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_rest_to_markdown(item) for item in node]
+    return node

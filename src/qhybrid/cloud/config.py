@@ -48,6 +48,9 @@ class CloudConfig(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="Logging level of the cloud and of uvicorn."
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text lines, or one JSON object per line (the trusted zone's keys)."
+    )
     tls: bool = Field(default=True, description="Serve HTTPS (pyOpenSSL front) rather than plain HTTP.")
     tls_groups: str = Field(
         default=DEFAULT_TLS_GROUPS, min_length=1, description="TLS key-exchange groups, ':'-separated."
@@ -99,6 +102,11 @@ class CloudConfig(BaseSettings):
     def tls_log_path(self) -> Path:
         """One JSON line per TLS handshake (version, group, cipher) lands here."""
         return self.data_dir / "tls.log"
+
+    @property
+    def lock_path(self) -> Path:
+        """The file a running cloud holds locked, so that a second one cannot use the same data dir."""
+        return self.data_dir / "cloud.lock"
 
     @property
     def internal_socket_path(self) -> Path:

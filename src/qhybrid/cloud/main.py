@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 
 from qhybrid.cloud.app import create_app
 from qhybrid.cloud.config import CloudConfig
+from qhybrid.cloud.logs import configure_logging, logging_config
 from qhybrid.cloud.tls import TlsFront, UpstreamAddress, build_server_context, ensure_certificate
 
 logger = logging.getLogger("qhybrid.cloud")
@@ -99,6 +101,43 @@ def _ignore_signal(signum: int, _frame: FrameType | None) -> None:
     logger.info("stopped by %s", signal.Signals(signum).name)
 
 
+class DataDirInUseError(Exception):
+    """Another live cloud holds the data directory."""
+
+
+@contextlib.contextmanager
+def data_dir_lock(config: CloudConfig) -> Iterator[None]:
+    """Hold an exclusive lock on the data directory for as long as this cloud runs.
+
+    Two clouds on one data directory would share its task store and its internal socket: the
+    second one used to delete the first one's socket, leaving it up but deaf. The lock (``flock``
+    on ``cloud.lock``) is released by the kernel when the process ends, however it ends, so a
+    killed cloud never leaves a stale lock behind.
+
+    Raises:
+        DataDirInUseError: Another live process holds the lock (the message names its pid).
+    """
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    with config.lock_path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise DataDirInUseError(
+                f"data dir {config.data_dir.resolve()} is in use by another qhybrid cloud (pid {holder}); "
+                "stop it, or give this one another --data-dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _internal_listener(config: CloudConfig) -> tuple[socket.socket, UpstreamAddress]:
     """The socket the app listens on behind the TLS front, and the address to reach it.
 
@@ -133,9 +172,17 @@ def serve(config: CloudConfig) -> None:
     Args:
         config: The cloud configuration.
     """
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(config.log_level, config.log_format)
+    try:
+        with data_dir_lock(config):
+            _serve_locked(config)
+    except DataDirInUseError as exc:
+        logger.error("%s", exc)
+        raise SystemExit(_STARTUP_FAILURE) from None
+
+
+def _serve_locked(config: CloudConfig) -> None:
+    log_config = logging_config(config.log_level, config.log_format)
     if not config.tls:
         uv_config = uvicorn.Config(
             create_app(config),
@@ -143,6 +190,7 @@ def serve(config: CloudConfig) -> None:
             port=config.port,
             lifespan="on",  # a failing startup (e.g. unwritable data dir) must stop the process
             log_level=config.log_level,
+            log_config=log_config,
             workers=1,
         )
         _run(_CloudServer(uv_config, config))
@@ -177,6 +225,7 @@ def serve(config: CloudConfig) -> None:
             create_app(config),
             lifespan="on",
             log_level=config.log_level,
+            log_config=log_config,
             workers=1,
             # The front is the proxy; uvicorn must not trust forwarded headers from clients.
             proxy_headers=False,
@@ -217,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-qubits", type=int, help="device qubits (QCLOUD_NUM_QUBITS)")
     parser.add_argument("--max-shots", type=int, help="largest shot count (QCLOUD_MAX_SHOTS)")
     parser.add_argument("--log-level", help="debug, info, warning... (QCLOUD_LOG_LEVEL)")
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), help="log lines as text or JSON (QCLOUD_LOG_FORMAT)"
+    )
     parser.add_argument(
         "--tls",
         action=argparse.BooleanOptionalAction,
@@ -266,6 +318,7 @@ _FLAG_TO_FIELD = {
     "num_qubits": "num_qubits",
     "max_shots": "max_shots",
     "log_level": "log_level",
+    "log_format": "log_format",
     "tls": "tls",
     "tls_groups": "tls_groups",
     "tls_min_version": "tls_min_version",

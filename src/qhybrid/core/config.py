@@ -8,6 +8,9 @@ Unset, everything falls back to the embedded default: SQLite files under ``./.qh
 
 from __future__ import annotations
 
+import difflib
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -107,6 +110,12 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = Field(default=10.0, gt=0)
     reconcile_grace_seconds: float = Field(default=30.0, ge=0)
     worker_threads: int = Field(default=2, ge=1)
+    worker_shutdown_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="On SIGTERM, how long a worker lets its running steps finish before it releases "
+        "their jobs to another worker (SIGINT releases them at once).",
+    )
     backend_timeout_seconds: float = Field(default=30.0, gt=0)
     exact_time_limit_seconds: float = Field(
         default=30.0, gt=0, description="Time limit of the exact classical baseline (SCIP) per job."
@@ -188,6 +197,44 @@ class Settings(BaseSettings):
     def ensure_dirs(self) -> None:
         """Create the data directory for the embedded default."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+#: ``QHYBRID_*`` variables that are not settings fields: read by the command line, the client and
+#: the logging set-up (``qhybrid.client`` and ``qhybrid.core.logging`` name them too).
+OTHER_VARIABLES: dict[str, str] = {
+    "QHYBRID_API_URL": "where `qhybrid submit`, `qhybrid jobs` and the Python client find the API",
+    "QHYBRID_API_KEY": "the API key they send, when the API requires one",
+    "QHYBRID_LOG_LEVEL": "log level",
+    "QHYBRID_LOG_FORMAT": "text or json",
+}
+
+#: Variables of the test suite, never read by qhybrid itself.
+_TEST_PREFIX = "QHYBRID_TEST_"
+
+
+def known_variables() -> set[str]:
+    """Every ``QHYBRID_*`` variable qhybrid reads: one per settings field, and the others."""
+    prefix = str(Settings.model_config.get("env_prefix", "QHYBRID_"))
+    return {f"{prefix}{name}".upper() for name in Settings.model_fields} | set(OTHER_VARIABLES)
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning per set ``QHYBRID_*`` variable that qhybrid does not read (a typo, usually).
+
+    Each names the closest known variable when there is one, e.g. ``QHYBRID_DATABSE_URL is not a
+    qhybrid setting and is ignored; did you mean QHYBRID_DATABASE_URL?``.
+    """
+    environ = os.environ if environ is None else environ
+    known = known_variables()
+    warnings = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith("QHYBRID_") or upper in known or upper.startswith(_TEST_PREFIX):
+            continue
+        close = difflib.get_close_matches(upper, sorted(known), n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        warnings.append(f"{name} is not a qhybrid setting and is ignored{hint}")
+    return warnings
 
 
 @lru_cache(maxsize=1)

@@ -27,6 +27,7 @@ from sqlalchemy.exc import OperationalError
 from qhybrid.backends.base import PermanentBackendError, QuantumBackend, TaskResult
 from qhybrid.backends.registry import BackendRegistry
 from qhybrid.core.config import Settings
+from qhybrid.core.logging import log_context, set_log_state
 from qhybrid.domain.errors import PermanentError, TransientError
 from qhybrid.domain.request import JobRequest, load_stored_request
 from qhybrid.domain.result import JobResult, Prepared
@@ -105,9 +106,14 @@ def _stored(result: JobResult) -> dict[str, Any]:
     return result.model_dump(mode="json", exclude_unset=True)
 
 
+def owner_prefix() -> str:
+    """The start of every lease owner id this process uses (``host:pid:``)."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:"
+
+
 def _owner_id() -> str:
     # One owner per execution, so even two threads of one process never share a lease.
-    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return f"{owner_prefix()}{uuid.uuid4().hex[:8]}"
 
 
 def _describe(exc: BaseException) -> str:
@@ -155,7 +161,8 @@ class Journey:
         job = self.store.claim(job_id, owner=owner, lease_seconds=self.settings.lease_seconds)
         if job is None:
             return  # finished, unknown, or another worker holds it
-        with current_job(job_id):  # every egress audit entry of this run names the job
+        # Every egress audit entry and every log line of this run names the job (and its state).
+        with current_job(job_id), log_context(job_id=job_id, state=JobState(job.state).api_name):
             self._advance_claimed(job_id, owner)
 
     def _advance_claimed(self, job_id: str, owner: str) -> None:
@@ -178,6 +185,7 @@ class Journey:
             if job is None or job.lease_owner != owner:
                 raise _LostLeaseError(job_id)
             state = JobState(job.state)
+            set_log_state(state.api_name)
             if state in TERMINAL_STATES:
                 return
             if job.cancel_requested:

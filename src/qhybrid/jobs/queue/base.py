@@ -29,6 +29,10 @@ class Consumer(Protocol):
         """Consume in the calling (main) thread until SIGINT or SIGTERM."""
 
 
+#: Called when a consumer starts to stop: the signal's name and whether it waits for the steps.
+StopHandler = Callable[[str, bool], None]
+
+
 class JobQueue(ABC):
     """Wakes workers up about jobs.
 
@@ -76,5 +80,14 @@ class JobQueue(ABC):
         """Messages waiting for their time."""
 
     @abstractmethod
-    def consumer(self, *, workers: int) -> Consumer:
-        """A consumer running this queue's handler in ``workers`` threads."""
+    def consumer(
+        self, *, workers: int, shutdown_timeout: float | None = None, on_stop: StopHandler | None = None
+    ) -> Consumer:
+        """A consumer running this queue's handler in ``workers`` threads.
+
+        Args:
+            workers: Threads.
+            shutdown_timeout: On SIGTERM, seconds to let running handlers finish (``None``: no limit);
+                SIGINT stops at once.
+            on_stop: Told the signal's name and whether the stop waits, when the consumer stops.
+        """

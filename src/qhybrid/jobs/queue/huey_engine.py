@@ -7,17 +7,19 @@ is gone, which the reconciler makes up for from the database.
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 from datetime import datetime
 from typing import Any
 
 from huey import RedisHuey, SqliteHuey
 from huey.api import Huey
+from huey.consumer import Consumer as HueyConsumer
 from huey.storage import SqliteStorage
 
 from qhybrid.core.config import Settings
 from qhybrid.jobs.models import utcnow
-from qhybrid.jobs.queue.base import Consumer, JobHandler, JobQueue
+from qhybrid.jobs.queue.base import Consumer, JobHandler, JobQueue, StopHandler
 
 
 class _NormalSyncSqliteStorage(SqliteStorage):  # type: ignore[misc]
@@ -36,6 +38,19 @@ class _NormalSyncSqliteStorage(SqliteStorage):  # type: ignore[misc]
 
 class _SqliteHuey(SqliteHuey):  # type: ignore[misc]
     storage_class = _NormalSyncSqliteStorage
+
+
+class _Consumer(HueyConsumer):  # type: ignore[misc]
+    """Huey's consumer, telling the worker when and why it stops (Huey logs that at INFO only)."""
+
+    on_stop: StopHandler | None = None
+
+    def stop(self, graceful: bool = False) -> None:
+        """Say why, then stop as Huey does (``graceful``: wait for the running tasks)."""
+        signum = getattr(self, "_signum", None)
+        if self.on_stop is not None:
+            self.on_stop(signal.Signals(signum).name if signum else "stop", graceful)
+        super().stop(graceful=graceful)
 
 
 def make_huey(settings: Settings) -> Huey:
@@ -92,15 +107,30 @@ class HueyQueue(JobQueue):
         """Messages waiting for their time."""
         return int(self.huey.scheduled_count())
 
-    def consumer(self, *, workers: int) -> Consumer:
-        """A Huey consumer running this queue's tasks in ``workers`` threads."""
+    def consumer(
+        self, *, workers: int, shutdown_timeout: float | None = None, on_stop: StopHandler | None = None
+    ) -> Consumer:
+        """A Huey consumer running this queue's tasks in ``workers`` threads.
+
+        Args:
+            workers: Threads.
+            shutdown_timeout: On SIGTERM, seconds to let running tasks finish (``None``: no limit).
+            on_stop: Told the signal's name and whether the stop waits, when the consumer stops.
+        """
         # periodic=False: the reconciler runs on its own timer, finer than Huey's one-minute crontab.
-        consumer: Consumer = self.huey.create_consumer(
+        # graceful_signal="TERM": a supervisor's SIGTERM lets the running steps finish; Ctrl-C
+        # (SIGINT) stops at once, and the worker releases what was running.
+        consumer = _Consumer(
+            self.huey,
             workers=workers,
             worker_type="thread",
             periodic=False,
             scheduler_interval=1,
             initial_delay=0.05,
             max_delay=0.5,
+            shutdown_timeout=shutdown_timeout,
+            graceful_signal="TERM",
         )
-        return consumer
+        consumer.on_stop = on_stop
+        started: Consumer = consumer
+        return started

@@ -50,7 +50,7 @@ from botocore.exceptions import ClientError
 
 from qhybrid.core.config import Settings
 from qhybrid.jobs.models import utcnow
-from qhybrid.jobs.queue.base import JobHandler, JobQueue
+from qhybrid.jobs.queue.base import JobHandler, JobQueue, StopHandler
 
 log = logging.getLogger("qhybrid.queue.sqs")
 
@@ -271,9 +271,11 @@ class SqsQueue(JobQueue):
 
     # ------------------------------------------------------------------------ consuming
 
-    def consumer(self, *, workers: int) -> SqsConsumer:
+    def consumer(
+        self, *, workers: int, shutdown_timeout: float | None = None, on_stop: StopHandler | None = None
+    ) -> SqsConsumer:
         """A consumer with ``workers`` threads, each long-polling for one message at a time."""
-        return SqsConsumer(self, workers=workers)
+        return SqsConsumer(self, workers=workers, shutdown_timeout=shutdown_timeout, on_stop=on_stop)
 
     def receive(self, wait_seconds: int | None = None) -> list[dict[str, Any]]:
         """Long-poll for one message; it stays invisible to others for :attr:`visibility_timeout`."""
@@ -354,11 +356,22 @@ class SqsConsumer:
     Args:
         queue: The SQS queue (with its handler set).
         workers: Threads, i.e. jobs handled at once.
+        shutdown_timeout: On SIGTERM, seconds to let running handlers finish (``None``: no limit).
+        on_stop: Told the signal's name and whether the stop waits, when the consumer stops.
     """
 
-    def __init__(self, queue: SqsQueue, *, workers: int) -> None:
+    def __init__(
+        self,
+        queue: SqsQueue,
+        *,
+        workers: int,
+        shutdown_timeout: float | None = None,
+        on_stop: StopHandler | None = None,
+    ) -> None:
         self.queue = queue
         self.workers = workers
+        self.shutdown_timeout = shutdown_timeout
+        self.on_stop = on_stop
         self._stopping = threading.Event()
         self._state = threading.Condition()
         self._busy = 0
@@ -377,23 +390,28 @@ class SqsConsumer:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self, graceful: bool = True) -> None:
-        """Stop receiving; with ``graceful``, wait for the handlers in progress to return.
+    def stop(self, graceful: bool = True, *, timeout: float | None = None) -> None:
+        """Stop receiving; with ``graceful``, wait (up to ``timeout``) for the handlers in progress.
 
         A thread blocked in a long poll is not waited for: whatever it receives after the stop is
         made visible again at once, and if the process exits first the message returns after its
-        visibility timeout.
+        visibility timeout. A handler still running when this returns is the worker's to release.
         """
         with self._state:
             self._stopping.set()
             if graceful:
-                self._state.wait_for(lambda: self._busy == 0)
+                self._state.wait_for(lambda: self._busy == 0, timeout=timeout)
 
     def run(self) -> None:
-        """Consume until SIGINT or SIGTERM, then stop gracefully (call from the main thread)."""
+        """Consume until SIGINT or SIGTERM (call from the main thread).
+
+        As with Huey's consumer: SIGTERM (what supervisors send) lets the running handlers finish
+        for up to ``shutdown_timeout``; SIGINT (Ctrl-C) stops at once.
+        """
+        received: list[int] = []
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            log.info("signal %d: finishing the jobs in progress", signum)
+            received.append(signum)
             self._stopping.set()
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -402,7 +420,10 @@ class SqsConsumer:
             # A timed wait keeps the main thread responsive to signals.
             while not self._stopping.wait(0.5):
                 pass
-            self.stop(graceful=True)
+            graceful = bool(received) and received[0] == signal.SIGTERM
+            if self.on_stop is not None:
+                self.on_stop(signal.Signals(received[0]).name if received else "stop", graceful)
+            self.stop(graceful=graceful, timeout=self.shutdown_timeout)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

@@ -1,25 +1,108 @@
-"""The ``qhybrid`` command: serve, worker, cloud, demo, submit, reconcile."""
+"""The ``qhybrid`` command: serve, worker, cloud, demo, sample, submit, jobs, audit, reconcile.
+
+The server commands are here; the client commands (``submit``, ``jobs ...``) are in
+:mod:`qhybrid.cli.jobs`, what they print and their exit codes in :mod:`qhybrid.cli.output`.
+"""
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from qhybrid.core.config import Settings
-from qhybrid.core.logging import configure_logging
+from qhybrid import __version__
+from qhybrid.cli.jobs import jobs_app
+from qhybrid.cli.jobs import submit as submit_command
+from qhybrid.cli.output import EXIT_CODES_HELP, ExitCode, fail, print_result, stderr, stdout
+from qhybrid.core.config import Settings, unknown_variables
+from qhybrid.core.logging import configure_logging, logging_config
 
 app = typer.Typer(
     help="Hybrid classical/quantum portfolio optimization that keeps business data in the trusted zone.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     add_completion=False,
+    # Help text is written in Markdown (`code`), never shown with its markup.
+    rich_markup_mode="markdown",
+    # A bug gets a plain traceback; expected failures get one line and an exit code. Rich's
+    # tracebacks with locals ran to 243 lines and would print secrets held in local variables.
+    pretty_exceptions_enable=False,
 )
+app.add_typer(jobs_app, name="jobs")
+app.command("submit")(submit_command)
+
+#: Commands that configure logging: they log the unknown-variable warnings in the log format.
+_LOGGING_COMMANDS = frozenset({"serve", "worker", "demo"})
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"qhybrid {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Run before every command: warn about misspelled `QHYBRID_*` variables."""
+    if ctx.invoked_subcommand not in _LOGGING_COMMANDS:
+        for warning in unknown_variables():
+            stderr().print(f"qhybrid: warning: {warning}", markup=False, soft_wrap=True)
+
+
+def _start_logging(level: str | None) -> None:
+    """Configure this process's logging, then log what is wrong with its environment."""
+    try:
+        configure_logging(level)
+    except ValueError as exc:  # QHYBRID_LOG_FORMAT=yaml
+        fail(str(exc), ExitCode.REFUSED)
+    log = logging.getLogger("qhybrid.config")
+    for warning in unknown_variables():
+        log.warning("%s", warning)
+
+
+def _settings() -> Settings:
+    """The settings from the environment; a bad value is one line naming the variable, exit 2."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"QHYBRID_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        fail(f"invalid setting: {problems}", ExitCode.REFUSED)
+
+
+def _check_database(settings: Settings) -> None:
+    """Migrate the database now, so that a missing one is one line and exit 3, not a traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from qhybrid.jobs.database import Database
+
+    settings.ensure_dirs()
+    db = Database(settings.resolved_database_url)
+    try:
+        db.migrate()
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        url = db.engine.url.render_as_string(hide_password=True)
+        fail(f"cannot use the database at {url}: {reason}", ExitCode.UNREACHABLE)
+    finally:
+        db.dispose()
 
 
 @app.command()
@@ -27,14 +110,16 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
-    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    log_level: Annotated[str, typer.Option(envvar="QHYBRID_LOG_LEVEL", help="Log level.")] = "info",
 ) -> None:
     """Run the HTTP API (uvicorn); it migrates the database on start."""
     import uvicorn
 
-    configure_logging(log_level)
+    _start_logging(log_level)
+    _check_database(_settings())
     # An import string plus factory=True lets uvicorn start several processes, each building its
-    # own application (and connection pools) from the environment.
+    # own application (and connection pools) from the environment; each configures its logging
+    # from the same dictionary, so every process writes one format.
     uvicorn.run(
         "qhybrid.api.main:create_app",
         factory=True,
@@ -42,6 +127,7 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level.lower(),
+        log_config=logging_config(log_level),
     )
 
 
@@ -50,18 +136,23 @@ def worker(
     threads: Annotated[
         int | None, typer.Option(help="Jobs processed at once (default QHYBRID_WORKER_THREADS).")
     ] = None,
-    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    log_level: Annotated[str, typer.Option(envvar="QHYBRID_LOG_LEVEL", help="Log level.")] = "info",
 ) -> None:
-    """Run a worker: the queue consumer and the reconciler."""
+    """Run a worker: the queue consumer and the reconciler (SIGTERM lets running steps finish)."""
     from qhybrid.jobs.worker import Worker
 
-    configure_logging(log_level)
-    Worker(Settings()).run(threads=threads)
+    _start_logging(log_level)
+    settings = _settings()
+    _check_database(settings)
+    Worker(settings).run(threads=threads)
+    # The process is about to end: collecting its heap (numpy, qiskit, scipy...) at interpreter
+    # exit took about a second, after the worker had already stopped. Frozen objects are skipped.
+    gc.freeze()
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def cloud(ctx: typer.Context) -> None:
-    """Run the emulated public quantum cloud (all options: ``qhybrid cloud --help-cloud``)."""
+    """Run the emulated public quantum cloud (all options: `qhybrid cloud --help-cloud`)."""
     from qhybrid.cloud.main import main as cloud_main
 
     args = ["--help" if arg == "--help-cloud" else arg for arg in ctx.args]
@@ -85,7 +176,7 @@ def audit_verify(
     """Check the hash chain: exit 0 if every entry is intact and in order, 1 naming the first problem."""
     from qhybrid.gateway import audit
 
-    path = file or Settings().audit_path
+    path = file or _settings().audit_path
     extra = [] if anchor is None else ["--anchor", anchor]
     raise typer.Exit(audit.main(["verify", "--file", str(path), *extra]))
 
@@ -98,9 +189,9 @@ def reconcile() -> None:
     from qhybrid.jobs.reconciler import reconcile_once
     from qhybrid.jobs.store import JobStore
 
-    settings = Settings()
+    settings = _settings()
+    _check_database(settings)
     db = Database(settings.resolved_database_url)
-    db.migrate()
     kicked = reconcile_once(
         JobStore(db), make_queue(settings), grace_seconds=settings.reconcile_grace_seconds
     )
@@ -124,19 +215,32 @@ def demo(
         ),
     ] = None,
 ) -> None:
-    """Start the cloud, the API and a worker, submit a sample portfolio over HTTP, print the result."""
+    """Start the cloud, the API and a worker, submit a sample portfolio over HTTP, print the result.
+
+    Each run has its own folders under `.qhybrid-demo/` (kept for their logs; the last few runs).
+    """
+    from qhybrid.cli.output import TransitionPrinter
     from qhybrid.demo import run_demo, sample_request
 
-    configure_logging("WARNING")
+    _start_logging("WARNING")
     request = json.loads(file.read_text()) if file else None
     if backend is not None:
         request = request or sample_request()
         request["backend"] = backend
     try:
-        run_demo(Settings(), as_json=as_json, request=request, queue_delay=queue_delay, run_delay=run_delay)
+        job = run_demo(
+            request=request,
+            queue_delay=queue_delay,
+            run_delay=run_delay,
+            on_update=TransitionPrinter(stderr()),
+        )
     except RuntimeError as exc:
         Console(stderr=True).print(f"[red]demo failed[/]: {exc}")
         raise typer.Exit(1) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(job.raw, indent=2) + "\n")
+    else:
+        print_result(stdout(), job)
 
 
 @app.command()
@@ -153,7 +257,7 @@ def sample(
     ] = False,
     max_lots: Annotated[int, typer.Option(help="Upper bound of lots per asset (with --weights).")] = 3,
 ) -> None:
-    """Print a request on real S&P 500 prices, ready for ``qhybrid submit`` or curl."""
+    """Print a request on real S&P 500 prices, ready for `qhybrid submit` or curl."""
     from qhybrid.demo import sample_request
     from qhybrid.portfolio.data import load_sp500
 
@@ -169,61 +273,6 @@ def sample(
     if weights:
         request.update(formulation="weights", max_lots=max_lots, budget=budget or len(chosen))
     sys.stdout.write(json.dumps(request) + "\n")
-
-
-@app.command()
-def submit(
-    file: Annotated[
-        Path, typer.Argument(help="Request JSON file (see docs or the sample portfolio).", exists=True)
-    ],
-    url: Annotated[
-        str, typer.Option(envvar="QHYBRID_API_URL", help="API base URL.")
-    ] = "http://127.0.0.1:8000",
-    wait: Annotated[bool, typer.Option("--wait", help="Follow the job until it ends.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout only.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 3600.0,
-    idempotency_key: Annotated[str | None, typer.Option(help="Idempotency-Key header.")] = None,
-    api_key: Annotated[
-        str | None, typer.Option(envvar="QHYBRID_API_KEY", help="API key, if the API needs one.")
-    ] = None,
-) -> None:
-    """Submit a request file to a running API; optionally wait for the result."""
-    from qhybrid.client import ApiRequestError, Client
-    from qhybrid.demo import print_result
-
-    err = Console(stderr=True)
-    try:
-        request: dict[str, Any] = json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        err.print(f"[red]{file}: not valid JSON[/]: {exc}")
-        raise typer.Exit(2) from exc
-    started = time.monotonic()
-    with Client(url, api_key=api_key) as client:
-        try:
-            job_id = client.submit(request, idempotency_key=idempotency_key)
-        except ApiRequestError as exc:
-            err.print(f"[red]refused[/]: {exc}")
-            raise typer.Exit(2) from exc
-        if not wait:
-            if as_json:
-                sys.stdout.write(json.dumps({"job_id": job_id}) + "\n")
-            else:
-                typer.echo(job_id)
-            return
-        err.print(f"job {job_id} accepted")
-        job = client.wait(
-            job_id,
-            timeout=timeout,
-            on_update=lambda j: err.print(f"  {time.monotonic() - started:6.1f}s  {j['status']}"),
-        )
-    if as_json:
-        sys.stdout.write(json.dumps(job, indent=2) + "\n")
-    elif job["status"] == "completed":
-        print_result(Console(), job)
-    else:
-        err.print(f"job ended {job['status']}: {job.get('error')}")
-    if job["status"] != "completed":
-        raise typer.Exit(1)
 
 
 def main() -> None:

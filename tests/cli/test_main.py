@@ -1,4 +1,4 @@
-"""The two commands a newcomer runs end in `qhybrid demo`; its --json output is the contract."""
+"""The `qhybrid` command: the demo (its --json output is the contract), the help, the audit check."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from qhybrid.demo import print_result
+from qhybrid.cli.output import print_result
+from qhybrid.client import JobDocument
 
 pytestmark = pytest.mark.integration
 
@@ -40,16 +41,18 @@ def test_demo_json_prints_the_completed_job_and_nothing_else(tmp_path: Path) -> 
     # With the demo's default delays the job is seen waiting in the provider's queue, then running.
     statuses = [e["status"] for e in job["events"]]
     assert statuses.index("remote_queued") < statuses.index("remote_running") < statuses.index("completed")
-    # The demo's state stays in the working directory it ran in.
-    assert (tmp_path / ".qhybrid" / "qhybrid.db").exists()
+    # The demo's state stays in a run folder of its own, never in a deployment's .qhybrid/.
+    (run,) = (tmp_path / ".qhybrid-demo").iterdir()
+    assert (run / "data" / "qhybrid.db").exists()
+    assert (run / "cloud" / "cloud.db").exists()
+    assert not (tmp_path / ".qhybrid").exists() and not (tmp_path / ".qhybrid-cloud").exists()
     # What `make demo` prints for the same document: the table and the QPU's facts.
     console = Console(record=True, width=200)
-    print_result(console, job)
+    print_result(console, JobDocument.from_json(job))
     text = console.export_text()
     assert "returned" in text and "classical (brute_force)" in text
     assert f"QPU: backend {result['quantum']['backend']}" in text
     assert "X25519MLKEM768 (hybrid post-quantum)" in text
-    assert (tmp_path / ".qhybrid-cloud").is_dir()
 
 
 def listed_commands(*args: str) -> set[str]:
@@ -81,9 +84,78 @@ def listed_commands(*args: str) -> set[str]:
 
 def test_help_lists_the_commands() -> None:
     listed = listed_commands()
-    for command in ("serve", "worker", "cloud", "audit", "reconcile", "demo", "sample", "submit"):
+    for command in ("serve", "worker", "cloud", "audit", "reconcile", "demo", "sample", "submit", "jobs"):
         assert command in listed, listed
     assert "verify" in listed_commands("audit"), "qhybrid audit verify is missing"
+    assert listed_commands("jobs") == {"list", "show", "cancel", "result", "watch"}
+
+
+def help_text(*args: str) -> str:
+    completed = subprocess.run(
+        [sys.executable, "-m", "qhybrid", *args, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return completed.stdout
+
+
+def test_no_help_text_shows_markup_literally() -> None:
+    groups = {(): listed_commands(), ("jobs",): listed_commands("jobs"), ("audit",): listed_commands("audit")}
+    pages = [help_text(*group) for group in groups] + [
+        help_text(*group, command) for group, commands in groups.items() for command in commands
+    ]
+    for page in pages:
+        assert "``" not in page, page
+        assert "[/" not in page, page  # no rich markup tag either
+    assert "Exit codes: 0 ok; 1 the job failed" in help_text()
+
+
+def test_version() -> None:
+    from qhybrid import __version__
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "qhybrid", "--version"], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert completed.stdout == f"qhybrid {__version__}\n"
+
+
+def test_a_misspelled_variable_is_warned_about_at_start() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "qhybrid", "sample", "--tickers", "AAPL,MSFT"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env={**os.environ, "QHYBRID_DATABSE_URL": "sqlite://"},
+    )
+    assert completed.stderr.splitlines() == [
+        "qhybrid: warning: QHYBRID_DATABSE_URL is not a qhybrid setting and is ignored; "
+        "did you mean QHYBRID_DATABASE_URL?"
+    ]
+    assert json.loads(completed.stdout)["prices"]["assets"] == ["AAPL", "MSFT"]
+
+
+def test_a_missing_database_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "qhybrid", "worker"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={
+            **os.environ,
+            "QHYBRID_DATA_DIR": str(tmp_path),
+            "QHYBRID_DATABASE_URL": "postgresql+psycopg://postgres:secret@127.0.0.1:1/nowhere",
+        },
+    )
+    assert completed.returncode == 3
+    (line,) = completed.stderr.strip().splitlines()
+    assert line.startswith(
+        "qhybrid: cannot use the database at postgresql+psycopg://postgres:***@127.0.0.1:1/"
+    )
+    assert "secret" not in completed.stderr
 
 
 def test_audit_verify_checks_the_deployment_log_and_an_anchor(tmp_path: Path) -> None:
