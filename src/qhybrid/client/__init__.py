@@ -34,7 +34,7 @@ from qhybrid.client.models import (
     JobPage,
     JobSummary,
     JobUpdate,
-    RemoteTask,
+    RemoteTaskInfo,
 )
 from qhybrid.client.sync import Client, Job
 from qhybrid.domain.result import JobResult
@@ -62,6 +62,6 @@ __all__ = [
     "JobTimeoutError",
     "JobUpdate",
     "QhybridClientError",
-    "RemoteTask",
+    "RemoteTaskInfo",
     "result_of",
 ]

@@ -12,10 +12,10 @@ from qhybrid.api.deps import QueueDep, StoreDep, require_api_key
 from qhybrid.api.errors import ApiError, error_responses, invalid
 from qhybrid.api.schemas import (
     JobDocument,
-    JobEventOut,
+    JobEvent,
     JobPage,
     JobSummary,
-    RemoteTaskOut,
+    RemoteTaskInfo,
 )
 from qhybrid.domain.request import JobRequest, upgrade_stored_request
 from qhybrid.domain.result import Cost, JobResult
@@ -49,7 +49,7 @@ def job_document(view: JobView) -> JobDocument:
         last_error=job.last_error,
         next_check_at=job.next_poll_at,
         events=[
-            JobEventOut(
+            JobEvent(
                 at=event.at,
                 from_status=JobState(event.from_state) if event.from_state else None,
                 status=JobState(event.to_state),
@@ -59,7 +59,7 @@ def job_document(view: JobView) -> JobDocument:
         ],
         remote_task=None
         if current is None
-        else RemoteTaskOut(
+        else RemoteTaskInfo(
             attempt=current.attempt,
             backend=current.backend,
             task_id=current.task_id,

@@ -1,0 +1,136 @@
+"""The API's answers about jobs, shared by the server that writes them and the client that reads them.
+
+Everything here needs neither numpy nor any server code, so the light client installs with it.
+The job document's ``request`` is typed by each side: the API documents it as
+:class:`~qhybrid.domain.request.JobRequest`; the client keeps the JSON (validating a request needs
+numpy, which a client does not install).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from qhybrid.domain.result import Cost, JobResult
+from qhybrid.domain.states import TERMINAL_STATES, JobStatus
+
+
+class _Answer(BaseModel):
+    # Frozen: an answer is a record. Unknown fields (a newer API's) are ignored by the models and
+    # kept by the client in the raw JSON.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class JobLinks(_Answer):
+    """Where to follow the job."""
+
+    self: str = Field(description="GET: the job document.")
+    cancel: str = Field(description="POST: cancel the job.")
+
+
+class JobAccepted(_Answer):
+    """The answer to ``POST /optimize_portfolio``: where to find the job."""
+
+    job_id: str
+    status: JobStatus
+    created_at: datetime
+    estimated_cost: float | None = Field(default=None, description="USD, from the provider's price list.")
+    links: JobLinks
+
+
+class JobEvent(_Answer):
+    """One transition of a job, as the worker recorded it."""
+
+    at: datetime
+    from_status: JobStatus | None
+    status: JobStatus
+    detail: str | None
+
+
+class RemoteTaskInfo(_Answer):
+    """The provider task of the job's current attempt."""
+
+    attempt: int
+    backend: str
+    task_id: str | None
+    state: str | None = Field(description="QUEUED, RUNNING, COMPLETED, FAILED or CANCELLED.")
+    provider_state: str | None = Field(description="The provider's own word for the state.")
+    queue_position: int | None
+    polls: int
+    submitted_at: datetime | None
+    updated_at: datetime
+
+
+class JobDocumentBase(_Answer):
+    """Everything known about a job but its request (each side types that itself)."""
+
+    job_id: str
+    status: JobStatus
+    backend: str
+    shots: int
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    deadline_at: datetime
+    attempt: int
+    cancel_requested: bool
+    error: str | None = Field(description="Why the job failed, when it did.")
+    last_error: str | None = Field(description="The last transient error, if the current step is retrying.")
+    next_check_at: datetime | None = Field(description="When a worker looks at the job next.")
+    events: list[JobEvent]
+    remote_task: RemoteTaskInfo | None
+    cost: Cost | None = Field(description="Estimated at submission; actual once the task ran.")
+    result: JobResult | None = Field(description="Once completed: the answer and how it compares.")
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job reached a state it never leaves (completed, failed, cancelled)."""
+        return self.status in TERMINAL_STATES
+
+    @property
+    def classical_fallback(self) -> bool:
+        """Whether the job completed with the classical answer because the QPU could not answer."""
+        return self.result is not None and self.result.source == "classical_fallback"
+
+    @property
+    def fallback_reason(self) -> str | None:
+        """Why the QPU did not answer, for a classical fallback."""
+        if self.result is None or self.result.fallback is None:
+            return None
+        return self.result.fallback.reason
+
+
+class JobSummary(_Answer):
+    """A job in a list."""
+
+    job_id: str
+    status: JobStatus
+    backend: str
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    objective: float | None
+
+
+class JobPage(_Answer):
+    """One page of jobs, newest first; pass ``next_cursor`` back as ``cursor`` for the next."""
+
+    items: list[JobSummary]
+    next_cursor: str | None
+
+
+class ErrorItem(_Answer):
+    """One broken rule."""
+
+    field: str = Field(description="The request part at fault, e.g. covariance[2][1] or budget.")
+    rule: str = Field(description="The rule it broke, e.g. positive_semidefinite.")
+    message: str
+
+
+class ErrorBody(_Answer):
+    """Every 4xx answer has this shape."""
+
+    error: str = Field(description="Machine-readable kind: invalid_request, not_found, unauthorized...")
+    message: str = Field(description="A sentence naming the field and the rule.")
+    errors: list[ErrorItem] = Field(default_factory=list)
