@@ -37,5 +37,10 @@ def test_the_client_package_loads_neither_numpy_nor_any_server_code() -> None:
     assert packages == {"client", "domain"}
     # Exactly the domain modules the light distribution ships (clients/python/pyproject.toml).
     domain = {name for name in loaded.split() if name.startswith("qhybrid.domain.")}
-    assert domain == {"qhybrid.domain.privacy", "qhybrid.domain.result", "qhybrid.domain.states"}
+    assert domain == {
+        "qhybrid.domain.jobs",
+        "qhybrid.domain.privacy",
+        "qhybrid.domain.result",
+        "qhybrid.domain.states",
+    }
     assert heavy == ""  # (httpx itself loads rich and click for its own CLI when they are installed)

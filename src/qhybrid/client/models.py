@@ -38,8 +38,11 @@ __all__ = [
 class JobDocument(JobDocumentBase):
     """Everything the API knows about a job (``GET /jobs/{id}``).
 
-    ``raw`` is the JSON exactly as the API sent it, for printing or storing unchanged.
+    ``raw`` is the JSON exactly as the API sent it, for printing or storing unchanged; a newer
+    API's additional fields are kept (in ``model_dump()`` too).
     """
+
+    model_config = ConfigDict(extra="allow")
 
     request: dict[str, Any] | None = Field(default=None, description="The request as accepted (JSON).")
 

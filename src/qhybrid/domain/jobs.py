@@ -18,8 +18,9 @@ from qhybrid.domain.states import TERMINAL_STATES, JobStatus
 
 class _Answer(BaseModel):
     # Frozen: an answer is a record. Unknown fields (a newer API's) are ignored by the models and
-    # kept by the client in the raw JSON.
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # kept by the client in the raw JSON; optional fields have defaults so a reader tolerates an
+    # answer that leaves them out, while OpenAPI still lists every field as always sent.
+    model_config = ConfigDict(extra="ignore", frozen=True, json_schema_serialization_defaults_required=True)
 
 
 class JobLinks(_Answer):
@@ -43,9 +44,9 @@ class JobEvent(_Answer):
     """One transition of a job, as the worker recorded it."""
 
     at: datetime
-    from_status: JobStatus | None
+    from_status: JobStatus | None = None
     status: JobStatus
-    detail: str | None
+    detail: str | None = None
 
 
 class RemoteTaskInfo(_Answer):
@@ -53,13 +54,13 @@ class RemoteTaskInfo(_Answer):
 
     attempt: int
     backend: str
-    task_id: str | None
-    state: str | None = Field(description="QUEUED, RUNNING, COMPLETED, FAILED or CANCELLED.")
-    provider_state: str | None = Field(description="The provider's own word for the state.")
-    queue_position: int | None
-    polls: int
-    submitted_at: datetime | None
-    updated_at: datetime
+    task_id: str | None = None
+    state: str | None = Field(default=None, description="QUEUED, RUNNING, COMPLETED, FAILED or CANCELLED.")
+    provider_state: str | None = Field(default=None, description="The provider's own word for the state.")
+    queue_position: int | None = None
+    polls: int = 0
+    submitted_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 class JobDocumentBase(_Answer):
@@ -71,17 +72,21 @@ class JobDocumentBase(_Answer):
     shots: int
     created_at: datetime
     updated_at: datetime
-    finished_at: datetime | None
-    deadline_at: datetime
-    attempt: int
-    cancel_requested: bool
-    error: str | None = Field(description="Why the job failed, when it did.")
-    last_error: str | None = Field(description="The last transient error, if the current step is retrying.")
-    next_check_at: datetime | None = Field(description="When a worker looks at the job next.")
-    events: list[JobEvent]
-    remote_task: RemoteTaskInfo | None
-    cost: Cost | None = Field(description="Estimated at submission; actual once the task ran.")
-    result: JobResult | None = Field(description="Once completed: the answer and how it compares.")
+    finished_at: datetime | None = None
+    deadline_at: datetime | None = None
+    attempt: int = 0
+    cancel_requested: bool = False
+    error: str | None = Field(default=None, description="Why the job failed, when it did.")
+    last_error: str | None = Field(
+        default=None, description="The last transient error, if the current step is retrying."
+    )
+    next_check_at: datetime | None = Field(default=None, description="When a worker looks at the job next.")
+    events: list[JobEvent] = Field(default_factory=list)
+    remote_task: RemoteTaskInfo | None = None
+    cost: Cost | None = Field(default=None, description="Estimated at submission; actual once the task ran.")
+    result: JobResult | None = Field(
+        default=None, description="Once completed: the answer and how it compares."
+    )
 
     @property
     def finished(self) -> bool:
@@ -109,15 +114,15 @@ class JobSummary(_Answer):
     backend: str
     created_at: datetime
     updated_at: datetime
-    finished_at: datetime | None
-    objective: float | None
+    finished_at: datetime | None = None
+    objective: float | None = None
 
 
 class JobPage(_Answer):
     """One page of jobs, newest first; pass ``next_cursor`` back as ``cursor`` for the next."""
 
     items: list[JobSummary]
-    next_cursor: str | None
+    next_cursor: str | None = None
 
 
 class ErrorItem(_Answer):
