@@ -36,8 +36,11 @@ from qhybrid.core.config import Settings
 from qhybrid.domain.device import Pricing
 from qhybrid.domain.request import DEFAULT_BACKEND
 from qhybrid.gateway.audit import AuditLog
-from qhybrid.gateway.egress import EgressClient
+from qhybrid.gateway.egress import Destination, EgressClient
+from qhybrid.gateway.payload import SubmissionPolicy
+from qhybrid.gateway.routes import emulated_cloud_routes
 from qhybrid.gateway.tls import TLS12_COMPATIBLE_GROUPS, TlsPolicy
+from qhybrid.gateway.tokens import TokenMinter, load_token_key
 
 #: Names of the emulated public cloud: ``local`` and ``cloud`` are kept as aliases of the first.
 EMULATED_CLOUD_NAMES = (DEFAULT_BACKEND, "local", "cloud")
@@ -198,15 +201,34 @@ class BackendRegistry:
             ca_file=settings.cloud_ca_file,
         )
         self.audit = AuditLog(settings.audit_path)
+        key = settings.egress_token_key
+        self.tokens = TokenMinter(
+            load_token_key(key.get_secret_value() if key else None, settings.token_key_path)
+        )
+        submissions = SubmissionPolicy(
+            device=settings.cloud_device,
+            tokens=self.tokens,
+            max_shots=settings.max_shots,
+            max_bits=settings.max_qubits,
+        )
+        cloud = Destination(
+            settings.cloud_url,
+            emulated_cloud_routes(submissions),
+            authorization=f"Bearer {settings.cloud_token}",
+        )
         self._egress = EgressClient(
-            [settings.cloud_url, *settings.egress_allow],
+            [cloud],
             timeout=settings.backend_timeout_seconds,
             tls=policy,
             audit=self.audit,
             allow_plaintext=settings.egress_allow_plaintext,
-            max_shots=settings.max_shots,
+            tokens=self.tokens,
         )
         self._runner: DetachedTaskRunner | None = None
+
+    def mint_token(self) -> str:
+        """A client token for a provider task, minted by the gateway (the journey stores it first)."""
+        return self.tokens.mint()
 
     def get(self, name: str) -> QuantumBackend:
         """The adapter for ``name``.
@@ -238,7 +260,6 @@ class BackendRegistry:
             return EmulatedCloudBackend(
                 name=name,
                 base_url=settings.cloud_url,
-                token=settings.cloud_token,
                 device=settings.cloud_device,
                 egress=self._egress,
                 pricing=settings.cloud_pricing(),

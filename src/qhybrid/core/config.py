@@ -69,7 +69,17 @@ class Settings(BaseSettings):
 
     egress_allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Extra host:port pairs the egress gateway may reach (cloud_url is always allowed).",
+        description="Extra host:port pairs the providers' SDKs may reach (e.g. a VPC endpoint).",
+    )
+    egress_token_key: SecretStr | None = Field(
+        default=None,
+        description="Base64 32-byte key of the gateway's client tokens; unset: <data_dir>/gateway/token-key.",
+    )
+    ibm_url: str = Field(
+        default="https://cloud.ibm.com", description="IBM Cloud URL the IBM endpoints are derived from."
+    )
+    aws_instance_metadata: bool = Field(
+        default=False, description="Let botocore ask the EC2 instance metadata service for credentials."
     )
 
     api_keys: Annotated[list[str], NoDecode] = Field(
@@ -130,6 +140,11 @@ class Settings(BaseSettings):
     def audit_path(self) -> Path:
         """The egress audit log (hash-chained JSON lines)."""
         return self.data_dir / "audit" / "egress.log"
+
+    @property
+    def token_key_path(self) -> Path:
+        """Where the embedded default keeps the gateway's client-token key (mode 0600)."""
+        return self.data_dir / "gateway" / "token-key"
 
     @property
     def kek_path(self) -> Path:
