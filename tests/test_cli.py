@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from rich.console import Console
 
 from qhybrid.demo import print_result
+from qhybrid.gateway.payload import validate_program
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +52,18 @@ def test_demo_json_prints_the_completed_job_and_nothing_else(tmp_path: Path) -> 
     assert f"QPU: backend {result['quantum']['backend']}" in text
     assert "X25519MLKEM768 (hybrid post-quantum)" in text
     assert (tmp_path / ".qhybrid-cloud").is_dir()
+    # The programs as the cloud received them (byte for byte, received.log): every angle on the
+    # gateway's grid, no literal longer than 7 significant digits, the bounded grammar whole.
+    received = (tmp_path / ".qhybrid-cloud" / "received.log").read_bytes().split(b"\n")
+    programs = [json.loads(line)["program"] for line in received if line.startswith(b'{"device"')]
+    assert len(programs) == 1
+    literals = re.findall(r"\(([^)]*)\)", programs[0])
+    assert len(literals) > 50  # the demo's circuit has hundreds of rotations (positive control)
+    for literal in literals:
+        digits = literal.lstrip("-").split("e")[0].replace(".", "").strip("0")
+        assert len(digits) <= 7, literal
+    facts = validate_program(programs[0])
+    assert facts.measurements == facts.clbits == result["quantum"]["privacy"]["qubits_sent"]
 
 
 def listed_commands(*args: str) -> set[str]:

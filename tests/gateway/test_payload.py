@@ -327,12 +327,13 @@ def test_a_submission_names_the_configured_device_and_a_minted_token() -> None:
     policy = SubmissionPolicy(device="emulator", tokens=minter, max_shots=1000)
     assert validate_submission(body(client_token=minter.mint()), policy).qubits == 3
     other_minter = TokenMinter(secrets.token_bytes(32))
-    for changes, reason in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"client_token": secrets.token_hex(16)}, "not minted"),
         ({"client_token": other_minter.mint()}, "not minted"),
         ({"client_token": minter.mint(), "device": "emulator2"}, "configured"),
         ({"client_token": minter.mint(), "shots": 1001}, "1 to 1000"),
-    ]:
+    ]
+    for changes, reason in cases:
         with pytest.raises(PayloadError, match=reason) as caught:
             validate_submission(body(**changes), policy)
         assert caught.value.rule == "submission"
