@@ -21,28 +21,24 @@ use with mode 0600 in a 0700 directory.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
 import hashlib
 import hmac
-import os
 import re
 import secrets
-import stat
 from pathlib import Path
+
+from qhybrid.core.keyfile import KEY_BYTES, KeyFileError, load_key
 
 #: Domain separation of the tag: the key is used for nothing else, but a version costs nothing.
 _CONTEXT = b"qhybrid-client-token/v1"
 _NONCE_BYTES = 8
 _TAG_BYTES = 8
-KEY_BYTES = 32
 
 #: What a token looks like on the wire (the route table checks the tag as well).
 TOKEN_PATTERN = re.compile(r"[0-9a-f]{32}")
 
 
-class TokenKeyError(ValueError):
+class TokenKeyError(KeyFileError):
     """The token key is missing, malformed, or its file is readable by others."""
 
 
@@ -77,16 +73,6 @@ class TokenMinter:
         return hmac.compare_digest(raw[_NONCE_BYTES:], self._tag(raw[:_NONCE_BYTES]))
 
 
-def _decode_key(value: str) -> bytes:
-    try:
-        key = base64.b64decode(value.strip(), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise TokenKeyError("QHYBRID_EGRESS_TOKEN_KEY is not valid base64") from exc
-    if len(key) != KEY_BYTES:
-        raise TokenKeyError(f"QHYBRID_EGRESS_TOKEN_KEY must decode to {KEY_BYTES} bytes, got {len(key)}")
-    return key
-
-
 def load_token_key(value: str | None, path: Path) -> bytes:
     """The gateway's token key: ``value`` (base64) if given, else the key file, created if absent.
 
@@ -100,24 +86,7 @@ def load_token_key(value: str | None, path: Path) -> bytes:
     Raises:
         TokenKeyError: On a malformed value, or a key file of the wrong size or readable by others.
     """
-    if value is not None:
-        return _decode_key(value)
-    if not path.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # Written aside, then linked into place: two processes starting together never see a
-        # half-written key, and the second one keeps the first one's (link fails if it exists).
-        draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
-        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(base64.b64encode(secrets.token_bytes(KEY_BYTES)) + b"\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            with contextlib.suppress(FileExistsError):
-                os.link(draft, path)
-        finally:
-            draft.unlink(missing_ok=True)
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise TokenKeyError(f"{path} is readable by others (mode {mode:o}); make it 0600")
-    return _decode_key(path.read_text(encoding="ascii"))
+    try:
+        return load_key(value, path, setting="QHYBRID_EGRESS_TOKEN_KEY")
+    except KeyFileError as exc:
+        raise TokenKeyError(str(exc)) from exc
