@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import multiprocessing
 import os
 import secrets
@@ -74,6 +75,8 @@ from qhybrid.proxy.obfuscation import LEVELS, ObfuscatedProblem, ObfuscationKey,
 SCENARIOS = ("same", "rolling")
 SCHEMES = ("fresh", "keyed")
 ATTACKS = ("match", "signature", "match+warm", "warm")
+#: How the k jobs are lined up: by the attacker's own matching, or by the keys (a perfect aligner).
+ALIGNERS = ("matched", "oracle")
 MIXER = "x-warm"
 
 
@@ -163,9 +166,12 @@ def _complement(reading: Reading) -> Reading:
     return replace(reading, h=-reading.h, warm=1.0 - reading.warm)
 
 
-def align(reading: Reading, reference: Reading, rounds: int = 12) -> tuple[IntArray, Reading]:
+def align(
+    reading: Reading, reference: Reading, rounds: int = 12, known: IntArray | None = None
+) -> tuple[IntArray, Reading]:
     """Qubit ``a`` of ``reading`` to qubit ``perm[a]`` of ``reference``, best of both complements.
 
+    ``known``: the true permutation (the oracle: only the complement is chosen).
     Returns the permutation and the reading moved onto the reference's qubits.
     """
     best: tuple[float, IntArray, Reading] | None = None
@@ -178,7 +184,9 @@ def align(reading: Reading, reference: Reading, rounds: int = 12) -> tuple[IntAr
         node = (candidate.h[:, None] - reference.h[None, :]) ** 2 / var_h
         node = node + (candidate.warm[:, None] - reference.warm[None, :]) ** 2 / var_w
         _, perm = linear_sum_assignment(node)
-        for _ in range(rounds):
+        if known is not None:
+            perm = known
+        for _ in range(0 if known is not None else rounds):
             # Cost of a -> b given the others where they are: node term plus the coupling row.
             moved = reference.j[:, perm]  # moved[b, c] = J_ref[b, perm[c]]
             rows = ((candidate.j[:, None, :] - moved[None, :, :]) ** 2).sum(axis=2) / var_j
@@ -204,33 +212,51 @@ def align(reading: Reading, reference: Reading, rounds: int = 12) -> tuple[IntAr
     return best[1], best[2]
 
 
-def averaged_view(views: Sequence[SentView], warm_noise: float) -> tuple[SentView, list[IntArray]]:
-    """Line every job up with the first and average; the result in the first job's sent basis.
+def aligned_readings(
+    views: Sequence[SentView], keys: Sequence[ObfuscationKey] | None = None, passes: int = 4
+) -> tuple[list[Reading], list[IntArray]]:
+    """Every job moved onto the first job's qubits (gauge-corrected, normalised).
 
-    Returns the averaged view and, per job, where its qubits went among the first job's.
+    With ``keys`` the jobs are lined up by their keys (the oracle: a perfect aligner, an upper
+    bound on any attacker's alignment); otherwise by :func:`align`, against the first job, then
+    ``passes − 1`` times against the average of the aligned jobs.
+
+    Returns the aligned readings and, per job, where its qubits went among the first job's.
     """
     readings = [read(view) for view in views]
     reference = readings[0]
-    perms: list[IntArray] = [np.arange(reference.h.size)]
-    for _ in range(2):  # align to the first job, then to the average of the aligned jobs
+    perms: list[IntArray] = []
+    stack: list[Reading] = []
+    for _ in range(1 if keys is not None else passes):
         perms = [np.arange(reference.h.size)]
         stack = [readings[0]]
-        for reading in readings[1:]:
-            perm, moved = align(reading, reference)
+        for index, reading in enumerate(readings[1:], start=1):
+            known = None if keys is None else true_alignment(keys[index], keys[0])
+            perm, moved = align(reading, reference, known=known)
             perms.append(perm)
             stack.append(moved)
-        reference = Reading(
-            signs=readings[0].signs,
-            h=np.mean([r.h for r in stack], axis=0),
-            j=np.mean([r.j for r in stack], axis=0),
-            warm=np.mean([r.warm for r in stack], axis=0),
-        )
-    signs = readings[0].signs
+        reference = mean_reading(stack)
+    return stack, perms
+
+
+def mean_reading(stack: Sequence[Reading]) -> Reading:
+    """The average of aligned readings (in the first one's gauge)."""
+    return Reading(
+        signs=stack[0].signs,
+        h=np.mean([r.h for r in stack], axis=0),
+        j=np.mean([r.j for r in stack], axis=0),
+        warm=np.mean([r.warm for r in stack], axis=0),
+    )
+
+
+def averaged_view(stack: Sequence[Reading], first: SentView, warm_noise: float) -> SentView:
+    """The average of the aligned jobs, in the first job's sent basis: one view, less noise."""
+    reference = mean_reading(stack)
+    signs = reference.signs
     warm = np.clip(
         np.where(signs < 0.0, 1.0 - reference.warm, reference.warm), WARM_EPSILON, 1 - WARM_EPSILON
     )
-    first = views[0]
-    view = SentView(
+    return SentView(
         h=reference.h * signs,
         couplings=np.triu(reference.j * np.outer(signs, signs), 1),
         warm_start=warm,
@@ -239,7 +265,47 @@ def averaged_view(views: Sequence[SentView], warm_noise: float) -> tuple[SentVie
         num_decoys=first.num_decoys,
         warm_noise=warm_noise,
     )
-    return view, perms
+
+
+def difference_view(stack: Sequence[Reading], first: SentView) -> SentView:
+    """The later half of the aligned jobs minus the earlier half: what keyed noise cannot hide.
+
+    Keyed noise is the same in every job, so it cancels here; what is left is how the true
+    problem moved between the two halves of the window (and the fresh noise). The result is
+    handed to the attacks in the gauge-corrected basis, with a constant added to every coupling
+    so that their gauge inversion reads it as such (the model's offset ``b`` absorbs it).
+    """
+    half = len(stack) // 2
+    early, late = mean_reading(stack[:half]), mean_reading(stack[half:])
+    delta_j = late.j - early.j
+    iu = np.triu_indices(delta_j.shape[0], 1)
+    lift = 50.0 * float(np.abs(delta_j[iu]).max() or 1.0)
+    return SentView(
+        h=late.h - early.h,
+        couplings=np.triu(delta_j + lift, 1),
+        warm_start=None,
+        hamming_weight=None,
+        mixer=first.mixer,
+        num_decoys=first.num_decoys,
+        warm_noise=0.0,
+    )
+
+
+@functools.cache
+def difference_dictionary(early: tuple[int, ...], late: tuple[int, ...]) -> tuple[Candidate, ...]:
+    """The public estimates of the later days minus those of the earlier days (the attacker knows them)."""
+    before, after = rolling_dictionary(early), rolling_dictionary(late)
+    return tuple(
+        Candidate(b.covariance - a.covariance, b.mean - a.mean, f"change of {a.label}")
+        for a, b in zip(before, after, strict=True)
+    )
+
+
+def true_alignment(key: ObfuscationKey, first: ObfuscationKey) -> IntArray:
+    """Where each qubit of a job carries the variable that the first job carries on which qubit."""
+    perm = np.arange(key.num_qubits)
+    perm[np.array(key.positions)] = np.array(first.positions)
+    return perm
 
 
 def alignment_accuracy(perms: Sequence[IntArray], keys: Sequence[ObfuscationKey]) -> float:
@@ -252,6 +318,22 @@ def alignment_accuracy(perms: Sequence[IntArray], keys: Sequence[ObfuscationKey]
 
 
 # ---------------------------------------------------------------------------------------- runs
+
+
+def daily_drift(jobs: Sequence[Trial]) -> tuple[float, float]:
+    """How much the true fields and couplings move from one day to the next, in their spreads.
+
+    The mean over consecutive days of ``std(Δh)/spread(h)`` and ``std(ΔJ)/spread(J)``: what keyed
+    noise would lay bare in day-to-day differences, were none of the noise fresh.
+    """
+    n = jobs[0].ising.num_qubits
+    iu = np.triu_indices(n, 1)
+    fields, couplings = [], []
+    for before, after in itertools.pairwise(jobs):
+        fields.append(np.std(after.ising.h - before.ising.h) / np.std(after.ising.h))
+        delta = (after.ising.couplings - before.ising.couplings)[iu]
+        couplings.append(np.std(delta) / np.std(after.ising.couplings[iu]))
+    return float(np.mean(fields)), float(np.mean(couplings))
 
 
 def effective_warm_noise(level: str, scheme: str, k: int) -> float:
@@ -270,6 +352,7 @@ def run_trial(
     for scenario in SCENARIOS:
         jobs = client_jobs(seed * 1000 + t, assets, most, scenario)
         ends = tuple(job.end for job in jobs)
+        drift = daily_drift(jobs) if scenario == "rolling" else (0.0, 0.0)
         for scheme in SCHEMES:
             noise_key = NoiseKey(secrets.token_bytes(32))  # the client's (deployment's) key
             for level in levels:
@@ -283,39 +366,74 @@ def run_trial(
                 for k in ks:
                     if k == 1 and scenario == "rolling":
                         continue  # one job is one job: the "same" row says it
-                    started = time.perf_counter()
-                    if k == 1:
-                        view, align_rate = views[0], 1.0
-                        candidates = dictionary(ends[0])
-                    else:
-                        window = ends[:k] if scenario == "rolling" else (ends[0],)
-                        view, perms = averaged_view(views[:k], effective_warm_noise(level, scheme, k))
-                        align_rate = alignment_accuracy(perms, keys[:k])
-                        candidates = (
-                            rolling_dictionary(window) if scenario == "rolling" else dictionary(ends[0])
-                        )
-                    found = attack(view, candidates, rng)
-                    rates = {
-                        name: reidentified(labels, keys[0], tickers) for name, labels in found.labels.items()
-                    }
-                    rows.append(
-                        {
-                            "scenario": scenario,
-                            "scheme": scheme,
-                            "level": level,
-                            "k": k,
-                            "align": align_rate,
-                            **rates,
+                    for aligner, kind in plan(k, scenario):
+                        started = time.perf_counter()
+                        view, candidates, align_rate = attack_input(
+                            views[:k], keys[:k], ends[:k], scenario, aligner, kind,
+                            effective_warm_noise(level, scheme, k),
+                        )  # fmt: skip
+                        found = attack(view, candidates, rng)
+                        rates = {
+                            n: reidentified(labels, keys[0], tickers) for n, labels in found.labels.items()
                         }
-                    )
-                    if progress:
-                        elapsed = time.perf_counter() - started
-                        print(
-                            f"# trial {t} {scenario} {scheme} {level} k={k}: align {align_rate:.2f} "
-                            f"{ {n: round(r, 2) for n, r in rates.items()} } {elapsed:.0f} s",
-                            flush=True,
+                        rows.append(
+                            {
+                                "scenario": scenario,
+                                "scheme": scheme,
+                                "level": level,
+                                "k": k,
+                                "aligner": aligner,
+                                "kind": kind,
+                                "align": align_rate,
+                                "drift_h": drift[0],
+                                "drift_j": drift[1],
+                                **rates,
+                            }
                         )
+                        if progress:
+                            elapsed = time.perf_counter() - started
+                            print(
+                                f"# trial {t} {scenario} {scheme} {level} k={k} {aligner} {kind}: "
+                                f"align {align_rate:.2f} { {n: round(r, 2) for n, r in rates.items()} } "
+                                f"{elapsed:.0f} s",
+                                flush=True,
+                            )
     return rows
+
+
+def plan(k: int, scenario: str) -> list[tuple[str, str]]:
+    """(aligner, attack kind) pairs to run for k jobs of a scenario."""
+    if k == 1:
+        return [("single", "single job")]
+    runs = [("matched", "average"), ("oracle", "average")]
+    if scenario == "rolling":
+        runs.append(("oracle", "difference"))
+    return runs
+
+
+def attack_input(
+    views: Sequence[SentView],
+    keys: Sequence[ObfuscationKey],
+    ends: Sequence[int],
+    scenario: str,
+    aligner: str,
+    kind: str,
+    warm_noise: float,
+) -> tuple[SentView, tuple[Candidate, ...], float]:
+    """The view the attacks get, their dictionary, and the alignment rate reached."""
+    if len(views) == 1:
+        return views[0], dictionary(ends[0]), 1.0
+    stack, perms = aligned_readings(views, keys if aligner == "oracle" else None)
+    rate = alignment_accuracy(perms, keys)
+    if kind == "difference":
+        half = len(views) // 2
+        return (
+            difference_view(stack, views[0]),
+            difference_dictionary(tuple(ends[:half]), tuple(ends[half:])),
+            rate,
+        )
+    candidates = rolling_dictionary(tuple(ends)) if scenario == "rolling" else dictionary(ends[0])
+    return averaged_view(stack, views[0], warm_noise), candidates, rate
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -350,22 +468,51 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{args.trials} clients (seed {args.seed}); bar 2/N = {200 / args.assets:.1f} %"
     )
     print(f"# {machine()}, numpy {np.__version__}; {time.perf_counter() - started:.0f} s")
-    headers = ["window", "noise", "level", "k", "aligned", *[f"re-id {a}" for a in ATTACKS], "**re-id best**"]
+    headers = [
+        "window",
+        "noise",
+        "level",
+        "k",
+        "jobs lined up by",
+        "aligned",
+        "attacks run on",
+        *[f"re-id {a}" for a in ATTACKS],
+        "**re-id best**",
+    ]
+    rolling = [r for r in rows if r["scenario"] == "rolling"]
+    if rolling:
+        share = LEVELS["standard"].keyed_share
+        drift_h = float(np.mean([float(r["drift_h"]) for r in rolling]))  # type: ignore[arg-type]
+        drift_j = float(np.mean([float(r["drift_j"]) for r in rolling]))  # type: ignore[arg-type]
+        fresh_h = np.sqrt(1 - share) * LEVELS["standard"].field_noise
+        fresh_j = np.sqrt(1 - share) * LEVELS["standard"].coupling_noise
+        print(
+            f"# day-to-day drift of the true problem: fields {drift_h:.3f}, couplings {drift_j:.3f} spreads; "
+            f"fresh noise per job at standard: fields {fresh_h:.2f}, couplings {fresh_j:.2f} spreads"
+        )
     for line in markdown_header(headers):
         print(line)
     groups: dict[tuple[object, ...], list[dict[str, object]]] = {}
     for row in rows:
-        groups.setdefault((row["scenario"], row["scheme"], row["level"], row["k"]), []).append(row)
-    for (scenario, scheme, level, k), members in groups.items():
-        means = {a: float(np.mean([float(m[a]) for m in members])) for a in ATTACKS}  # type: ignore[arg-type]
+        groups.setdefault(
+            (row["scenario"], row["scheme"], row["level"], row["k"], row["aligner"], row["kind"]), []
+        ).append(row)
+    for (scenario, scheme, level, k, aligner, kind), members in groups.items():
+        means = {
+            a: float(np.mean([float(m[a]) for m in members]))  # type: ignore[arg-type]
+            for a in ATTACKS
+            if a in members[0]
+        }
         align_rate = float(np.mean([float(m["align"]) for m in members]))  # type: ignore[arg-type]
         cells = [
             "same" if scenario == "same" else "rolling (daily)",
             scheme,
             level,
             k,
+            "–" if k == 1 else ("the keys (perfect)" if aligner == "oracle" else "matching"),
             "–" if k == 1 else f"{100 * align_rate:.0f} %",
-            *[f"{100 * means[a]:.1f} %" for a in ATTACKS],
+            {"single job": "one job", "average": "the average", "difference": "late − early half"}[str(kind)],
+            *[f"{100 * means[a]:.1f} %" if a in means else "–" for a in ATTACKS],
             f"**{100 * max(means.values()):.1f} %**",
         ]
         print(markdown_row(cells))
