@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     privacy_default: PrivacyLevel = Field(
         default="standard", description="Obfuscation level of requests that set none."
     )
+    privacy_noise_key: SecretStr | None = Field(
+        default=None,
+        description="Base64 32-byte key of the keyed obfuscation noise; unset: <data_dir>/proxy/noise-key.",
+    )
     key_encryption_key: SecretStr | None = Field(
         default=None, description="Base64 32-byte key sealing obfuscation keys; unset: <data_dir>/keys/kek."
     )
@@ -140,6 +144,11 @@ class Settings(BaseSettings):
     def audit_path(self) -> Path:
         """The egress audit log (hash-chained JSON lines)."""
         return self.data_dir / "audit" / "egress.log"
+
+    @property
+    def noise_key_path(self) -> Path:
+        """Where the embedded default keeps the keyed-noise key (mode 0600)."""
+        return self.data_dir / "proxy" / "noise-key"
 
     @property
     def token_key_path(self) -> Path:
