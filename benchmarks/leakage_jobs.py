@@ -40,10 +40,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import itertools
 import multiprocessing
 import os
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -344,17 +344,30 @@ def effective_warm_noise(level: str, scheme: str, k: int) -> float:
 
 
 def run_trial(
-    t: int, *, assets: int, ks: tuple[int, ...], levels: tuple[str, ...], seed: int, progress: bool
+    t: int,
+    *,
+    assets: int,
+    ks: tuple[int, ...],
+    levels: tuple[str, ...],
+    seed: int,
+    progress: bool = False,
+    scenarios: tuple[str, ...] = SCENARIOS,
+    schemes: tuple[str, ...] = SCHEMES,
+    runs: frozenset[tuple[str, str]] | None = None,
 ) -> list[dict[str, object]]:
-    """Every (scenario, scheme, level, k) of one client (trial)."""
+    """Every (scenario, scheme, level, k, aligner, attack input) of one client (trial).
+
+    ``runs`` keeps only those (aligner, kind) pairs of :func:`plan`. Seeded: the same trial gives
+    the same figures (the client's noise key is derived from the seed; the attacker never sees it).
+    """
     rows: list[dict[str, object]] = []
     most = max(ks)
-    for scenario in SCENARIOS:
+    for scenario in scenarios:
         jobs = client_jobs(seed * 1000 + t, assets, most, scenario)
         ends = tuple(job.end for job in jobs)
         drift = daily_drift(jobs) if scenario == "rolling" else (0.0, 0.0)
-        for scheme in SCHEMES:
-            noise_key = NoiseKey(secrets.token_bytes(32))  # the client's (deployment's) key
+        for scheme in schemes:
+            noise_key = NoiseKey(hashlib.sha256(f"leakage-jobs/{seed}/{t}".encode()).digest())
             for level in levels:
                 rng = np.random.default_rng(
                     [seed, t, SCENARIOS.index(scenario), SCHEMES.index(scheme), len(level)]
@@ -367,6 +380,8 @@ def run_trial(
                     if k == 1 and scenario == "rolling":
                         continue  # one job is one job: the "same" row says it
                     for aligner, kind in plan(k, scenario):
+                        if runs is not None and (aligner, kind) not in runs:
+                            continue
                         started = time.perf_counter()
                         view, candidates, align_rate = attack_input(
                             views[:k], keys[:k], ends[:k], scenario, aligner, kind,
