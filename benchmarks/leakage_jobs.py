@@ -12,8 +12,8 @@ and averages them sees the noise shrink as ``σ/√k``. This benchmark measures 
 and two ways of drawing the noise:
 
 * ``fresh``: every job's noise independent (the scheme before keyed noise);
-* ``keyed``: the default now: 80 % of the noise variance keyed to the client and the variables'
-  identities (``proxy/keyed.py``), the same in every job; 20 % fresh.
+* ``keyed``: the default now: 90 % of the noise variance keyed to the client and the variables'
+  identities (``proxy/keyed.py``), the same in every job; 10 % fresh.
 
 Attacks, per k:
 
@@ -458,6 +458,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--assets", type=int, default=16)
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 5, 20])
     parser.add_argument("--levels", nargs="+", default=["standard"])
+    parser.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=SCHEMES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
@@ -470,6 +471,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         levels=tuple(args.levels),
         seed=args.seed,
         progress=args.progress,
+        schemes=tuple(args.schemes),
     )
     if args.jobs > 1 and args.trials > 1:
         with multiprocessing.get_context("fork").Pool(min(args.jobs, args.trials)) as pool:

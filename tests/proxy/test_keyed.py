@@ -12,7 +12,7 @@ import pytest
 from qhybrid.core.keyfile import KeyFileError
 from qhybrid.domain.qubo import Ising
 from qhybrid.proxy.keyed import NoiseKey, load_noise_key
-from qhybrid.proxy.obfuscation import LEVELS, ObfuscationKey, _Keyed, decoy_count, obfuscate
+from qhybrid.proxy.obfuscation import KEYED_SHARE, LEVELS, ObfuscationKey, _Keyed, decoy_count, obfuscate
 from qhybrid.proxy.transforms import coefficient_spreads
 from tests.proxy.helpers import energies, random_ising
 
@@ -61,7 +61,7 @@ def test_averaging_jobs_shrinks_fresh_noise_but_not_keyed_noise() -> None:
     rng = np.random.default_rng(5)
     _, coupling_spread = coefficient_spreads(true)
     expected = LEVELS["standard"].coupling_noise * coupling_spread
-    for keyed, floor in ((False, 1 / np.sqrt(40)), (True, np.sqrt(0.8 + 0.2 / 40))):
+    for keyed, floor in ((False, 1 / np.sqrt(40)), (True, np.sqrt(KEYED_SHARE + (1 - KEYED_SHARE) / 40))):
         noises = []
         for _ in range(40):
             sent, key = obfuscate(
@@ -104,7 +104,7 @@ def test_the_same_universe_gets_the_same_twins_in_any_order() -> None:
     count = decoy_count("high", 16)
 
     def twins(names: list[str]) -> set[tuple[str, str]]:
-        keyed = _Keyed.of(noise_key, names, len(names), 0.8)
+        keyed = _Keyed.of(noise_key, names, len(names), KEYED_SHARE)
         assert keyed is not None
         templates, partners, _ = keyed.twins(count, None, 8)
         return {(names[t], names[p]) for t, p in zip(templates, partners, strict=True)}
@@ -114,7 +114,7 @@ def test_the_same_universe_gets_the_same_twins_in_any_order() -> None:
     assert twins(labels) == reference
     assert twins(list(reversed(labels))) == reference
     other = NoiseKey(secrets.token_bytes(32))
-    assert _Keyed.of(other, labels, 16, 0.8) is not None
+    assert _Keyed.of(other, labels, 16, KEYED_SHARE) is not None
     sent, key = obfuscate(
         random_ising(16, seed=4), level="high", mixer="x", labels=labels, noise_key=noise_key
     )

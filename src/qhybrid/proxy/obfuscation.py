@@ -120,7 +120,7 @@ class LevelSettings:
 #: Calibrated against ``benchmarks/leakage.py`` (real prices, 16 of 20 stocks) and, for the keyed
 #: share, ``benchmarks/leakage_jobs.py`` (k jobs of one client); the tables are in
 #: ``docs/security.md`` and ``docs/benchmarks.md``.
-KEYED_SHARE = 0.8
+KEYED_SHARE = 0.9
 LEVELS: Mapping[PrivacyLevel, LevelSettings] = {
     "off": LevelSettings(False, False, False, False, 0.0, 0.0, 0.0, 0.0),
     "low": LevelSettings(True, True, True, True, 0.5, 1.0, 0.02, 0.0, KEYED_SHARE),
