@@ -53,11 +53,17 @@ sx q[0];
 sx q[0];
 sx q[0];
 sx q[0];
-c[1] = measure q[0];
 c[0] = measure q[2];
-c[3] = measure q[3];
+c[1] = measure q[0];
 c[2] = measure q[1];
+c[3] = measure q[3];
 """
+#: The same measurements out of bit order: the gateway's grammar refuses it (the emitter never
+#: writes it), the conversion alone still orders Braket's result bits by classical bit.
+UNORDERED = PROGRAM.replace(
+    "c[0] = measure q[2];\nc[1] = measure q[0];\nc[2] = measure q[1];\nc[3] = measure q[3];\n",
+    "c[1] = measure q[0];\nc[0] = measure q[2];\nc[3] = measure q[3];\nc[2] = measure q[1];\n",
+)
 
 SV1 = "arn:aws:braket:::device/quantum-simulator/amazon/sv1"
 TASK_ARN = "arn:aws:braket:us-east-1:123456789012:quantum-task/5766fd9f-8bd6-4bfd-8a2b-ef2d1c6c3a85"
@@ -122,7 +128,8 @@ def test_unknown_local_simulator_is_refused(tmp_path: Path) -> None:
 
 
 def test_program_conversion_keeps_qubits_and_orders_measurements_by_classical_bit() -> None:
-    source = program_to_braket_circuit(PROGRAM).to_ir(IRType.OPENQASM).source
+    assert UNORDERED != PROGRAM
+    source = program_to_braket_circuit(UNORDERED).to_ir(IRType.OPENQASM).source
     assert "stdgates" not in source
     assert "cnot q[1], q[3];" in source
     assert "v q[0];" in source  # sx is Braket's v
@@ -407,10 +414,14 @@ def test_stubbed_submit_checks_the_device_status(
         aws.backend().submit(PROGRAM, 100, "token")
 
 
-def test_stubbed_submit_refuses_a_program_braket_cannot_run(aws: StubbedAws) -> None:
-    aws.device()
-    with pytest.raises(PermanentBackendError, match="not measured"):
+def test_stubbed_submit_refuses_a_program_off_the_grammar_before_any_call(aws: StubbedAws) -> None:
+    # Checked with the gateway's bounded grammar before conversion: no AWS call is made (the
+    # stubber has no answer queued, and would fail the test if one were).
+    with pytest.raises(PermanentBackendError, match=r"refused at the boundary: .*measured once"):
         aws.backend().submit(PROGRAM.replace("c[3] = measure q[3];\n", ""), 100, "token")
+    smuggling = PROGRAM.replace("x q[2];", "rz(0.717273838485868) q[2];")
+    with pytest.raises(PermanentBackendError, match=r"refused at the boundary: .*literal"):
+        aws.backend().submit(smuggling, 100, "token")
 
 
 def _summary(arn: str, token: str | None, created: dt.datetime) -> dict[str, Any]:
@@ -603,7 +614,7 @@ def test_stubbed_pricing_and_billed_seconds(aws: StubbedAws) -> None:
     pricing = sv1.pricing()
     assert pricing is not None and pricing.per_second > 0
     assert sv1.estimated_seconds(1000) == 3.0
-    qpu = aws.backend(device_arn="arn:aws:braket:us-west-1::device/qpu/rigetti/Ankaa-3")
+    qpu = aws.backend(device_arn="arn:aws:braket:us-west-1::device/qpu/rigetti/Ankaa-3", region="us-west-1")
     assert qpu.estimated_seconds(1000) == 0.0
     qpu_pricing = qpu.pricing()
     assert qpu_pricing is not None and qpu_pricing.estimate(1000) == pytest.approx(0.30 + 0.9)
@@ -614,3 +625,15 @@ def test_bad_configuration_is_refused() -> None:
         BraketBackend(name="b", device_arn="sv1", s3_bucket=BUCKET)
     with pytest.raises(PermanentBackendError, match="S3 bucket"):
         BraketBackend(name="b", device_arn=SV1, s3_bucket="")
+    with pytest.raises(PermanentBackendError, match="QHYBRID_AWS_REGION"):
+        BraketBackend(name="b", device_arn=SV1, s3_bucket=BUCKET)
+    # The region comes from the operator, not from the request: another region, or any text in
+    # the ARN's region field (which used to become braket.<text>.amazonaws.com), is refused.
+    with pytest.raises(PermanentBackendError, match="not the configured us-east-1"):
+        BraketBackend(name="b", device_arn=ANKAA, s3_bucket=BUCKET, region="us-east-1")
+    for arn in (
+        "arn:aws:braket:evil.example.com/x::device/qpu/rigetti/Ankaa-3",
+        "arn:aws:braket:us-east-1.attacker::device/qpu/ionq/Forte-1",
+    ):
+        with pytest.raises(PermanentBackendError, match="not a Braket device ARN"):
+            BraketBackend(name="b", device_arn=arn, s3_bucket=BUCKET, region="us-east-1")

@@ -17,12 +17,13 @@ from qhybrid.backends.base import PermanentBackendError, TaskStatus, TransientBa
 from qhybrid.backends.emulated_cloud import EmulatedCloudBackend
 from qhybrid.domain.device import DeviceTarget
 from qhybrid.domain.states import TERMINAL_TASK_STATES, TaskState
-from qhybrid.gateway.egress import EgressClient, EgressPolicyError
+from qhybrid.gateway.egress import EgressPolicyError
 
 # Through the egress gateway: canonical programs and hex client tokens only (the payload contract).
 from tests.cloud.helpers import BELL_CANONICAL as BELL
 from tests.cloud.helpers import X_ON_BIT0_CANONICAL as X_ON_BIT0
 from tests.cloud.helpers import CloudServer, gateway_token, start_cloud
+from tests.support.cloud import egress_to
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.integration
@@ -41,20 +42,19 @@ def make_backend(
     base_url: str,
     *,
     token: str,
-    allowed: list[str] | None = None,
+    allowed: str | None = None,
     timeout: float = 5.0,
     ca_file: Path | None = None,
     allow_plaintext: bool = False,
 ):
-    egress = EgressClient(
-        allowed if allowed is not None else [base_url],
+    egress = egress_to(
+        allowed if allowed is not None else base_url,
+        token=token,
         timeout=timeout,
         ca_file=ca_file,
         allow_plaintext=allow_plaintext,
     )
-    return EmulatedCloudBackend(
-        name="cloud", base_url=base_url, token=token, device="emulator", egress=egress
-    )
+    return EmulatedCloudBackend(name="cloud", base_url=base_url, device="emulator", egress=egress)
 
 
 @pytest.fixture
@@ -173,7 +173,9 @@ def test_nothing_listening_is_transient() -> None:
 
 def test_egress_allow_list_refuses_other_destinations(cloud: CloudServer) -> None:
     token = gateway_token()
-    adapter = make_backend(cloud.base_url, token=cloud.token, allowed=["127.0.0.1:1"], ca_file=cloud.ca_file)
+    adapter = make_backend(
+        cloud.base_url, token=cloud.token, allowed="https://127.0.0.1:1", ca_file=cloud.ca_file
+    )
     try:
         with pytest.raises(PermanentBackendError, match="allow-list") as caught:
             adapter.submit(X_ON_BIT0, 10, token)
@@ -205,7 +207,7 @@ def test_unreadable_ca_file_is_permanent(cloud: CloudServer, tmp_path: Path) -> 
 
 def test_egress_client_uses_tls13_and_verifies(cloud: CloudServer) -> None:
     assert cloud.ca_file is not None
-    egress = EgressClient([cloud.base_url], ca_file=cloud.ca_file)
+    egress = egress_to(cloud.base_url, ca_file=cloud.ca_file)
     try:
         response = egress.request("GET", f"{cloud.base_url}/healthz")
         assert response.status_code == 200
@@ -267,8 +269,9 @@ def trouble_url() -> Iterator[str]:
 
 
 def _trouble_backend(url: str, device: str, timeout: float = 5.0) -> EmulatedCloudBackend:
-    egress = EgressClient([url], timeout=timeout, allow_plaintext=True)  # a plain-http test server
-    return EmulatedCloudBackend(name="cloud", base_url=url, token="t", device=device, egress=egress)
+    # A plain-http test server, reached through the emulated cloud's route table.
+    egress = egress_to(url, token="t", device=device, timeout=timeout, allow_plaintext=True)
+    return EmulatedCloudBackend(name="cloud", base_url=url, device=device, egress=egress)
 
 
 def test_throttling_is_transient_with_retry_after(trouble_url: str) -> None:

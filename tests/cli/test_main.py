@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from rich.console import Console
 
 from qhybrid.cli.output import print_result
 from qhybrid.client import JobDocument
+from qhybrid.gateway.payload import validate_program
 
 pytestmark = pytest.mark.integration
 
@@ -53,6 +55,18 @@ def test_demo_json_prints_the_completed_job_and_nothing_else(tmp_path: Path) -> 
     assert "returned" in text and "classical (brute_force)" in text
     assert f"QPU: backend {result['quantum']['backend']}" in text
     assert "X25519MLKEM768 (hybrid post-quantum)" in text
+    # The programs as the cloud received them (byte for byte, received.log): every angle on the
+    # gateway's grid, no literal longer than 7 significant digits, the bounded grammar whole.
+    received = (run / "cloud" / "received.log").read_bytes().split(b"\n")
+    programs = [json.loads(line)["program"] for line in received if line.startswith(b'{"device"')]
+    assert len(programs) == 1
+    literals = re.findall(r"\(([^)]*)\)", programs[0])
+    assert len(literals) > 50  # the demo's circuit has hundreds of rotations (positive control)
+    for literal in literals:
+        digits = literal.lstrip("-").split("e")[0].replace(".", "").strip("0")
+        assert len(digits) <= 7, literal
+    facts = validate_program(programs[0])
+    assert facts.measurements == facts.clbits == result["quantum"]["privacy"]["qubits_sent"]
 
 
 def listed_commands(*args: str) -> set[str]:

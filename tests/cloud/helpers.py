@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 import uuid
 from collections.abc import Iterable
@@ -10,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.cloud import TOKEN, CloudServer, start_cloud, tls_context, wait_healthy
+from tests.support.cloud import TOKEN, TOKENS, CloudServer, start_cloud, tls_context, wait_healthy
 
 X_ON_BIT0 = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[3] q;\nbit[3] c;\nx q[0];\nc = measure q;\n'
 BELL = (
@@ -31,8 +30,8 @@ BELL_CANONICAL = (
 
 
 def gateway_token() -> str:
-    """A client token as the trusted zone makes it (``secrets.token_hex(16)``); the gateway takes no other."""
-    return secrets.token_hex(16)
+    """A client token minted by the tests' gateway minter: the gateway takes no other."""
+    return TOKENS.mint()
 
 
 def new_token(prefix: str = "tok") -> str:

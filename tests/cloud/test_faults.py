@@ -16,11 +16,11 @@ from qhybrid.backends.base import TransientBackendError
 from qhybrid.backends.emulated_cloud import EmulatedCloudBackend
 from qhybrid.cloud.faults import FaultInjector, FaultRule
 from qhybrid.domain.states import TaskState
-from qhybrid.gateway.egress import EgressClient
 
 # Through the egress gateway: canonical programs and hex client tokens only (the payload contract).
 from tests.cloud.helpers import X_ON_BIT0_CANONICAL as X_ON_BIT0
 from tests.cloud.helpers import CloudServer, gateway_token, start_cloud, submit_body, wait_for_state
+from tests.support.cloud import egress_to
 
 # --- rules (no process) ---------------------------------------------------------------------------
 
@@ -98,10 +98,8 @@ def arm(admin: httpx.Client, *rules: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def make_backend(cloud: CloudServer, *, timeout: float = 5.0) -> EmulatedCloudBackend:
-    egress = EgressClient([cloud.base_url], timeout=timeout, ca_file=cloud.ca_file)
-    return EmulatedCloudBackend(
-        name="cloud", base_url=cloud.base_url, token=cloud.token, device="emulator", egress=egress
-    )
+    egress = egress_to(cloud.base_url, token=cloud.token, timeout=timeout, ca_file=cloud.ca_file)
+    return EmulatedCloudBackend(name="cloud", base_url=cloud.base_url, device="emulator", egress=egress)
 
 
 @pytest.fixture

@@ -34,11 +34,14 @@ ALLOWED: dict[str, set[str]] = {
     # The gateway: the one way out.
     "gateway/egress.py": {"httpx", "httpcore", "ssl"},
     "gateway/tls.py": {"httpcore", "socket", "ssl", "OpenSSL"},
-    "gateway/sdk.py": {"ssl"},  # reads the stdlib's OpenSSL version to label SDK links honestly
+    # The SDKs' policy: hooks on botocore (and Braket's session copies) and on requests' transport;
+    # its self-test sends through both to a watched local socket, replays httpcore's trace events
+    # and checks pyOpenSSL's binding; ssl labels the SDK links honestly.
+    "gateway/sdk.py": {"ssl", "socket", "requests", "boto3", "botocore", "braket.aws", "httpcore", "OpenSSL"},
     # Provider adapters: the emulated cloud through EgressClient (httpx for its types and errors);
     # the SDKs open their own connections, hooked (botocore) or audited (IBM) by the gateway.
     "backends/emulated_cloud.py": {"httpx"},
-    "backends/braket.py": {"botocore", "boto3", "braket.aws"},
+    "backends/braket.py": {"botocore", "braket.aws"},
     "backends/ibm.py": {"requests", "qiskit_ibm_runtime"},
     # The fake backends' catalogue (class names and configuration files): no connection is opened.
     "backends/registry.py": {"qiskit_ibm_runtime"},

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 import select
 import socket
 import ssl
@@ -28,17 +27,19 @@ from qhybrid.gateway.audit import AuditLog, verify
 from qhybrid.gateway.context import current_job
 from qhybrid.gateway.egress import (
     EgressAuditError,
-    EgressClient,
     EgressPayloadError,
     EgressPolicyError,
     EgressTlsPolicyError,
 )
 from qhybrid.gateway.tls import TLS12_COMPATIBLE_GROUPS, PolicyNetworkBackend, TlsFacts, TlsPolicy
-from tests.support.cloud import CloudServer, start_cloud
+from tests.support.cloud import TOKENS, CloudServer, egress_to, start_cloud
 
 pytestmark = pytest.mark.integration
 
-PROGRAM = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[2] q;\nbit[2] c;\nx q[0];\nc[0] = measure q[0];\n'
+PROGRAM = (
+    'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[2] q;\nbit[2] c;\nx q[0];\n'
+    "c[0] = measure q[0];\nc[1] = measure q[1];\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def submission(cloud: CloudServer, token: str | None = None) -> dict[str, Any]:
         "device": "emulator",
         "program": PROGRAM,
         "shots": 10,
-        "client_token": token or secrets.token_hex(16),
+        "client_token": token or TOKENS.mint(),
     }
 
 
@@ -94,16 +95,14 @@ def audit_lines(path: Path) -> list[dict[str, Any]]:
 def test_default_link_is_tls13_hybrid_pqc_and_audited(cloud_process: CloudServer, tmp_path: Path) -> None:
     cloud = cloud_process
     audit = AuditLog(tmp_path / "audit" / "egress.log")
-    client = EgressClient([cloud.base_url], ca_file=cloud.ca_file, audit=audit)
+    client = egress_to(cloud.base_url, token=cloud.token, ca_file=cloud.ca_file, audit=audit)
     body = submission(cloud)
     try:
         with current_job("job-42"):
-            response = client.request(
-                "POST", f"{cloud.base_url}/v1/tasks", json=body, headers=auth(cloud), payload="submission"
-            )
+            response = client.request("POST", f"{cloud.base_url}/v1/tasks", json=body)
             assert response.status_code in (200, 201), response.text
             task_id = response.json()["task_id"]
-            poll = client.request("GET", f"{cloud.base_url}/v1/tasks/{task_id}", headers=auth(cloud))
+            poll = client.request("GET", f"{cloud.base_url}/v1/tasks/{task_id}")
             assert poll.status_code == 200
     finally:
         client.close()
@@ -134,13 +133,15 @@ def test_default_link_is_tls13_hybrid_pqc_and_audited(cloud_process: CloudServer
 
 def test_tls12_only_peer_is_refused_and_nothing_is_sent(tls12_cloud: CloudServer, tmp_path: Path) -> None:
     audit = AuditLog(tmp_path / "egress.log")
-    client = EgressClient([tls12_cloud.base_url], ca_file=tls12_cloud.ca_file, audit=audit)
+    client = egress_to(
+        tls12_cloud.base_url, token=tls12_cloud.token, ca_file=tls12_cloud.ca_file, audit=audit
+    )
     before = received(tls12_cloud)
     handshakes = len(tls12_cloud.tls_log())
     body = submission(tls12_cloud)
     try:
         with pytest.raises(httpx.ConnectError, match=r"TLS handshake .* failed: .*protocol version"):
-            client.request("POST", f"{tls12_cloud.base_url}/v1/tasks", json=body, headers=auth(tls12_cloud))
+            client.request("POST", f"{tls12_cloud.base_url}/v1/tasks", json=body)
     finally:
         client.close()
     assert received(tls12_cloud) == before
@@ -152,7 +153,7 @@ def test_tls12_only_peer_is_refused_and_nothing_is_sent(tls12_cloud: CloudServer
 def test_tls12_peer_is_accepted_when_the_policy_allows_it(tls12_cloud: CloudServer, tmp_path: Path) -> None:
     audit = AuditLog(tmp_path / "egress.log")
     policy = TlsPolicy(min_version="1.2", groups=TLS12_COMPATIBLE_GROUPS, ca_file=tls12_cloud.ca_file)
-    client = EgressClient([tls12_cloud.base_url], tls=policy, audit=audit)
+    client = egress_to(tls12_cloud.base_url, token=tls12_cloud.token, tls=policy, audit=audit)
     try:
         response = client.request("GET", f"{tls12_cloud.base_url}/healthz")
     finally:
@@ -169,26 +170,24 @@ def test_classical_peer_is_recorded_as_such_or_refused_with_require_pqc(
 ) -> None:
     cloud = classical_cloud
     audit = AuditLog(tmp_path / "egress.log")
-    accepting = EgressClient([cloud.base_url], ca_file=cloud.ca_file, audit=audit)
+    accepting = egress_to(cloud.base_url, token=cloud.token, ca_file=cloud.ca_file, audit=audit)
     try:
-        response = accepting.request("GET", f"{cloud.base_url}/v1/devices/emulator", headers=auth(cloud))
+        response = accepting.request("GET", f"{cloud.base_url}/v1/devices/emulator")
     finally:
         accepting.close()
     assert response.status_code == 200
     assert response.extensions["qhybrid_tls"].group.lower() == "x25519"
     assert audit_lines(audit.path)[0]["tls_group"].lower() == "x25519"
 
-    strict = EgressClient(
-        [cloud.base_url], tls=TlsPolicy(require_pqc=True, ca_file=cloud.ca_file), audit=audit
+    strict = egress_to(
+        cloud.base_url, token=cloud.token, tls=TlsPolicy(require_pqc=True, ca_file=cloud.ca_file), audit=audit
     )
     handshakes = len(cloud.tls_log())
     before = received(cloud)
     body = submission(cloud)
     try:
         with pytest.raises(EgressTlsPolicyError, match=r"x25519.*not a hybrid post-quantum"):
-            strict.request(
-                "POST", f"{cloud.base_url}/v1/tasks", json=body, headers=auth(cloud), payload="submission"
-            )
+            strict.request("POST", f"{cloud.base_url}/v1/tasks", json=body)
     finally:
         strict.close()
     assert received(cloud) == before
@@ -196,17 +195,17 @@ def test_classical_peer_is_recorded_as_such_or_refused_with_require_pqc(
     assert handshakes_after(cloud, handshakes)[0]["group"] == "x25519"  # the handshake ran; then we hung up
 
     # Through the adapter, a policy refusal is permanent: retrying cannot change the peer's groups.
-    adapter = EmulatedCloudBackend(
-        name="cloud", base_url=cloud.base_url, token=cloud.token, device="emulator", egress=strict
-    )
+    adapter = EmulatedCloudBackend(name="cloud", base_url=cloud.base_url, device="emulator", egress=strict)
     with pytest.raises(PermanentBackendError, match="require_pqc"):
-        adapter.submit(PROGRAM, 10, secrets.token_hex(16))
+        adapter.submit(PROGRAM, 10, TOKENS.mint())
     assert received(cloud) == before
 
 
 def test_require_pqc_accepts_the_hybrid_peer(cloud_process: CloudServer) -> None:
-    client = EgressClient(
-        [cloud_process.base_url], tls=TlsPolicy(require_pqc=True, ca_file=cloud_process.ca_file)
+    client = egress_to(
+        cloud_process.base_url,
+        token=cloud_process.token,
+        tls=TlsPolicy(require_pqc=True, ca_file=cloud_process.ca_file),
     )
     try:
         response = client.request("GET", f"{cloud_process.base_url}/healthz")
@@ -217,7 +216,7 @@ def test_require_pqc_accepts_the_hybrid_peer(cloud_process: CloudServer) -> None
 
 def test_wrong_ca_is_refused(cloud_process: CloudServer, tmp_path: Path) -> None:
     other = ensure_certificate(tmp_path / "other-ca")
-    client = EgressClient([cloud_process.base_url], ca_file=other.cert)
+    client = egress_to(cloud_process.base_url, token=cloud_process.token, ca_file=other.cert)
     before = received(cloud_process)
     try:
         with pytest.raises(httpx.ConnectError, match="certificate verify failed"):
@@ -228,7 +227,7 @@ def test_wrong_ca_is_refused(cloud_process: CloudServer, tmp_path: Path) -> None
 
 
 def test_unreadable_ca_file_is_a_policy_error(cloud_process: CloudServer, tmp_path: Path) -> None:
-    client = EgressClient([cloud_process.base_url], ca_file=tmp_path / "missing.pem")
+    client = egress_to(cloud_process.base_url, token=cloud_process.token, ca_file=tmp_path / "missing.pem")
     with pytest.raises(EgressTlsPolicyError, match="CA file"):
         client.request("GET", f"{cloud_process.base_url}/healthz")
 
@@ -257,7 +256,7 @@ def silent_listener() -> Iterator[socket.socket]:
 
 def test_plain_http_is_refused_by_default(silent_listener: socket.socket) -> None:
     url = f"http://127.0.0.1:{silent_listener.getsockname()[1]}"
-    client = EgressClient([url])
+    client = egress_to(url)
     with pytest.raises(EgressPolicyError, match="https only"):
         client.request("GET", f"{url}/healthz")
     readable, _, _ = select.select([silent_listener], [], [], 0.2)
@@ -266,7 +265,7 @@ def test_plain_http_is_refused_by_default(silent_listener: socket.socket) -> Non
 
 def test_handshake_timeout(silent_listener: socket.socket) -> None:
     url = f"https://127.0.0.1:{silent_listener.getsockname()[1]}"
-    client = EgressClient([url], timeout=0.5)
+    client = egress_to(url, timeout=0.5)
     started = time.monotonic()
     with pytest.raises(httpx.ConnectTimeout):
         client.request("GET", f"{url}/healthz")
@@ -284,11 +283,9 @@ def test_unwritable_audit_sends_nothing(
     else:
         (tmp_path / "audit").write_text("a file where the directory should be")
         path = tmp_path / "audit" / "egress.log"
-    client = EgressClient([cloud.base_url], ca_file=cloud.ca_file, audit=AuditLog(path))
-    adapter = EmulatedCloudBackend(
-        name="cloud", base_url=cloud.base_url, token=cloud.token, device="emulator", egress=client
-    )
-    token = secrets.token_hex(16)
+    client = egress_to(cloud.base_url, token=cloud.token, ca_file=cloud.ca_file, audit=AuditLog(path))
+    adapter = EmulatedCloudBackend(name="cloud", base_url=cloud.base_url, device="emulator", egress=client)
+    token = TOKENS.mint()
     handshakes = len(cloud.tls_log())
     before = received(cloud)
     with pytest.raises(TransientBackendError, match="audit") as caught:
@@ -306,21 +303,17 @@ def test_unwritable_audit_sends_nothing(
 def test_bad_payload_is_refused_before_connecting(cloud_process: CloudServer, tmp_path: Path) -> None:
     cloud = cloud_process
     audit = AuditLog(tmp_path / "egress.log")
-    client = EgressClient([cloud.base_url], ca_file=cloud.ca_file, audit=audit)
-    adapter = EmulatedCloudBackend(
-        name="cloud", base_url=cloud.base_url, token=cloud.token, device="emulator", egress=client
-    )
+    client = egress_to(cloud.base_url, token=cloud.token, ca_file=cloud.ca_file, audit=audit)
+    adapter = EmulatedCloudBackend(name="cloud", base_url=cloud.base_url, device="emulator", egress=client)
     handshakes = len(cloud.tls_log())
     with pytest.raises(PermanentBackendError, match="line 5: literal") as caught:
-        adapter.submit(PROGRAM.replace("x q[0];", "rz(pi) q[0];"), 10, secrets.token_hex(16))
+        adapter.submit(PROGRAM.replace("x q[0];", "rz(pi) q[0];"), 10, TOKENS.mint())
     assert isinstance(caught.value.__cause__, EgressPayloadError)
     with pytest.raises(EgressPayloadError, match="client_token"):
         client.request(
             "POST",
             f"{cloud.base_url}/v1/tasks",
             json=submission(cloud, token="not-hex"),
-            headers=auth(cloud),
-            payload="submission",
         )
     assert len(cloud.tls_log()) == handshakes  # not even a TCP connection
     assert audit_lines(audit.path) == []
@@ -329,7 +322,7 @@ def test_bad_payload_is_refused_before_connecting(cloud_process: CloudServer, tm
 def test_concurrent_requests_keep_one_valid_chain(cloud_process: CloudServer, tmp_path: Path) -> None:
     cloud = cloud_process
     audit = AuditLog(tmp_path / "egress.log")
-    client = EgressClient([cloud.base_url], ca_file=cloud.ca_file, audit=audit)
+    client = egress_to(cloud.base_url, token=cloud.token, ca_file=cloud.ca_file, audit=audit)
     errors: list[BaseException] = []
 
     def work(worker: int) -> None:
@@ -366,12 +359,12 @@ def _last_request_headers(cloud: CloudServer, token: str) -> dict[str, str]:
 
 def test_every_header_that_leaves_is_fixed_by_the_gateway(cloud_process: CloudServer, tmp_path: Path) -> None:
     cloud = cloud_process
-    client = EgressClient([cloud.base_url], ca_file=cloud.ca_file, audit=AuditLog(tmp_path / "a.log"))
+    client = egress_to(
+        cloud.base_url, token=cloud.token, ca_file=cloud.ca_file, audit=AuditLog(tmp_path / "a.log")
+    )
     body = submission(cloud)
     try:
-        response = client.request(
-            "POST", f"{cloud.base_url}/v1/tasks", json=body, headers=auth(cloud), payload="submission"
-        )
+        response = client.request("POST", f"{cloud.base_url}/v1/tasks", json=body)
         assert response.status_code in (200, 201), response.text
     finally:
         client.close()
@@ -396,7 +389,7 @@ def test_headers_beyond_the_allowed_ones_are_refused_before_sending(
 ) -> None:
     cloud = cloud_process
     audit = AuditLog(tmp_path / "a.log")
-    client = EgressClient([cloud.base_url], ca_file=cloud.ca_file, audit=audit)
+    client = egress_to(cloud.base_url, token=cloud.token, ca_file=cloud.ca_file, audit=audit)
     before = received(cloud)
     try:
         with pytest.raises(EgressPolicyError, match="refused at the boundary"):

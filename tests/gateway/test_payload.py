@@ -11,20 +11,26 @@ from qiskit import QuantumCircuit
 from qiskit.circuit.library import get_standard_gate_name_mapping
 
 from qhybrid.domain.device import DeviceTarget
+from qhybrid.domain.request import SolverOptions
 from qhybrid.gateway.payload import (
     GATE_SIGNATURES,
+    MAX_REPS,
     PayloadError,
     ProgramFacts,
+    SubmissionPolicy,
+    gate_bound,
     validate_program,
     validate_submission,
 )
+from qhybrid.gateway.tokens import TokenMinter
 from qhybrid.quantum.angles import QaoaAngles
 from qhybrid.quantum.circuit import qaoa_circuit, transpile_for
 from qhybrid.quantum.qasm import ALLOWED_GATES, to_openqasm3
 from tests.quantum.test_simulator import random_ising
 
 HEADER = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[3] q;\nbit[3] c;\n'
-GOOD = HEADER + "h q[0];\nrz(-0.5) q[1];\ncp(1e-05) q[0], q[2];\nc[0] = measure q[0];\n"
+MEASURE_ALL = ("c[0] = measure q[0];", "c[1] = measure q[1];", "c[2] = measure q[2];")
+GOOD = HEADER + "h q[0];\nrz(-0.5) q[1];\ncp(1e-05) q[0], q[2];\n" + "".join(f"{m}\n" for m in MEASURE_ALL)
 
 
 def program(*statements: str, header: str = HEADER) -> str:
@@ -49,7 +55,7 @@ def test_signatures_match_qiskit_standard_gates() -> None:
 
 def test_small_program_facts() -> None:
     assert validate_program(GOOD) == ProgramFacts(
-        qubits=3, clbits=3, gate_counts={"h": 1, "rz": 1, "cp": 1}, measurements=1
+        qubits=3, clbits=3, gate_counts={"h": 1, "rz": 1, "cp": 1}, measurements=3
     )
 
 
@@ -85,12 +91,13 @@ def test_transpiled_qaoa_on_a_line_passes() -> None:
 
 
 def test_every_allowed_gate_with_awkward_literals_passes() -> None:
-    circuit = QuantumCircuit(3, 1)
+    circuit = QuantumCircuit(3, 3)
+    # The emitter puts each of them on the grid: reduced to [-pi, pi], rounded to 1e-6 rad.
     values = iter([0.5, -1e-05, 1.5e20, -0.0, 3.0, 123456.789, 2.2250738585072014e-308])
     for name, (qubits, parameters) in sorted(GATE_SIGNATURES.items()):
         args = [next(values, 0.25) for _ in range(parameters)]
         getattr(circuit, name)(*args, *range(qubits))
-    circuit.measure(2, 0)
+    circuit.measure([0, 1, 2], [0, 1, 2])
     facts = validate_program(to_openqasm3(circuit))
     assert facts.gate_counts == dict.fromkeys(GATE_SIGNATURES, 1)
 
@@ -167,6 +174,24 @@ MALFORMED: list[tuple[str, str, int, str]] = [
     ("measure-qubit-out-of-range", program("c[0] = measure q[9];"), 5, "index"),
     ("measure-extra-space", program("c[0] =  measure q[0];"), 5, "measure"),
     ("classical-assignment", program("c[0] = 1;"), 5, "measure"),
+    # The channel's bounds: the grid, the measurements' order.
+    ("long-literal", program("rz(0.1234567891) q[0];"), 5, "literal"),
+    ("seventeen-digits", program("rz(0.30000000000000004) q[0];"), 5, "literal"),
+    ("off-grid-tiny", program("rz(1.5e-07) q[0];"), 5, "literal"),
+    ("grid-point-other-spelling", program("rz(1.0e-06) q[0];"), 5, "literal"),
+    ("huge-angle", program("rz(1e+308) q[0];"), 5, "angle"),
+    ("beyond-pi", program("rz(3.141594) q[0];"), 5, "angle"),
+    ("measure-twice", program("c[0] = measure q[0];", "c[1] = measure q[0];"), 6, "measure"),
+    ("measure-out-of-order", program("c[1] = measure q[1];"), 5, "measure"),
+    ("gate-after-measure", program("c[0] = measure q[0];", "h q[1];"), 6, "measure"),
+    ("unmeasured-bits", program("h q[0];", "c[0] = measure q[0];"), 6, "measure"),
+    ("nothing-measured", program("h q[0];"), 5, "measure"),
+    (
+        "more-bits-than-qubits",
+        'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[3] q;\nbit[4] c;\n',
+        4,
+        "register",
+    ),
     ("missing-semicolon", program("h q[0]"), 5, "statement"),
     ("double-space", program("h  q[0];"), 5, "statement"),
     ("no-space-after-comma", program("cx q[0],q[1];"), 5, "operand"),
@@ -178,10 +203,10 @@ MALFORMED: list[tuple[str, str, int, str]] = [
     ("crlf", GOOD.replace("\n", "\r\n"), 1, "encoding"),
     ("lone-cr-hiding-a-statement", program("h q[0];\rx q[1];"), 5, "encoding"),
     ("blank-line", program("h q[0];", "", "x q[1];"), 6, "layout"),
-    ("trailing-blank-line", GOOD + "\n", 9, "layout"),
+    ("trailing-blank-line", GOOD + "\n", 11, "layout"),
     ("whitespace-line", program("h q[0];", "   "), 6, "layout"),
     ("leading-space", program(" h q[0];"), 5, "layout"),
-    ("no-final-newline", GOOD[:-1], 8, "layout"),
+    ("no-final-newline", GOOD[:-1], 10, "layout"),
     ("empty", "", 1, "layout"),
 ]
 
@@ -199,8 +224,81 @@ def test_size_limits() -> None:
     assert validate_program(GOOD, max_bytes=len(GOOD)).qubits == 3
     error = refused(GOOD, max_qubits=2)
     assert (error.line, error.rule) == (3, "size")
-    many_bits = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[2] q;\nbit[5000] c;\n'
+    many_bits = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[5000] q;\nbit[5000] c;\n'
     assert refused(many_bits).rule == "size"
+    error = refused(GOOD, max_bits=2)
+    assert (error.line, error.rule) == (4, "size")
+
+
+def test_the_issues_smuggling_program_is_refused() -> None:
+    """78 bytes of text packed into 13 ``rz`` angles, as the issue did, do not pass the grid."""
+    secret = b"ACME Pension Fund: AAPL 1200000, XOM 800000, JNJ 650000, client #4471 (Q3 2026)"[:78]
+    angles = []
+    for start in range(0, len(secret), 6):
+        chunk = secret[start : start + 6]
+        # Six bytes as 15 decimal digits of a float in (0, 1): what a free literal carries.
+        angles.append(float("0." + str(int.from_bytes(chunk, "big")).zfill(15)))
+    assert len(angles) == 13
+    smuggling = program(*(f"rz({angle!r}) q[{k % 3}];" for k, angle in enumerate(angles)), *MEASURE_ALL)
+    error = refused(smuggling)
+    assert (error.line, error.rule) == (5, "literal")
+    # Rounded to the grid, as the emitter writes angles, the bytes are gone.
+    circuit = QuantumCircuit(3, 3)
+    for k, angle in enumerate(angles):
+        circuit.rz(angle, k % 3)
+    circuit.measure([0, 1, 2], [0, 1, 2])
+    text = to_openqasm3(circuit)
+    validate_program(text)
+    sent = [float(line[3 : line.index(")")]) for line in text.splitlines() if line.startswith("rz(")]
+    decoded = b"".join(int(f"{a:.15f}"[2:]).to_bytes(6, "big", signed=False) for a in sent if a > 0)
+    assert secret not in decoded and secret[:6] not in decoded
+
+
+def test_gate_count_is_bounded() -> None:
+    header = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[2] q;\nbit[2] c;\n'
+    bound = gate_bound(2)
+    closing = "c[0] = measure q[0];\nc[1] = measure q[1];\n"
+    assert validate_program(header + "x q[0];\n" * bound + closing).gate_counts == {"x": bound}
+    error = refused(header + "x q[0];\n" * (bound + 1) + closing)
+    assert (error.line, error.rule) == (5 + bound, "gates")
+    # The issue's 120,000 gates on a small register: far beyond the bound.
+    assert refused(header + "x q[0];\n" * 120_000 + closing, max_bytes=10**7).rule == "gates"
+
+
+def test_max_reps_is_the_largest_depth_a_request_may_ask_for() -> None:
+    limits = [m.le for m in SolverOptions.model_fields["reps"].metadata if hasattr(m, "le")]
+    assert limits == [MAX_REPS]
+
+
+@pytest.mark.parametrize("mixer", ["x", "x-warm", "xy"])
+@pytest.mark.parametrize(("n", "reps"), [(4, MAX_REPS), (10, 3), (16, 2)])
+def test_transpiled_qaoa_circuits_stay_within_the_bound(mixer: str, n: int, reps: int) -> None:
+    """The bound holds for every mixer's circuit, transpiled for a heavy-hex device and all-to-all."""
+    from qhybrid.backends.ibm import fake_backend, ibm_target
+    from qhybrid.quantum.engine import QaoaPlan, build_circuit
+    from qhybrid.quantum.spec import QaoaSpec
+
+    rng = np.random.default_rng(n * 10 + reps)
+    ising = random_ising(n, seed=n, density=1.0)
+    angles = QaoaAngles(
+        gammas=tuple(float(g) for g in rng.uniform(-1, 1, reps)),
+        betas=tuple(float(b) for b in rng.uniform(-1, 1, reps)),
+        expectation=0.0,
+        evaluations=0,
+    )
+    warm = tuple(float(w) for w in rng.uniform(0.1, 0.9, n)) if mixer == "x-warm" else None
+    plan = QaoaPlan(QaoaSpec(mixer=mixer, reps=reps), angles, n // 2, warm, {})  # type: ignore[arg-type]
+    circuit = build_circuit(ising, plan)
+    targets = [
+        ibm_target(fake_backend("FakeTorino")),
+        DeviceTarget("all", 32, ("rz", "sx", "x", "cx"), None),
+    ]
+    for target in targets:
+        transpiled, metrics = transpile_for(circuit, target, seed=reps)
+        facts = validate_program(to_openqasm3(transpiled), max_qubits=200)
+        assert sum(facts.gate_counts.values()) == metrics.total_gates
+        # Not close to the bound either: the allowances are a factor of safety, not a guess.
+        assert metrics.total_gates <= gate_bound(n) / 2, (target.name, metrics.total_gates, gate_bound(n))
 
 
 # --- submissions ---------------------------------------------------------------------------------
@@ -220,8 +318,25 @@ def body(**changes: Any) -> dict[str, Any]:
 def test_a_proper_submission_passes() -> None:
     facts = validate_submission(body())
     assert facts == validate_program(GOOD)
-    assert (facts.qubits, facts.measurements) == (3, 1)
+    assert (facts.qubits, facts.measurements) == (3, 3)
     assert validate_submission(body(device="ibm_torino", shots=100_000)) == facts
+
+
+def test_a_submission_names_the_configured_device_and_a_minted_token() -> None:
+    minter = TokenMinter(secrets.token_bytes(32))
+    policy = SubmissionPolicy(device="emulator", tokens=minter, max_shots=1000)
+    assert validate_submission(body(client_token=minter.mint()), policy).qubits == 3
+    other_minter = TokenMinter(secrets.token_bytes(32))
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"client_token": secrets.token_hex(16)}, "not minted"),
+        ({"client_token": other_minter.mint()}, "not minted"),
+        ({"client_token": minter.mint(), "device": "emulator2"}, "configured"),
+        ({"client_token": minter.mint(), "shots": 1001}, "1 to 1000"),
+    ]
+    for changes, reason in cases:
+        with pytest.raises(PayloadError, match=reason) as caught:
+            validate_submission(body(**changes), policy)
+        assert caught.value.rule == "submission"
 
 
 @pytest.mark.parametrize(

@@ -101,3 +101,37 @@ def test_a_job_stored_before_the_typed_contract_still_runs(
     assert done is not None and done.result is not None
     assert done.result["quantum"]["qaoa"]["spec"]["maxiter"] == 100
     assert done.result["quantum"]["privacy"]["level"] == Settings().privacy_default
+
+
+def test_the_variables_labels_and_the_deployments_noise_key(tmp_path: Any) -> None:
+    import base64
+    import secrets
+    import stat
+
+    from qhybrid.portfolio.lots import LotsProblem
+    from qhybrid.portfolio.selection import SelectionProblem
+
+    request = JobRequest.model_validate(REQUEST)
+    moments = pipeline.estimate(request)
+    selection = pipeline.formulate(request, moments)
+    assert isinstance(selection, SelectionProblem)
+    assert pipeline.variable_labels(selection) == moments.names
+    lots = LotsProblem(
+        moments.names,
+        moments.expected_returns,
+        moments.covariance,
+        1.0,
+        6,
+        np.zeros(len(moments.names), dtype=np.int64),
+        np.full(len(moments.names), 3, dtype=np.int64),
+    )
+    labels = pipeline.variable_labels(lots)
+    assert len(labels) == lots.num_variables == len(set(labels))
+    assert all(label.split("/")[0] in moments.names for label in labels)
+    # The embedded default makes the key once, private; the setting wins when given.
+    settings = Settings(data_dir=tmp_path)
+    key = pipeline.noise_key_of(settings)
+    assert stat.S_IMODE(settings.noise_key_path.stat().st_mode) == 0o600
+    assert np.array_equal(key.normals("f", ["a"]), pipeline.noise_key_of(settings).normals("f", ["a"]))
+    given = Settings(data_dir=tmp_path, privacy_noise_key=base64.b64encode(secrets.token_bytes(32)).decode())
+    assert not np.array_equal(key.normals("f", ["a"]), pipeline.noise_key_of(given).normals("f", ["a"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import ssl
 import time
 from collections.abc import Mapping, Sequence
@@ -12,9 +13,29 @@ from typing import Any
 
 import httpx
 
+from qhybrid.gateway.egress import Destination, EgressClient
+from qhybrid.gateway.payload import SubmissionPolicy
+from qhybrid.gateway.routes import emulated_cloud_routes
+from qhybrid.gateway.tokens import TokenMinter
 from tests.support.processes import Process, free_port, start_process
 
 TOKEN = "test-cloud-token-0123456789"
+
+#: The token minter of the tests' egress clients: only tokens it minted pass their route tables.
+TOKENS = TokenMinter(secrets.token_bytes(32))
+
+
+def cloud_destination(
+    base_url: str, *, token: str = TOKEN, device: str = "emulator", max_shots: int = 100_000
+) -> Destination:
+    """The emulated cloud as an egress destination: its route table, the tests' minter, its token."""
+    policy = SubmissionPolicy(device=device, tokens=TOKENS, max_shots=max_shots)
+    return Destination(base_url, emulated_cloud_routes(policy), authorization=f"Bearer {token}")
+
+
+def egress_to(base_url: str, *, token: str = TOKEN, device: str = "emulator", **options: Any) -> EgressClient:
+    """An egress client that may reach the emulated cloud at ``base_url`` (options as EgressClient's)."""
+    return EgressClient([cloud_destination(base_url, token=token, device=device)], tokens=TOKENS, **options)
 
 
 def tls_context(ca_file: Path) -> ssl.SSLContext:

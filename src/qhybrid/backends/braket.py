@@ -52,13 +52,21 @@ from qhybrid.backends.pricing import DEVICE_ARN, SIMULATOR_MINIMUM_SECONDS, brak
 from qhybrid.domain.device import DeviceTarget, Pricing
 from qhybrid.domain.states import TERMINAL_TASK_STATES, TaskState
 from qhybrid.gateway.audit import AuditLog
-from qhybrid.gateway.sdk import attach_botocore
+from qhybrid.gateway.egress import EgressAuditError, EgressPolicyError
+from qhybrid.gateway.payload import PayloadError, validate_program
+from qhybrid.gateway.sdk import (
+    BRAKET_TOKEN_TAG,
+    BotocoreRoutes,
+    attach_botocore,
+    check_braket_device_arn,
+    hooked_aws_session,
+)
 from qhybrid.quantum.qasm import ALLOWED_GATES, TWO_QUBIT_GATES
 
 _T = TypeVar("_T")
 
 #: Tag that records the client token on every task we create, so a crashed submission is found.
-TOKEN_TAG = "qhybrid-client-token"  # noqa: S105 - a tag key, not a secret
+TOKEN_TAG = BRAKET_TOKEN_TAG
 
 #: Every state ``GetQuantumTask`` reports, normalised. CANCELLING is not final (the cancellation
 #: is best effort and the task may still complete), so it counts as RUNNING until Braket decides.
@@ -371,13 +379,20 @@ class BraketBackend(QuantumBackend):
 
     Args:
         name: The name requests use to select this backend.
-        device_arn: The device, e.g. ``arn:aws:braket:::device/quantum-simulator/amazon/sv1``.
+        device_arn: The device, e.g. ``arn:aws:braket:::device/quantum-simulator/amazon/sv1``; a
+            QPU's ARN must name ``region``.
         s3_bucket: Bucket for the task results (Braket requires one; name starting ``amazon-braket-``).
         s3_prefix: Key prefix for the task results.
-        region: AWS region, for ARNs that carry none (the managed simulators); a QPU's ARN names
-            its region, which wins.
-        aws_session: A ready ``braket.aws.AwsSession`` (tests, custom credentials); built from the
-            default credential chain otherwise.
+        region: The operator's AWS region (``QHYBRID_AWS_REGION``); every destination is derived
+            from it, never from the request. The session's region if ``None`` (tests).
+        aws_session: A ready ``braket.aws.AwsSession`` (tests, custom credentials); otherwise a
+            :func:`~qhybrid.gateway.sdk.hooked_aws_session` from the default credential chain,
+            without the instance metadata service unless ``instance_metadata``.
+        audit: The egress audit log; with it every request the SDK sends is policy-checked and
+            audited (the registry always gives one).
+        routes: The gateway's route table for Braket and S3 (:func:`~qhybrid.gateway.sdk.braket_routes`).
+        extra_allowed: More ``host:port`` the SDK may reach (``QHYBRID_EGRESS_ALLOW``).
+        instance_metadata: Let botocore ask the EC2 metadata service for credentials.
         search_hours: How far back :meth:`find_task` looks for a task with our token.
         max_search_pages: At most this many pages of 100 tasks are searched.
     """
@@ -392,6 +407,9 @@ class BraketBackend(QuantumBackend):
         region: str | None = None,
         aws_session: Any = None,
         audit: AuditLog | None = None,
+        routes: BotocoreRoutes | None = None,
+        extra_allowed: Sequence[str] = (),
+        instance_metadata: bool = False,
         search_hours: float = 72.0,
         max_search_pages: int = 20,
     ) -> None:
@@ -400,10 +418,20 @@ class BraketBackend(QuantumBackend):
             raise PermanentBackendError(f"{device_arn!r} is not a Braket device ARN")
         if not s3_bucket:
             raise PermanentBackendError("Braket needs an S3 bucket for task results")
+        region = region or (aws_session.boto_session.region_name if aws_session is not None else None)
+        if not region:
+            raise PermanentBackendError("Braket needs QHYBRID_AWS_REGION: destinations come from it")
+        try:
+            check_braket_device_arn(device_arn, region)
+        except ValueError as exc:
+            raise PermanentBackendError(str(exc)) from exc
         self.name = name
         self._arn = device_arn
         self._is_qpu = match.group(2) == "qpu"
-        self._region = match.group(1) or region
+        self._region = region
+        self._routes = routes
+        self._extra_allowed = tuple(extra_allowed)
+        self._instance_metadata = instance_metadata
         self._bucket = s3_bucket
         self._prefix = s3_prefix.strip("/") or "qhybrid"
         self._session_value = aws_session
@@ -422,30 +450,42 @@ class BraketBackend(QuantumBackend):
 
     # --- plumbing ------------------------------------------------------------------------------
 
+    def _allowed(self) -> list[str]:
+        """Where the SDK may go: Braket and S3 in the operator's region, and the configured extras."""
+        region, bucket = self._region, self._bucket
+        return [
+            f"braket.{region}.amazonaws.com:443",
+            f"{bucket}.s3.{region}.amazonaws.com:443",
+            f"s3.{region}.amazonaws.com:443",
+            f"{bucket}.s3.amazonaws.com:443",
+            *self._extra_allowed,
+        ]
+
+    def _hook(self, session: Any) -> None:
+        """Attach the gateway's policy to a session.
+
+        Every request the SDK sends (Braket API and S3) passes the gateway's allow-list and route
+        table and is audited byte for byte before it leaves; the TLS is botocore's.
+        """
+        assert self._audit is not None
+        attach_botocore(session, allowed=self._allowed(), audit=self._audit, routes=self._routes)
+
     def _session(self) -> Any:
         with self._lock:
             if self._session_value is None:
-                import boto3
-                from braket.aws import AwsSession
-
                 try:
-                    self._session_value = AwsSession(boto_session=boto3.Session(region_name=self._region))
+                    if self._audit is None:
+                        raise PermanentBackendError("a Braket session needs the egress audit log")
+                    self._session_value = hooked_aws_session(
+                        region=self._region, hook=self._hook, instance_metadata=self._instance_metadata
+                    )
+                    self._hooked = True
+                except BackendError:
+                    raise
                 except Exception as exc:
                     raise braket_error(exc, "session setup") from exc
             if self._audit is not None and not self._hooked:
-                # Every request the SDK sends (Braket API and S3) passes the gateway's allow-list
-                # and is audited byte for byte before it leaves; the TLS is botocore's (classical).
-                region = self._region or "us-east-1"
-                attach_botocore(
-                    self._session_value,
-                    allowed=[
-                        f"braket.{region}.amazonaws.com:443",
-                        f"{self._bucket}.s3.{region}.amazonaws.com:443",
-                        f"s3.{region}.amazonaws.com:443",
-                        f"{self._bucket}.s3.amazonaws.com:443",
-                    ],
-                    audit=self._audit,
-                )
+                self._hook(self._session_value)  # a session given by the caller (tests)
                 self._hooked = True
             return self._session_value
 
@@ -465,6 +505,10 @@ class BraketBackend(QuantumBackend):
             return function()
         except BackendError:
             raise
+        except EgressAuditError as exc:
+            raise TransientBackendError(f"Braket {what}: {exc}") from exc  # nothing sent; may heal
+        except EgressPolicyError as exc:
+            raise PermanentBackendError(f"Braket {what}: {exc}") from exc  # the same request never passes
         except Exception as exc:
             raise braket_error(exc, what) from exc
 
@@ -517,6 +561,11 @@ class BraketBackend(QuantumBackend):
         from braket.aws import AwsQuantumTask
 
         token = braket_client_token(client_token)
+        try:
+            # The same bounded grammar as the emulated cloud's submissions, before conversion.
+            validate_program(program)
+        except PayloadError as exc:
+            raise PermanentBackendError(f"the program is refused at the boundary: {exc}") from exc
         device_status = self._call("GetDevice", lambda: self._client().get_device(deviceArn=self._arn))
         status = str(device_status.get("deviceStatus"))
         if status in ("RETIRED", "OFFLINE"):

@@ -1,9 +1,10 @@
 """Adapter for the emulated public quantum cloud (``qhybrid.cloud``), over the egress gateway.
 
 Every call goes through :class:`~qhybrid.gateway.egress.EgressClient`, the trusted zone's only
-way out. Failures are sorted for the retry logic: network trouble (including a connection dropped
-before or in the middle of the answer), throttling (429) and server errors (5xx) are transient;
-any other refusal (4xx) is permanent and carries the server's reason.
+way out, which checks it against the cloud's route table and adds the configured credential.
+Failures are sorted for the retry logic: network trouble (including a connection dropped before or
+in the middle of the answer), throttling (429) and server errors (5xx) are transient; any other
+refusal (4xx) is permanent and carries the server's reason.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from qhybrid.backends.base import (
 )
 from qhybrid.domain.device import DeviceTarget, Pricing
 from qhybrid.domain.states import TaskState
-from qhybrid.gateway.egress import EgressAuditError, EgressClient, EgressPolicyError, PayloadKind
+from qhybrid.gateway.egress import EgressAuditError, EgressClient, EgressPolicyError
 
 #: The only outcome ordering this adapter understands: character ``i`` is classical bit ``i``.
 _BIT_ORDER = "bit0-first"
@@ -50,9 +51,10 @@ class EmulatedCloudBackend(QuantumBackend):
     Args:
         name: The name requests use to select this backend.
         base_url: The cloud's base URL, e.g. ``https://127.0.0.1:8780``.
-        token: Bearer token for the cloud.
         device: Device name on the cloud.
-        egress: The gateway client; its allow-list must include ``base_url``.
+        egress: The gateway client; ``base_url`` must be one of its destinations (which holds the
+            cloud's route table and credential: the adapter never sees the token).
+        pricing: The cloud's price list, if it charges.
     """
 
     def __init__(
@@ -60,7 +62,6 @@ class EmulatedCloudBackend(QuantumBackend):
         *,
         name: str,
         base_url: str,
-        token: str,
         device: str,
         egress: EgressClient,
         pricing: Pricing | None = None,
@@ -68,14 +69,12 @@ class EmulatedCloudBackend(QuantumBackend):
         self.name = name
         self._pricing = pricing
         self._base_url = base_url.rstrip("/")
-        self._token = token
         self._device = device
         self._egress = egress
         self._target: DeviceTarget | None = None
         self._target_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        # Spelled out so that the token never shows up in logs or tracebacks.
         return (
             f"EmulatedCloudBackend(name={self.name!r}, base_url={self._base_url!r}, device={self._device!r})"
         )
@@ -89,12 +88,11 @@ class EmulatedCloudBackend(QuantumBackend):
         *,
         json_body: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
-        payload: PayloadKind | None = None,
     ) -> httpx.Response:
         """Send one request and sort failures into transient and permanent ones.
 
-        ``payload`` names the body's kind for the gateway to check (``"submission"``); the job id
-        for the audit log comes from :func:`qhybrid.gateway.context.current_job`, set by the worker.
+        The gateway checks every request against the cloud's route table; the job id for the
+        audit log comes from :func:`qhybrid.gateway.context.current_job`, set by the worker.
 
         Returns:
             The response, when its status is below 400 or exactly 404 (callers decide about 404).
@@ -111,16 +109,15 @@ class EmulatedCloudBackend(QuantumBackend):
                 url,
                 json=json_body,
                 params=params,
-                headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
-                payload=payload,
+                headers={"Accept": "application/json"},
             )
         except EgressAuditError as exc:
             # Nothing was sent. A full disk or a permission slip can be repaired while the job
             # waits, so this is retried (within the journey's retry budget), loudly.
             raise TransientBackendError(f"cloud {what}: {exc}") from exc
         except EgressPolicyError as exc:
-            # Allow-list, payload contract, TLS policy: retrying the same request cannot change
-            # any of them, and nothing was sent.
+            # Allow-list, route table and payload contract, TLS policy: retrying the same request
+            # cannot change any of them, and nothing was sent.
             raise PermanentBackendError(f"cloud {what}: {exc}") from exc
         except httpx.TimeoutException as exc:
             raise TransientBackendError(f"cloud {what} timed out: {exc!r}") from exc
@@ -190,7 +187,6 @@ class EmulatedCloudBackend(QuantumBackend):
                     "shots": shots,
                     "client_token": client_token,
                 },
-                payload="submission",
             ),
             "POST /v1/tasks",
         )

@@ -9,7 +9,10 @@ Two classes, one per mode:
 * :class:`IBMBackend`: a real device through ``QiskitRuntimeService`` and ``SamplerV2`` in job
   mode. Runtime has no idempotency token, so the client token travels as a job tag: submission
   first looks for a job with that tag (a crashed earlier attempt) and only then submits. Task ids
-  are job ids.
+  are job ids. Every request the SDK makes (sign-in, instance search, device, jobs, results,
+  cancel) goes through the gateway's ``requests`` guard (:func:`qhybrid.gateway.sdk.install_requests_guard`,
+  installed by the worker): allow-list, route table, header policy and audit before it is sent.
+  The program is checked with the gateway's bounded grammar before the SDK converts it.
 
 Devices: our programs carry only :data:`~qhybrid.quantum.qasm.ALLOWED_GATES`. Heron devices
 (CZ: ``ibm_torino``, ``ibm_fez``, ``ibm_marrakesh``, ``ibm_kingston``; fakes ``FakeTorino``,
@@ -49,17 +52,19 @@ from qhybrid.domain.device import DeviceTarget, Pricing
 from qhybrid.domain.states import TERMINAL_TASK_STATES, TaskState
 from qhybrid.gateway.audit import AuditLog
 from qhybrid.gateway.context import get_current_job
-from qhybrid.gateway.egress import EgressAuditError
-from qhybrid.gateway.sdk import audit_sdk_submission
+from qhybrid.gateway.egress import EgressAuditError, EgressPolicyError
+from qhybrid.gateway.payload import PayloadError, validate_program
+from qhybrid.gateway.sdk import IBM_JOB_TAG, IBM_TOKEN_TAG_PREFIX, audit_sdk_submission
 from qhybrid.quantum.qasm import ALLOWED_GATES, TWO_QUBIT_GATES
 
 _T = TypeVar("_T")
 
-#: Job tag prefix carrying the client token (``qhybrid-token:<token>``).
-TOKEN_TAG_PREFIX = "qhybrid-token:"  # noqa: S105 - a tag prefix, not a secret
+#: Job tag prefix carrying the client token (``qhybrid-token:<token>``); the gateway's route table
+#: refuses any other.
+TOKEN_TAG_PREFIX = IBM_TOKEN_TAG_PREFIX
 
 #: Tag on every job we submit, to find them in the IBM console.
-JOB_TAG = "qhybrid"
+JOB_TAG = IBM_JOB_TAG
 
 #: Every job status qiskit-ibm-runtime reports, normalised. Local testing mode returns the
 #: ``qiskit.providers.JobStatus`` enum (whose names are used), real jobs return strings; the REST
@@ -349,8 +354,10 @@ class IBMBackend(QuantumBackend):
         name: The name requests use to select this backend, e.g. ``ibm:ibm_torino``.
         backend_name: IBM's device name, e.g. ``ibm_torino``.
         token: IBM Cloud API key.
-        instance: The instance's CRN (or name); recommended, IBM otherwise picks one.
+        instance: The instance's CRN.
         channel: ``ibm_quantum_platform`` (default) or ``ibm_cloud``.
+        url: IBM Cloud's URL (``QHYBRID_IBM_URL``), from which the SDK derives its endpoints.
+        service_options: More arguments for ``QiskitRuntimeService`` (a test's ``url_resolver``).
         max_execution_time: Upper bound on the QPU seconds one job may use (IBM cancels it
             beyond, which caps its cost); ``None`` leaves IBM's default.
         service: A ready ``QiskitRuntimeService`` or stand-in (tests); built on first use from
@@ -372,6 +379,8 @@ class IBMBackend(QuantumBackend):
         token: str | None = None,
         instance: str | None = None,
         channel: str = "ibm_quantum_platform",
+        url: str | None = None,
+        service_options: Mapping[str, Any] | None = None,
         max_execution_time: int | None = 300,
         service: Any = None,
         sampler_factory: Callable[[Any, dict[str, Any]], Any] = _runtime_sampler,
@@ -392,6 +401,8 @@ class IBMBackend(QuantumBackend):
         self._token = token
         self._instance = instance
         self._channel = channel
+        self._url = url
+        self._service_options = dict(service_options or {})
         self._max_execution_time = max_execution_time
         self._service_value = service
         self._sampler_factory = sampler_factory
@@ -414,6 +425,12 @@ class IBMBackend(QuantumBackend):
                 return function()
             except BackendError:
                 raise
+            except EgressAuditError as exc:
+                # Nothing was sent; a full disk can be repaired while the job waits.
+                raise TransientBackendError(f"IBM {what}: {exc}") from exc
+            except EgressPolicyError as exc:
+                # The gateway refused the SDK's request: retrying the same request cannot pass.
+                raise PermanentBackendError(f"IBM {what}: {exc}") from exc
             except Exception as exc:
                 raise ibm_error(exc, what) from exc
 
@@ -428,6 +445,8 @@ class IBMBackend(QuantumBackend):
                         channel=self._channel,
                         token=self._token,
                         instance=self._instance,
+                        url=self._url,
+                        **self._service_options,
                     ),
                 )
             return self._service_value
@@ -493,6 +512,11 @@ class IBMBackend(QuantumBackend):
         from qiskit import qasm3
 
         try:
+            # The same bounded grammar as the emulated cloud's submissions, before the SDK converts.
+            validate_program(program)
+        except PayloadError as exc:
+            raise PermanentBackendError(f"the program is refused at the boundary: {exc}") from exc
+        try:
             circuit = qasm3.loads(program)
         except Exception as exc:  # the importer raises several unrelated types
             raise PermanentBackendError(f"the program does not parse as OpenQASM 3: {exc}") from exc
@@ -506,8 +530,8 @@ class IBMBackend(QuantumBackend):
             self.target()  # refuses devices the program format cannot serve
             backend = self._backend()
             if self._audit is not None:
-                # qiskit-ibm-runtime offers no pre-send hook: audit our program before the SDK
-                # serialises it (and fail closed), saying that the bytes on the wire are the SDK's.
+                # The SDK's request is audited by the gateway's requests guard; this entry ties the
+                # job to the program text that was checked before the SDK serialised it.
                 try:
                     audit_sdk_submission(
                         self._audit,
@@ -581,7 +605,7 @@ class IBMBackend(QuantumBackend):
     def link(self) -> dict[str, object]:
         """The SDK's own HTTPS: classical TLS through the standard library, said as such."""
         return {
-            "transport": "requests (qiskit-ibm-runtime): audited by the gateway, SDK-chosen destinations",
+            "transport": "requests (qiskit-ibm-runtime): allow-list, route table and audit by the gateway",
             "tls_version": "TLS (stdlib ssl, OpenSSL 3.0)",
             "tls_group": "classical (no ML-KEM in stdlib ssl)",
             "post_quantum": False,

@@ -36,8 +36,22 @@ from qhybrid.core.config import Settings
 from qhybrid.domain.device import Pricing
 from qhybrid.domain.request import DEFAULT_BACKEND
 from qhybrid.gateway.audit import AuditLog
-from qhybrid.gateway.egress import EgressClient
+from qhybrid.gateway.egress import Destination, EgressClient, destination_of
+from qhybrid.gateway.payload import SubmissionPolicy
+from qhybrid.gateway.routes import RouteTable, emulated_cloud_routes
+from qhybrid.gateway.sdk import (
+    BRAKET_DEVICE_ARN,
+    IBM_BACKEND_NAME,
+    IbmEndpoints,
+    RequestsPolicy,
+    braket_routes,
+    check_braket_device_arn,
+    ibm_routes,
+    install_requests_guard,
+    self_test,
+)
 from qhybrid.gateway.tls import TLS12_COMPATIBLE_GROUPS, TlsPolicy
+from qhybrid.gateway.tokens import TokenMinter, load_token_key
 
 #: Names of the emulated public cloud: ``local`` and ``cloud`` are kept as aliases of the first.
 EMULATED_CLOUD_NAMES = (DEFAULT_BACKEND, "local", "cloud")
@@ -76,6 +90,12 @@ def parse_backend_name(name: str) -> BackendName:
             )
         return BackendName("braket-local", flavour)
     if kind == "braket" and device.startswith("arn:aws:braket:"):
+        if BRAKET_DEVICE_ARN.fullmatch(device) is None:
+            # The form only: whether the region is the deployment's is check_backend's question.
+            raise ValueError(
+                f"{device!r} is not a Braket device ARN "
+                "(arn:aws:braket:<region>::device/<qpu|quantum-simulator>/<provider>/<name>)"
+            )
         return BackendName("braket", device)
     if kind == "ibm-local" and device:
         if device not in fake_backend_names():
@@ -85,6 +105,8 @@ def parse_backend_name(name: str) -> BackendName:
             )
         return BackendName("ibm-local", device)
     if kind == "ibm" and device:
+        if IBM_BACKEND_NAME.fullmatch(device) is None:
+            raise ValueError(f"{device!r} is not an IBM backend name (ibm_, then a-z, 0-9, _)")
         return BackendName("ibm", device)
     raise ValueError(
         f"unknown backend {name!r}; use emulated-cloud (or local), braket-local[:dm], braket:<device ARN>, "
@@ -133,11 +155,44 @@ def check_backend(name: str, settings: Settings) -> str | None:
         parsed = parse_backend_name(name)
     except ValueError as exc:
         return str(exc)
-    if parsed.kind == "braket" and not settings.braket_s3_bucket:
-        return "Braket devices need QHYBRID_BRAKET_S3_BUCKET (where Braket writes results)"
-    if parsed.kind == "ibm" and settings.ibm_token is None:
-        return "IBM Quantum backends need QHYBRID_IBM_TOKEN (and usually QHYBRID_IBM_INSTANCE)"
+    if parsed.kind == "braket":
+        if not settings.braket_s3_bucket:
+            return "Braket devices need QHYBRID_BRAKET_S3_BUCKET (where Braket writes results)"
+        if not settings.aws_region:
+            return "Braket devices need QHYBRID_AWS_REGION (every AWS destination is derived from it)"
+        try:
+            check_braket_device_arn(parsed.device, settings.aws_region)
+        except ValueError as exc:
+            return str(exc)
+    if parsed.kind == "ibm":
+        if settings.ibm_token is None:
+            return "IBM Quantum backends need QHYBRID_IBM_TOKEN and QHYBRID_IBM_INSTANCE"
+        if not (settings.ibm_instance or "").startswith("crn:v1:"):
+            return "IBM Quantum backends need QHYBRID_IBM_INSTANCE set to the instance CRN (crn:v1:...)"
     return None
+
+
+def ibm_requests_policy(settings: Settings, audit: AuditLog, tokens: TokenMinter) -> RequestsPolicy:
+    """The policy every ``requests`` call of a worker runs under (IBM's SDKs are the only users).
+
+    With IBM configured: its endpoints, derived from ``QHYBRID_IBM_URL`` and the instance CRN,
+    plus ``QHYBRID_EGRESS_ALLOW``, and IBM's route table. Without: nothing is allowed.
+    """
+    key = settings.ibm_token.get_secret_value() if settings.ibm_token is not None else None
+    instance = settings.ibm_instance
+    if key is None or not instance:
+        return RequestsPolicy(allowed=frozenset(), routes=RouteTable([]), audit=audit)
+    endpoints = IbmEndpoints.derive(settings.ibm_url, instance)
+    extras = {a if "://" not in a else destination_of(a) for a in settings.egress_allow}
+    return RequestsPolicy(
+        allowed=endpoints.destinations() | extras,
+        routes=ibm_routes(
+            endpoints, api_key=key, tokens=tokens, max_execution_time=settings.ibm_max_execution_time
+        ),
+        audit=audit,
+        api_key=key,
+        instance=instance,
+    )
 
 
 def known_capacity(name: str) -> int | None:
@@ -198,15 +253,48 @@ class BackendRegistry:
             ca_file=settings.cloud_ca_file,
         )
         self.audit = AuditLog(settings.audit_path)
+        key = settings.egress_token_key
+        self.tokens = TokenMinter(
+            load_token_key(key.get_secret_value() if key else None, settings.token_key_path)
+        )
+        submissions = SubmissionPolicy(
+            device=settings.cloud_device,
+            tokens=self.tokens,
+            max_shots=settings.max_shots,
+            max_bits=settings.max_qubits,
+        )
+        cloud = Destination(
+            settings.cloud_url,
+            emulated_cloud_routes(submissions),
+            authorization=f"Bearer {settings.cloud_token}",
+        )
         self._egress = EgressClient(
-            [settings.cloud_url, *settings.egress_allow],
+            [cloud],
             timeout=settings.backend_timeout_seconds,
             tls=policy,
             audit=self.audit,
             allow_plaintext=settings.egress_allow_plaintext,
-            max_shots=settings.max_shots,
+            tokens=self.tokens,
         )
         self._runner: DetachedTaskRunner | None = None
+
+    def enforce_sdk_policy(self) -> None:
+        """Put the SDKs' traffic of this process under the gateway, and prove the hooks fire.
+
+        The worker calls this before it takes a job: every ``requests`` call is then checked and
+        audited (:func:`ibm_requests_policy`), and :func:`~qhybrid.gateway.sdk.self_test` sends a
+        request to a refused destination through each hook; if one did not fire, or a dependency
+        changed what the hooks rely on, it raises and the worker does not start.
+
+        Raises:
+            SdkHookError: If a hook did not fire.
+        """
+        install_requests_guard(ibm_requests_policy(self._settings, self.audit, self.tokens))
+        self_test(self.audit)
+
+    def mint_token(self) -> str:
+        """A client token for a provider task, minted by the gateway (the journey stores it first)."""
+        return self.tokens.mint()
 
     def get(self, name: str) -> QuantumBackend:
         """The adapter for ``name``.
@@ -238,7 +326,6 @@ class BackendRegistry:
             return EmulatedCloudBackend(
                 name=name,
                 base_url=settings.cloud_url,
-                token=settings.cloud_token,
                 device=settings.cloud_device,
                 egress=self._egress,
                 pricing=settings.cloud_pricing(),
@@ -251,6 +338,7 @@ class BackendRegistry:
             return IBMFakeBackend(name=name, runner=self._detached_runner(), fake_name=parsed.device)
         if parsed.kind == "braket":
             assert settings.braket_s3_bucket is not None
+            assert settings.aws_region is not None
             return BraketBackend(
                 name=name,
                 device_arn=parsed.device,
@@ -258,6 +346,15 @@ class BackendRegistry:
                 s3_prefix=settings.braket_s3_prefix,
                 region=settings.aws_region,
                 audit=self.audit,
+                routes=braket_routes(
+                    region=settings.aws_region,
+                    bucket=settings.braket_s3_bucket,
+                    prefix=settings.braket_s3_prefix.strip("/") or "qhybrid",
+                    tokens=self.tokens,
+                    max_shots=settings.max_shots,
+                ),
+                extra_allowed=settings.egress_allow,
+                instance_metadata=settings.aws_instance_metadata,
             )
         assert settings.ibm_token is not None
         return IBMBackend(
@@ -266,6 +363,7 @@ class BackendRegistry:
             token=settings.ibm_token.get_secret_value(),
             instance=settings.ibm_instance,
             channel=settings.ibm_channel,
+            url=settings.ibm_url,
             max_execution_time=settings.ibm_max_execution_time,
             execution_mode=settings.ibm_execution_mode,
             audit=self.audit,

@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     privacy_default: PrivacyLevel = Field(
         default="standard", description="Obfuscation level of requests that set none."
     )
+    privacy_noise_key: SecretStr | None = Field(
+        default=None,
+        description="Base64 32-byte key of the keyed obfuscation noise; unset: <data_dir>/proxy/noise-key.",
+    )
     key_encryption_key: SecretStr | None = Field(
         default=None, description="Base64 32-byte key sealing obfuscation keys; unset: <data_dir>/keys/kek."
     )
@@ -83,7 +87,17 @@ class Settings(BaseSettings):
 
     egress_allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Extra host:port pairs the egress gateway may reach (cloud_url is always allowed).",
+        description="Extra host:port pairs the providers' SDKs may reach (e.g. a VPC endpoint).",
+    )
+    egress_token_key: SecretStr | None = Field(
+        default=None,
+        description="Base64 32-byte key of the gateway's client tokens; unset: <data_dir>/gateway/token-key.",
+    )
+    ibm_url: str = Field(
+        default="https://cloud.ibm.com", description="IBM Cloud URL the IBM endpoints are derived from."
+    )
+    aws_instance_metadata: bool = Field(
+        default=False, description="Let botocore ask the EC2 instance metadata service for credentials."
     )
 
     api_keys: Annotated[list[str], NoDecode] = Field(
@@ -183,6 +197,16 @@ class Settings(BaseSettings):
     def audit_path(self) -> Path:
         """The egress audit log (hash-chained JSON lines)."""
         return self.data_dir / "audit" / "egress.log"
+
+    @property
+    def noise_key_path(self) -> Path:
+        """Where the embedded default keeps the keyed-noise key (mode 0600)."""
+        return self.data_dir / "proxy" / "noise-key"
+
+    @property
+    def token_key_path(self) -> Path:
+        """Where the embedded default keeps the gateway's client-token key (mode 0600)."""
+        return self.data_dir / "gateway" / "token-key"
 
     @property
     def kek_path(self) -> Path:

@@ -2,17 +2,21 @@
 
 Every request made through :class:`EgressClient`, in this order:
 
-1. goes only to a destination on the allow-list (``host:port``);
+1. goes only to a configured :class:`Destination` (``host:port``), with no user name or password
+   in the URL;
 2. uses ``https``: plain ``http`` is refused unless ``allow_plaintext`` (development only);
-3. when the caller says the body is a submission, carries exactly the payload contract
-   (:func:`~qhybrid.gateway.payload.validate_submission`), nothing more;
-4. goes over a fresh connection (no keep-alive) whose TLS handshake is pyOpenSSL's under the
+3. is one the destination's :class:`~qhybrid.gateway.routes.RouteTable` declares: method, path
+   with the provider's id formats, only declared query keys, and the body the route takes (none,
+   or for a submission exactly the payload contract, with a token this gateway minted);
+4. carries only the gateway's headers: a fixed ``User-Agent``, the configured ``Authorization``
+   value, ``Accept: application/json`` if the caller asks;
+5. goes over a fresh connection (no keep-alive) whose TLS handshake is pyOpenSSL's under the
    :class:`~qhybrid.gateway.tls.TlsPolicy` (TLS 1.3, ``X25519MLKEM768`` offered, optionally
    required), so each request's TLS facts are its own;
-5. is written to the :class:`~qhybrid.gateway.audit.AuditLog` after the handshake (version and
+6. is written to the :class:`~qhybrid.gateway.audit.AuditLog` after the handshake (version and
    group known) and before its first byte is sent; if that write fails, nothing is sent.
 
-Steps 4 and 5 hook into httpcore: the network backend does the handshake, and the request's
+Steps 5 and 6 hook into httpcore: the network backend does the handshake, and the request's
 ``trace`` extension sees ``connection.start_tls.complete`` (audit) and
 ``http11.send_request_headers.started`` (last check that the audit happened) in that order.
 """
@@ -25,9 +29,9 @@ import ssl
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpcore
@@ -35,17 +39,17 @@ import httpx
 
 from qhybrid.gateway.audit import AuditLog, AuditWriteError
 from qhybrid.gateway.context import get_current_job
-from qhybrid.gateway.payload import PayloadError, validate_submission
+from qhybrid.gateway.payload import PayloadError
+from qhybrid.gateway.routes import RouteError, RouteTable
 from qhybrid.gateway.tls import PolicyNetworkBackend, TlsFacts, TlsPolicy, TlsPolicyError
-
-#: What :meth:`EgressClient.request` can be told a body is, to have it checked.
-PayloadKind = Literal["submission"]
+from qhybrid.gateway.tokens import TokenMinter
 
 _PLAINTEXT_NOTE = "plaintext http (development only)"
 
 
-#: The headers a caller may add; everything else that leaves is set by the gateway itself.
-CALLER_HEADERS: frozenset[str] = frozenset({"authorization", "accept"})
+#: The headers a caller may set, each to exactly one value; everything else that leaves is set
+#: by the gateway itself (``Authorization`` from the destination's configuration).
+CALLER_HEADERS: Mapping[str, str] = {"accept": "application/json"}
 #: Sent instead of the HTTP library's name and version.
 USER_AGENT = "qhybrid-egress"
 
@@ -55,7 +59,23 @@ class EgressPolicyError(Exception):
 
 
 class EgressPayloadError(EgressPolicyError):
-    """The body breaks the boundary payload contract; nothing was sent."""
+    """The request is not one the destination's route table declares; nothing was sent."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A provider endpoint the gateway may reach, and everything it may send there.
+
+    Attributes:
+        base_url: ``https://host[:port]``.
+        routes: The requests the provider's API declares (:mod:`qhybrid.gateway.routes`).
+        authorization: The exact ``Authorization`` header value sent with every request (the
+            operator's configured credential), or ``None`` for none. Never in a repr.
+    """
+
+    base_url: str
+    routes: RouteTable
+    authorization: str | None = field(default=None, repr=False)
 
 
 class EgressTlsPolicyError(EgressPolicyError):
@@ -246,24 +266,35 @@ def _close(stream: Any) -> None:
         stream.close()
 
 
-def _outgoing_headers(headers: Mapping[str, str] | None, *, has_body: bool) -> dict[str, str]:
-    """Every header that leaves: fixed here, or one of :data:`CALLER_HEADERS`.
+def _outgoing_headers(
+    headers: Mapping[str, str] | None, *, has_body: bool, authorization: str | None
+) -> dict[str, str]:
+    """Every header that leaves: fixed here, or one of :data:`CALLER_HEADERS` with its one value.
 
-    So no library version goes out in the User-Agent, and no proxy or tracing header is picked
-    up on the way.
+    So no library version goes out in the User-Agent, no proxy or tracing header is picked up on
+    the way, and no header value but the configured ones can carry data.
 
     Raises:
-        EgressPolicyError: If a caller's header is not one of :data:`CALLER_HEADERS`.
+        EgressPolicyError: If a caller's header is not one of :data:`CALLER_HEADERS` with its
+            value, or an ``Authorization`` other than the configured one.
     """
-    extra = {name.lower(): value for name, value in (headers or {}).items()}
-    refused = sorted(set(extra) - CALLER_HEADERS)
-    if refused:
-        # Headers are not audited (they carry the bearer token), so none may carry data.
-        raise EgressPolicyError(
-            f"header(s) {', '.join(refused)} refused at the boundary: only "
-            f"{', '.join(sorted(CALLER_HEADERS))} may be set by callers"
-        )
-    outgoing = {"User-Agent": USER_AGENT, **extra}
+    outgoing = {"User-Agent": USER_AGENT}
+    for name, value in (headers or {}).items():
+        key = name.lower()
+        if key == "authorization":
+            # The credential is the gateway's configuration; a caller may repeat it, not change it.
+            if authorization is None or value != authorization:
+                raise EgressPolicyError(
+                    "header authorization refused at the boundary: only the configured value is sent"
+                )
+            continue
+        if CALLER_HEADERS.get(key) != value:
+            # Headers are not audited (they carry the bearer token), so none may carry data.
+            allowed = ", ".join(f"{k}: {v}" for k, v in CALLER_HEADERS.items())
+            raise EgressPolicyError(f"header {key} refused at the boundary: callers may only set {allowed}")
+        outgoing[name.title()] = value
+    if authorization is not None:
+        outgoing["Authorization"] = authorization
     if has_body:
         outgoing["Content-Type"] = "application/json"
     outgoing["Connection"] = "close"  # one request per connection, see the transport
@@ -277,7 +308,7 @@ class EgressClient:
     """An HTTP client that enforces the egress policy on every request (see the module docstring).
 
     Args:
-        allowed: ``host:port`` pairs (or base URLs) that may be contacted.
+        destinations: The providers that may be contacted, each with its route table.
         timeout: Seconds for connect (including the TLS handshake), read and write.
         ca_file: PEM file of the certificate(s) that https servers must chain to (e.g. the emulated
             cloud's self-signed certificate); the system CAs when ``None``. Shorthand for
@@ -285,21 +316,23 @@ class EgressClient:
         tls: The TLS policy; ``TlsPolicy()`` (TLS 1.3, hybrid PQC offered, not required) if ``None``.
         audit: Where every request is recorded before it is sent; no audit if ``None``.
         allow_plaintext: Allow ``http://`` destinations (development only).
-        max_shots: Largest shot count a submission may carry.
+        tokens: The gateway's client-token minter (:meth:`mint_token`); the route tables check
+            tokens against the same minter.
     """
 
     def __init__(
         self,
-        allowed: Iterable[str],
+        destinations: Iterable[Destination],
         *,
         timeout: float = 30.0,
         ca_file: str | os.PathLike[str] | None = None,
         tls: TlsPolicy | None = None,
         audit: AuditLog | None = None,
         allow_plaintext: bool = False,
-        max_shots: int = 100_000,
+        tokens: TokenMinter | None = None,
     ) -> None:
-        self._allowed = frozenset(a if "://" not in a else destination_of(a) for a in allowed)
+        self._destinations = {destination_of(d.base_url): d for d in destinations}
+        self._allowed = frozenset(self._destinations)
         self._timeout = timeout
         policy = tls or TlsPolicy()
         if ca_file is not None:
@@ -310,11 +343,21 @@ class EgressClient:
         self._policy = policy
         self._audit = audit
         self._allow_plaintext = allow_plaintext
-        self._max_shots = max_shots
+        self._tokens = tokens
         self._backend = PolicyNetworkBackend(policy)
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
         self._last_tls: dict[str, TlsFacts] = {}
+
+    def mint_token(self) -> str:
+        """A fresh client token for a provider task: only tokens minted here pass the route tables.
+
+        Raises:
+            EgressPolicyError: If this client has no token minter.
+        """
+        if self._tokens is None:
+            raise EgressPolicyError("this egress client mints no client tokens (no token key configured)")
+        return self._tokens.mint()
 
     def __repr__(self) -> str:
         return f"EgressClient(allowed={sorted(self._allowed)!r}, tls={self._policy!r}, audit={self._audit!r})"
@@ -347,16 +390,8 @@ class EgressClient:
                 )
             return self._client
 
-    def _body(self, json: Any, payload: PayloadKind | None) -> bytes:
-        if payload == "submission":
-            if not isinstance(json, Mapping):
-                raise EgressPayloadError("a submission needs a JSON object body")
-            try:
-                validate_submission(json, max_shots=self._max_shots)
-            except PayloadError as exc:
-                raise EgressPayloadError(f"submission refused at the boundary: {exc}") from exc
-        elif payload is not None:
-            raise ValueError(f"unknown payload kind {payload!r}")
+    @staticmethod
+    def _body(json: Any) -> bytes:
         if json is None:
             return b""
         try:
@@ -375,7 +410,6 @@ class EgressClient:
         json: Any = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
-        payload: PayloadKind | None = None,
         job_id: str | None = None,
         note: str = "",
     ) -> httpx.Response:
@@ -383,11 +417,10 @@ class EgressClient:
 
         Args:
             method: HTTP method.
-            url: Full URL; its ``host:port`` must be allowed.
+            url: Full URL; its ``host:port`` must be a configured destination.
             json: JSON body, if any (serialised compactly, UTF-8).
             params: Query parameters.
-            headers: Extra headers, only :data:`CALLER_HEADERS` (never audited).
-            payload: ``"submission"`` to check the body against the task payload contract.
+            headers: Extra headers, only :data:`CALLER_HEADERS` with their values (never audited).
             job_id: The job this request serves; defaults to :func:`~qhybrid.gateway.context.get_current_job`.
             note: Free text for the audit entry (never a secret).
 
@@ -396,17 +429,20 @@ class EgressClient:
             (``None`` over plain http).
 
         Raises:
-            EgressPolicyError: If the destination is not allowed, the scheme is plain http, or a
-                header is not one of :data:`CALLER_HEADERS`;
-                :class:`EgressPayloadError` for a body breaking the contract,
+            EgressPolicyError: If the destination is not configured, the scheme is plain http, or a
+                header is refused; :class:`EgressPayloadError` for a request its route table does
+                not declare (method, path, query, body, token, program),
                 :class:`EgressTlsPolicyError` for a TLS policy refusal or an unusable CA file,
                 :class:`EgressAuditError` when the audit entry cannot be written. Nothing is
                 sent in any of these cases.
             httpx.HTTPError: On network failures, TLS handshake failures and timeouts.
         """
-        destination, scheme = self._checked_destination(url)
-        body = self._body(json, payload)
-        outgoing_headers = _outgoing_headers(headers, has_body=json is not None)
+        destination, scheme, configured = self._checked_destination(url)
+        body = self._body(json)
+        outgoing_headers = _outgoing_headers(
+            headers, has_body=json is not None, authorization=configured.authorization
+        )
+        http = self._http()
         exchange = _Exchange(
             audit=self._audit,
             scheme=scheme,
@@ -414,9 +450,8 @@ class EgressClient:
             method=method.upper(),
             body=body,
             job_id=job_id if job_id is not None else get_current_job(),
-            note="; ".join(label for label in (payload, note) if label),
+            note=note,
         )
-        http = self._http()
         request = http.build_request(
             method,
             url,
@@ -425,18 +460,31 @@ class EgressClient:
             headers=outgoing_headers,
             extensions={"trace": exchange},
         )
-        exchange.path = request.url.raw_path.decode("ascii")
+        # The target exactly as it will go on the wire, after httpx's own normalisation.
+        target = request.url.raw_path.decode("ascii")
+        try:
+            route = configured.routes.check(method.upper(), target, json, has_body=json is not None)
+        except (RouteError, PayloadError) as exc:
+            raise EgressPayloadError(f"request refused at the boundary: {exc}") from exc
+        exchange.path = target
+        exchange.note = "; ".join(part for part in (route.name, note) if part)
         return self._send(http, request, destination)
 
-    def _checked_destination(self, url: str) -> tuple[str, str]:
-        """``(host:port, scheme)`` of a URL this client may reach."""
+    def _checked_destination(self, url: str) -> tuple[str, str, Destination]:
+        """``(host:port, scheme, destination)`` of a URL this client may reach."""
         destination = destination_of(url)
-        if destination not in self._allowed:
+        configured = self._destinations.get(destination)
+        if configured is None:
             raise EgressPolicyError(f"egress to {destination} is not on the allow-list")
-        scheme = urlsplit(url).scheme
+        parts = urlsplit(url)
+        if parts.username is not None or parts.password is not None:
+            raise EgressPolicyError("credentials in the URL are refused: the gateway sets Authorization")
+        scheme = parts.scheme
         if scheme == "http" and not self._allow_plaintext:
             raise EgressPolicyError(f"plain http egress to {destination} refused: https only")
-        return destination, scheme
+        if scheme != urlsplit(configured.base_url).scheme:
+            raise EgressPolicyError(f"{destination} is configured as {configured.base_url}, not {scheme}")
+        return destination, scheme, configured
 
     def _send(self, http: httpx.Client, request: httpx.Request, destination: str) -> httpx.Response:
         try:

@@ -1,18 +1,30 @@
 """The boundary payload contract: exactly what may cross from the trusted zone to a provider.
 
-A submission carries a device name, a shot count, an opaque random token and one program in the
-canonical OpenQASM 3 that :func:`qhybrid.quantum.qasm.to_openqasm3` writes::
+A submission carries a device name, a shot count, a client token the gateway minted
+(:mod:`qhybrid.gateway.tokens`) and one program in the canonical OpenQASM 3 that
+:func:`qhybrid.quantum.qasm.to_openqasm3` writes::
 
     OPENQASM 3.0;
     include "stdgates.inc";
     qubit[N] q;
     bit[M] c;
     name(p1,p2) q[i], q[j];
-    c[k] = measure q[i];
+    c[0] = measure q[i];
+    c[1] = measure q[j];
 
 :func:`validate_program` is not an OpenQASM parser: it accepts that one shape, line by line, and
-refuses everything else, so nothing but gate names, float literals and qubit indices can ride
-along (no comments, strings, identifiers, definitions or control flow that could smuggle data).
+refuses everything else, so nothing but gate names, angles and qubit indices can ride along (no
+comments, strings, identifiers, definitions or control flow that could smuggle data). What can
+ride along is bounded as well:
+
+* every angle is a point of the emitter's grid (:func:`qhybrid.quantum.qasm.angle_literal`):
+  a multiple of ``10⁻⁶`` rad in ``[−π, π]`` written one way, at most 7 significant digits, so
+  about 22.6 bits per angle instead of 64 of a free float;
+* the number of gates is at most :func:`gate_bound` for the measured width and the largest QAOA
+  depth a request may ask for (:data:`MAX_REPS`);
+* the measurements close the program: ``c[0]``, ``c[1]``, ... in order, each bit once, each of a
+  different qubit, and no gate after them.
+
 Each refusal is a :class:`PayloadError` naming the line and the rule broken:
 
 ``size``         the program, a register or a count is larger than allowed
@@ -32,13 +44,17 @@ Each refusal is a :class:`PayloadError` naming the line and the rule broken:
 ``arity``        the wrong number of qubit operands for the gate
 ``parameters``   the wrong number of parameters for the gate
 ``literal``      a parameter that is not a float literal in ``repr(float)`` form (``pi``,
-                 identifiers, expressions, ``+1.0``, ``1_0``...)
+                 identifiers, expressions, ``+1.0``, ``1_0``...), or not a point of the grid
+                 written as the emitter writes it
 ``non-finite``   a NaN or infinite parameter
+``angle``        an angle outside ``[−π, π]`` (as rounded to the grid)
 ``operand``      an operand that is not ``q[i]``
 ``index``        a qubit or bit index out of range, or the same qubit twice in one gate
-``measure``      a measurement other than ``c[k] = measure q[i];``
+``measure``      a measurement other than ``c[k] = measure q[i];``, out of bit order, of a qubit
+                 measured before, a gate after the measurements, or a bit left unmeasured
+``gates``        more gates than :func:`gate_bound` allows for the program's width
 ``submission``   a task body that is not exactly ``{device, program, shots, client_token}`` with
-                 the expected types and ranges
+                 the expected types and ranges, the configured device and a minted token
 """
 
 from __future__ import annotations
@@ -48,8 +64,12 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
-from qhybrid.quantum.qasm import ALLOWED_GATES
+from qhybrid.gateway.tokens import TokenMinter
+from qhybrid.quantum.circuit import dicke_circuit
+from qhybrid.quantum.qasm import ALLOWED_GATES, ANGLE_DECIMALS, ANGLE_MAX_STEPS, ANGLE_SCALE, grid_literal
+from qhybrid.quantum.subspace import ring_edges
 
 #: Qubit operands and parameters of every allowed gate, as ``stdgates.inc`` defines them.
 GATE_SIGNATURES: Mapping[str, tuple[int, int]] = {
@@ -85,6 +105,61 @@ HEADER_INCLUDE = 'include "stdgates.inc";'
 
 #: Keys of the cloud's ``POST /v1/tasks`` body, all required, nothing else.
 SUBMISSION_KEYS: frozenset[str] = frozenset({"device", "program", "shots", "client_token"})
+
+#: The largest QAOA depth ``p`` a request may ask for (``SolverOptions.reps`` is ``le=8``; a test
+#: keeps the two equal). The gate bound is taken at this depth: the gateway trusts no caller's
+#: word about the depth of the program it checks.
+MAX_REPS = 8
+#: SWAPs the routing may add per native two-qubit gate. Qiskit's SABRE router added at most 0.37
+#: per gate for dense QAOA circuits on a heavy-hex device (FakeTorino, n ≤ 24; ``docs/security.md``),
+#: none on an all-to-all device: one per gate is almost three times the worst seen.
+ROUTING_SWAPS_PER_GATE = 1
+#: Basis gates in one run of single-qubit gates once optimised: ``rz·sx·rz·sx·rz`` (a general U).
+ONE_QUBIT_RUN = 5
+
+
+@lru_cache(maxsize=128)
+def _dicke_two_qubit_gates(num_qubits: int) -> int:
+    """Two-qubit gates of the costliest Dicke-state preparation on ``num_qubits`` (any weight)."""
+    counts = (
+        sum(1 for step in dicke_circuit(num_qubits, weight).data if step.operation.num_qubits == 2)
+        for weight in range(num_qubits + 1)
+    )
+    return max(counts)
+
+
+def native_two_qubit_gates(num_qubits: int, reps: int) -> int:
+    """Two-qubit gates of a QAOA circuit before routing, counted from the circuit builders.
+
+    Per layer (:mod:`qhybrid.quantum.circuit`): one ``RZZ`` per pair of qubits (a dense problem
+    couples every pair), two CX each; for the XY mixer one ``RXX`` and one ``RYY`` per ring edge,
+    two CX each; before the layers the XY mixer's Dicke state (counted from
+    :func:`~qhybrid.quantum.circuit.dicke_circuit` at its costliest weight). The ``x`` and
+    ``x-warm`` mixers and the warm start add single-qubit gates only. The costliest mixer is taken.
+    """
+    n = num_qubits
+    per_layer = 2 * (n * (n - 1) // 2) + 4 * len(ring_edges(n))
+    return reps * per_layer + (_dicke_two_qubit_gates(n) if n >= 1 else 0)
+
+
+def gate_bound(num_qubits: int, reps: int = MAX_REPS) -> int:
+    """The most gates a transpiled QAOA program on ``num_qubits`` measured qubits may hold.
+
+    ``T = N2 · (1 + 3·s)`` two-qubit gates, with ``N2`` from :func:`native_two_qubit_gates` and
+    ``s`` = :data:`ROUTING_SWAPS_PER_GATE` SWAPs of 3 CX each; and at most one optimised run of
+    :data:`ONE_QUBIT_RUN` single-qubit gates before each qubit's first gate and after each
+    two-qubit gate on each of its two qubits: ``5 · (2T + n)``. Total ``T + 5·(2T + n)``.
+
+    Args:
+        num_qubits: Measured qubits (the program's classical bits: the sent problem's width).
+        reps: QAOA layers; :data:`MAX_REPS` by default.
+
+    Returns:
+        The bound.
+    """
+    two_qubit = native_two_qubit_gates(num_qubits, reps) * (1 + 3 * ROUTING_SWAPS_PER_GATE)
+    return two_qubit + ONE_QUBIT_RUN * (2 * two_qubit + num_qubits)
+
 
 _NUMBER = r"(0|[1-9][0-9]*)"  # decimal without leading zeros: one spelling per number
 _QUBIT_DECLARATION = re.compile(rf"qubit\[{_NUMBER}\] q;")
@@ -200,6 +275,7 @@ def _check_header(lines: list[str], max_qubits: int) -> tuple[int, int]:
 
 
 def _check_literal(number: int, text: str) -> None:
+    """An angle on the emitter's grid, in the emitter's one spelling."""
     if text.lstrip("+-").lower() in ("nan", "inf", "infinity"):
         raise PayloadError(number, "non-finite", f"parameter {text!r} is not finite")
     if _FLOAT.fullmatch(text) is None:
@@ -211,9 +287,19 @@ def _check_literal(number: int, text: str) -> None:
     value = float(text)
     if not math.isfinite(value):
         raise PayloadError(number, "non-finite", f"parameter {text!r} is not finite")
-    if repr(value) != text:
-        # One spelling per value, the emitter's: no room for padding digits to carry data.
-        raise PayloadError(number, "literal", f"parameter {text!r} is not written as repr(float) ({value!r})")
+    if abs(value) > 4.0:  # far outside [-π, π]; also keeps the arithmetic below finite
+        raise PayloadError(number, "angle", f"angle {text} is outside [-pi, pi]")
+    steps = round(value * ANGLE_SCALE)
+    if abs(steps) > ANGLE_MAX_STEPS:
+        raise PayloadError(number, "angle", f"angle {text} is outside [-pi, pi]")
+    if grid_literal(steps) != text:
+        # One spelling per grid point, the emitter's: no room for extra digits to carry data.
+        raise PayloadError(
+            number,
+            "literal",
+            f"parameter {text!r} is not an angle on the 1e-{ANGLE_DECIMALS} rad grid written as "
+            f"{grid_literal(steps)!r}",
+        )
 
 
 def _qubit_index(number: int, operand: str, qubits: int) -> int:
@@ -228,7 +314,8 @@ def _qubit_index(number: int, operand: str, qubits: int) -> int:
     return index
 
 
-def _check_measurement(number: int, line: str, qubits: int, clbits: int) -> None:
+def _check_measurement(number: int, line: str, qubits: int, clbits: int) -> tuple[int, int]:
+    """One measurement; returns ``(bit, qubit)``."""
     match = _MEASUREMENT.fullmatch(line)
     if match is None:
         raise PayloadError(number, "measure", "a measurement must read exactly 'c[k] = measure q[i];'")
@@ -237,6 +324,7 @@ def _check_measurement(number: int, line: str, qubits: int, clbits: int) -> None
         raise PayloadError(number, "index", f"bit index {clbit} is out of range for bit[{clbits}]")
     if qubit >= qubits:
         raise PayloadError(number, "index", f"qubit index {qubit} is out of range for qubit[{qubits}]")
+    return clbit, qubit
 
 
 def _check_gate(number: int, line: str, qubits: int) -> str:
@@ -278,8 +366,8 @@ def _check_gate(number: int, line: str, qubits: int) -> str:
     return name
 
 
-def _classify_and_check(number: int, line: str, qubits: int, clbits: int) -> str | None:
-    """One statement line; returns the gate name, or ``None`` for a measurement."""
+def _classify_and_check(number: int, line: str, qubits: int, clbits: int) -> str | tuple[int, int]:
+    """One statement line; returns the gate name, or ``(bit, qubit)`` for a measurement."""
     if "//" in line or "/*" in line or "*/" in line:
         raise PayloadError(number, "comment", "comments are not allowed")
     if '"' in line or "'" in line:
@@ -301,20 +389,58 @@ def _classify_and_check(number: int, line: str, qubits: int, clbits: int) -> str
     if word in _OTHER_STATEMENTS:
         raise PayloadError(number, "statement", f"{word!r} statements are not allowed")
     if word == "measure" or "measure" in line or "=" in line or "->" in line:
-        _check_measurement(number, line, qubits, clbits)
-        return None
+        return _check_measurement(number, line, qubits, clbits)
     if head is None:
         raise PayloadError(number, "statement", "not a gate application or measurement")
     return _check_gate(number, line, qubits)
 
 
-def validate_program(text: str, *, max_qubits: int = 1024, max_bytes: int = 1_000_000) -> ProgramFacts:
+class _Measurements:
+    """The closing block of measurements: ``c[0]``, ``c[1]``... in order, distinct qubits."""
+
+    def __init__(self, clbits: int) -> None:
+        self.clbits = clbits
+        self.qubits: set[int] = set()
+
+    @property
+    def started(self) -> bool:
+        return bool(self.qubits)
+
+    def add(self, number: int, clbit: int, qubit: int) -> None:
+        expected = len(self.qubits)
+        if clbit != expected:
+            raise PayloadError(
+                number, "measure", f"bits must be measured once each, in order: expected c[{expected}]"
+            )
+        if qubit in self.qubits:
+            raise PayloadError(number, "measure", f"qubit {qubit} is measured twice")
+        self.qubits.add(qubit)
+
+    def close(self, number: int) -> None:
+        if len(self.qubits) != self.clbits:
+            raise PayloadError(
+                number,
+                "measure",
+                f"every bit must be measured once: {len(self.qubits)} of bit[{self.clbits}] are",
+            )
+
+
+def validate_program(
+    text: str,
+    *,
+    max_qubits: int = 1024,
+    max_bytes: int = 1_000_000,
+    max_bits: int | None = None,
+    max_reps: int = MAX_REPS,
+) -> ProgramFacts:
     """Check that ``text`` is exactly canonical OpenQASM 3 as our emitter writes it.
 
     Args:
         text: The program that is about to leave the trusted zone.
-        max_qubits: Largest ``qubit[N]`` (and ``bit[M]``) accepted.
+        max_qubits: Largest ``qubit[N]`` accepted.
         max_bytes: Largest program size, in bytes.
+        max_bits: Largest ``bit[M]`` (the measured width) accepted; ``max_qubits`` if ``None``.
+        max_reps: QAOA depth the gate bound is taken at (:func:`gate_bound`).
 
     Returns:
         The registers' sizes and the gates and measurements used.
@@ -338,39 +464,84 @@ def validate_program(text: str, *, max_qubits: int = 1024, max_bytes: int = 1_00
         if line != line.strip():
             raise PayloadError(number, "layout", "leading or trailing spaces are not allowed")
     qubits, clbits = _check_header(lines, max_qubits)
+    if clbits > qubits:
+        raise PayloadError(4, "register", f"bit[{clbits}] measures more bits than qubit[{qubits}] has")
+    widest = max_qubits if max_bits is None else max_bits
+    if clbits > widest:
+        raise PayloadError(4, "size", f"bit[{clbits}] is more than the {widest} measured qubits allowed")
+    most_gates = gate_bound(clbits, max_reps)
     gates: Counter[str] = Counter()
-    measurements = 0
+    measured = _Measurements(clbits)
     for number, line in enumerate(lines[4:], start=5):
-        name = _classify_and_check(number, line, qubits, clbits)
-        if name is None:
-            measurements += 1
-        else:
-            gates[name] += 1
-    return ProgramFacts(qubits=qubits, clbits=clbits, gate_counts=dict(gates), measurements=measurements)
+        found = _classify_and_check(number, line, qubits, clbits)
+        if isinstance(found, tuple):
+            measured.add(number, *found)
+            continue
+        if measured.started:
+            raise PayloadError(number, "measure", "no gate may follow the measurements")
+        gates[found] += 1
+        if gates.total() > most_gates:
+            raise PayloadError(
+                number,
+                "gates",
+                f"more than {most_gates} gates: the bound for {clbits} measured qubits at p <= {max_reps}",
+            )
+    measured.close(len(lines))
+    return ProgramFacts(
+        qubits=qubits, clbits=clbits, gate_counts=dict(gates), measurements=len(measured.qubits)
+    )
 
 
-def validate_submission(
-    body: Mapping[str, object],
-    *,
-    max_shots: int = 100_000,
-    max_qubits: int = 1024,
-    max_program_bytes: int = 1_000_000,
-) -> ProgramFacts:
+@dataclass(frozen=True)
+class SubmissionPolicy:
+    """What a submission to one provider must be, beyond the program grammar.
+
+    Attributes:
+        device: The one device name submissions may name (the operator's setting); any if ``None``.
+        tokens: The gateway's token minter: only tokens it minted pass. Any 32-hex token if ``None``
+            (tests of the grammar alone).
+        max_shots: Largest shot count.
+        max_qubits: Largest ``qubit[N]``.
+        max_bits: Largest measured width.
+        max_program_bytes: Largest program.
+    """
+
+    device: str | None = None
+    tokens: TokenMinter | None = None
+    max_shots: int = 100_000
+    max_qubits: int = 1024
+    max_bits: int | None = None
+    max_program_bytes: int = 1_000_000
+
+
+def check_token(token: object, tokens: TokenMinter | None) -> str:
+    """A client token as the boundary accepts it: 32 lowercase hex digits, minted by the gateway.
+
+    Raises:
+        PayloadError: Rule ``submission`` otherwise.
+    """
+    if not isinstance(token, str) or _TOKEN.fullmatch(token) is None:
+        raise PayloadError(0, "submission", "client_token must be 32 lowercase hex digits")
+    if tokens is not None and not tokens.is_minted(token):
+        raise PayloadError(0, "submission", "client_token was not minted by the gateway")
+    return token
+
+
+def validate_submission(body: Mapping[str, object], policy: SubmissionPolicy | None = None) -> ProgramFacts:
     """Check a ``POST /v1/tasks`` body: exactly device, program, shots and client token.
 
     Args:
         body: The JSON object about to be sent.
-        max_shots: Largest shot count accepted.
-        max_qubits: Passed to :func:`validate_program`.
-        max_program_bytes: Passed to :func:`validate_program` as ``max_bytes``.
+        policy: Device, token minter and limits; :class:`SubmissionPolicy` defaults if ``None``.
 
     Returns:
         The facts of the program (registers, gate counts, measurements).
 
     Raises:
-        PayloadError: On a missing or extra key, a value of the wrong type or out of range, or a
-            program that :func:`validate_program` refuses.
+        PayloadError: On a missing or extra key, a value of the wrong type or out of range, another
+            device, a token the gateway did not mint, or a program :func:`validate_program` refuses.
     """
+    rules = policy or SubmissionPolicy()
     if not isinstance(body, Mapping):
         raise PayloadError(0, "submission", f"the task body must be an object, not {type(body).__name__}")
     keys = set(body)
@@ -381,14 +552,19 @@ def validate_submission(
     device = body["device"]
     if not isinstance(device, str) or _DEVICE.fullmatch(device) is None:
         raise PayloadError(0, "submission", "device must be a name of 1-64 characters [A-Za-z0-9_.:-]")
+    if rules.device is not None and device != rules.device:
+        raise PayloadError(0, "submission", f"device must be the configured {rules.device!r}")
     shots = body["shots"]
     # bool is an int subclass; True shots is a bug, not a count.
-    if not isinstance(shots, int) or isinstance(shots, bool) or not 1 <= shots <= max_shots:
-        raise PayloadError(0, "submission", f"shots must be an integer from 1 to {max_shots}")
-    token = body["client_token"]
-    if not isinstance(token, str) or _TOKEN.fullmatch(token) is None:
-        raise PayloadError(0, "submission", "client_token must be 32 lowercase hex digits")
+    if not isinstance(shots, int) or isinstance(shots, bool) or not 1 <= shots <= rules.max_shots:
+        raise PayloadError(0, "submission", f"shots must be an integer from 1 to {rules.max_shots}")
+    check_token(body["client_token"], rules.tokens)
     program = body["program"]
     if not isinstance(program, str):
         raise PayloadError(0, "submission", "program must be text")
-    return validate_program(program, max_qubits=max_qubits, max_bytes=max_program_bytes)
+    return validate_program(
+        program,
+        max_qubits=rules.max_qubits,
+        max_bits=rules.max_bits,
+        max_bytes=rules.max_program_bytes,
+    )

@@ -54,6 +54,7 @@ from qhybrid.portfolio.postprocess import Judged, PostProcessed
 from qhybrid.portfolio.postprocess import judge as judge_samples
 from qhybrid.portfolio.postprocess import refine as refine_samples
 from qhybrid.portfolio.selection import SelectionProblem
+from qhybrid.proxy.keyed import NoiseKey, load_noise_key
 from qhybrid.proxy.obfuscation import ObfuscatedProblem, ObfuscationKey, deobfuscate_counts
 from qhybrid.proxy.obfuscation import obfuscate as obfuscate_problem
 from qhybrid.quantum.circuit import CircuitMetrics, transpile_for
@@ -194,8 +195,35 @@ class Obfuscated:
     penalty: float
 
 
-def obfuscate(formulation: Formulation, spec: QaoaSpec, level: PrivacyLevel) -> Obfuscated:
-    """Step 3: QUBO -> Ising (no labels) -> permuted, gauged, rescaled, decoyed, noised under a fresh key."""
+def variable_labels(formulation: Formulation) -> tuple[str, ...]:
+    """Each variable's identity, whatever its position: the asset's name, or its name and lot bit.
+
+    The keyed part of the noise follows these (:mod:`qhybrid.proxy.keyed`), so that the same
+    asset (pair) gets the same draw in every job of the client.
+    """
+    if isinstance(formulation, LotsProblem):
+        return tuple(
+            f"{name}/lot-bit-{bit}x{int(coefficient)}"
+            for name, encoding in zip(formulation.names, formulation.encoding, strict=True)
+            for bit, coefficient in enumerate(encoding.coefficients)
+        )
+    return tuple(formulation.names)
+
+
+def noise_key_of(settings: Settings) -> NoiseKey:
+    """The deployment's noise key: ``QHYBRID_PRIVACY_NOISE_KEY`` or ``<data_dir>/proxy/noise-key``."""
+    value = settings.privacy_noise_key.get_secret_value() if settings.privacy_noise_key else None
+    return load_noise_key(value, settings.noise_key_path)
+
+
+def obfuscate(
+    formulation: Formulation, spec: QaoaSpec, level: PrivacyLevel, noise_key: NoiseKey | None = None
+) -> Obfuscated:
+    """Step 3: QUBO -> Ising (no labels) -> permuted, gauged, rescaled, decoyed, noised under a fresh key.
+
+    With the deployment's ``noise_key`` most of the noise is keyed to the variables' identities,
+    the same in every job (``docs/security.md``: leakage over many jobs).
+    """
     qubo, penalty = formulation.to_qubo()
     sent, key = obfuscate_problem(
         qubo.to_ising(),
@@ -203,6 +231,8 @@ def obfuscate(formulation: Formulation, spec: QaoaSpec, level: PrivacyLevel) -> 
         mixer=spec.mixer,
         hamming_weight=formulation.hamming_weight if spec.mixer == "xy" else None,
         warm_start=formulation.relaxation() if spec.mixer == "x-warm" else None,
+        labels=variable_labels(formulation),
+        noise_key=noise_key,
     )
     return Obfuscated(sent, key, penalty)
 
@@ -243,7 +273,7 @@ def prepare(request: JobRequest, target: DeviceTarget, *, seed: int, settings: S
     formulation = formulate(request, moments)
     spec = qaoa_spec(request, formulation, settings)
     level = privacy_level(request, settings)
-    obfuscated = obfuscate(formulation, spec, level)
+    obfuscated = obfuscate(formulation, spec, level, noise_key_of(settings))
     qaoa = plan(obfuscated, spec, seed)
     planned = time.perf_counter()
     text, metrics = compile_program(obfuscated, qaoa, target, seed)

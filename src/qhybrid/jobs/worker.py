@@ -60,7 +60,12 @@ class Worker:
                     del self._in_flight[job_id]
 
     def run(self, *, threads: int | None = None) -> None:
-        """Consume until SIGINT/SIGTERM; the reconciler sweeps in the background meanwhile."""
+        """Consume until SIGINT/SIGTERM; the reconciler sweeps in the background meanwhile.
+
+        Before anything else, the SDKs' egress is put under the gateway and its hooks are tested
+        (:meth:`BackendRegistry.enforce_sdk_policy`): a worker whose hooks do not fire never starts.
+        """
+        self.backends.enforce_sdk_policy()
         reconciler = Reconciler(
             self.store,
             self.queue,

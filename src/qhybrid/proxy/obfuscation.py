@@ -15,10 +15,14 @@ on energies):
    matches a row to a stock finds two candidates. A decoy at 0 changes no energy at all; decoys
    are dropped from the returned samples. Twins are made from the clean problem, before the
    noise, so a twin and its template are equally noisy and cannot be told apart by their fit.
-2. **Noise**: independent Gaussian noise on every field and coupling (decoys included), in units
-   of the spread of the real problem's fields and couplings (:func:`coefficient_spreads`). This is
-   what defeats matching; its cost is sample quality, never correctness (samples are judged and
-   refined on the true problem). Measured on real data (``docs/security.md``): with the
+2. **Noise**: Gaussian noise on every field and coupling (decoys included), in units of the
+   spread of the real problem's fields and couplings (:func:`coefficient_spreads`). This is what
+   defeats matching; its cost is sample quality, never correctness (samples are judged and
+   refined on the true problem). Given the variables' labels and a :class:`~qhybrid.proxy.keyed.NoiseKey`,
+   most of its variance (``keyed_share``) is *keyed*: the same draw for the same variables in
+   every job of the client, so that lining up and averaging many jobs does not shrink it
+   (:mod:`qhybrid.proxy.keyed`); the rest is fresh per job. The decoys' templates are then chosen
+   from the universe, the same each time. Measured on real data (``docs/security.md``): with the
    default warm-start mixer the sample quality hardly moves even at the ``high`` level, because
    the warm start carries it; with the XY mixer the approximation ratio drops with the level.
 3. **Subspace mask** (XY only): random row shifts and a field shift that change no energy of the
@@ -56,7 +60,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +69,7 @@ from numpy.typing import NDArray
 
 from qhybrid.domain.privacy import PRIVACY_LEVELS, PrivacyLevel
 from qhybrid.domain.qubo import FloatArray, Ising
+from qhybrid.proxy.keyed import NoiseKey
 from qhybrid.proxy.transforms import (
     add_noise,
     append_twins,
@@ -97,6 +102,8 @@ class LevelSettings:
         coupling_noise: Noise on the couplings, in spreads of the real couplings.
         warm_noise: Standard deviation of the noise on the warm-start values (absolute, in [0, 1]).
         decoy_ratio: Decoys per real variable (rounded up).
+        keyed_share: Share of the noise variance that is keyed (the same in every job of the
+            client, :mod:`qhybrid.proxy.keyed`) when labels and a key are given; the rest is fresh.
     """
 
     permute: bool
@@ -107,15 +114,18 @@ class LevelSettings:
     coupling_noise: float
     warm_noise: float
     decoy_ratio: float
+    keyed_share: float = 0.0
 
 
-#: Calibrated against ``benchmarks/leakage.py`` (real prices, 16 of 20 stocks; the table is in
-#: ``docs/security.md`` and ``docs/benchmarks.md``).
+#: Calibrated against ``benchmarks/leakage.py`` (real prices, 16 of 20 stocks) and, for the keyed
+#: share, ``benchmarks/leakage_jobs.py`` (k jobs of one client); the tables are in
+#: ``docs/security.md`` and ``docs/benchmarks.md``.
+KEYED_SHARE = 0.9
 LEVELS: Mapping[PrivacyLevel, LevelSettings] = {
     "off": LevelSettings(False, False, False, False, 0.0, 0.0, 0.0, 0.0),
-    "low": LevelSettings(True, True, True, True, 0.5, 1.0, 0.02, 0.0),
-    "standard": LevelSettings(True, True, True, True, 1.0, 6.0, 0.05, 0.0),
-    "high": LevelSettings(True, True, True, True, 2.0, 8.0, 0.1, 0.125),
+    "low": LevelSettings(True, True, True, True, 0.5, 1.0, 0.02, 0.0, KEYED_SHARE),
+    "standard": LevelSettings(True, True, True, True, 1.0, 6.0, 0.05, 0.0, KEYED_SHARE),
+    "high": LevelSettings(True, True, True, True, 2.0, 8.0, 0.1, 0.125, KEYED_SHARE),
 }
 
 
@@ -311,6 +321,8 @@ def obfuscate(
     hamming_weight: int | None = None,
     warm_start: FloatArray | None = None,
     rng: np.random.Generator | None = None,
+    labels: Sequence[str] | None = None,
+    noise_key: NoiseKey | None = None,
 ) -> tuple[ObfuscatedProblem, ObfuscationKey]:
     """Turn the real problem into the one sent out, and return the key that inverts it.
 
@@ -325,6 +337,9 @@ def obfuscate(
             ``"xy"``).
         rng: Randomness for tests and benchmarks; by default a generator seeded from
             :mod:`secrets`.
+        labels: The variables' identities (asset names, lot bits), unique, one per variable:
+            with ``noise_key``, the keyed noise and the decoys' templates follow them.
+        noise_key: The client's noise key; without it (or without labels) all noise is fresh.
 
     Returns:
         ``(problem, key)``.
@@ -342,13 +357,19 @@ def obfuscate(
     if level == "off":
         return ObfuscatedProblem(ising, weight, warm, n), ObfuscationKey.identity(n)
     generator = rng if rng is not None else _default_rng()
+    keyed = _Keyed.of(noise_key, labels, n, settings.keyed_share)
     # The steps draw from the generator in a fixed order: a seeded run must give the same problem.
     decoys = decoy_count(level, n)
     total = n + decoys
-    templates, partners, active = _choose_twins(generator, n, decoys, warm, weight)
+    if keyed is None:
+        templates, partners, active = _choose_twins(generator, n, decoys, warm, weight)
+    else:
+        templates, partners, active = keyed.twins(decoys, warm, weight)
     sent = append_twins(ising, templates, partners, active)
     spreads = coefficient_spreads(ising)
-    sent = _with_noise(sent, settings, spreads, generator)
+    sent = _with_noise(
+        sent, settings, spreads, generator, None if keyed is None else keyed.fields_and_couplings(templates)
+    )
     sent_weight = None if weight is None else weight + int(active.sum())
     sent, flips, sent_weight = _mask_and_flip(sent, mixer, sent_weight, settings, spreads, generator)
     # Internal index k (reals 0..n-1, then decoys) goes to qubit order[k].
@@ -357,11 +378,71 @@ def obfuscate(
     sent, factor, shift = _rescaled(sent, ising, settings, generator)
     sent_warm = None
     if warm is not None:
+        keyed_warm = None if keyed is None else keyed.warm(templates)
         sent_warm = _sent_warm_start(
-            warm, templates, active, flips, order, mixer, settings.warm_noise, generator
+            warm,
+            templates,
+            active,
+            flips,
+            order,
+            mixer,
+            settings.warm_noise,
+            generator,
+            keyed_warm,
+            settings.keyed_share,
         )
     key = _key(level, n, order, flips, active, factor, shift)
     return ObfuscatedProblem(sent, sent_weight, sent_warm, total), key
+
+
+@dataclass(frozen=True)
+class _Keyed:
+    """Keyed draws for one problem: its labels, the client's key, the keyed share of the variance."""
+
+    key: NoiseKey
+    labels: tuple[str, ...]
+    share: float
+
+    @classmethod
+    def of(cls, key: NoiseKey | None, labels: Sequence[str] | None, n: int, share: float) -> _Keyed | None:
+        if key is None or labels is None or share <= 0.0:
+            return None
+        names = tuple(str(label) for label in labels)
+        if len(names) != n or len(set(names)) != n:
+            raise ValueError(f"labels must name the {n} variables, each once")
+        return cls(key, names, share)
+
+    def extended(self, templates: NDArray[np.int64]) -> list[str]:
+        """Labels of the real variables, then of each twin (after its template and its round)."""
+        n = len(self.labels)
+        twins = [f"twin{k // n}:{self.labels[t]}" for k, t in enumerate(templates)]
+        return [*self.labels, *twins]
+
+    def twins(
+        self, count: int, warm: FloatArray | None, weight: int | None
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]:
+        """The decoys of this universe, the same whatever the request's order.
+
+        Drawn in the labels' sorted order from the universe's own generator.
+        """
+        n = len(self.labels)
+        canonical = np.argsort(np.array(self.labels, dtype=object), kind="stable").astype(np.int64)
+        templates, partners, active = _choose_twins(
+            self.key.universe_rng(self.labels), n, count, None, weight
+        )
+        templates, partners = canonical[templates], canonical[partners]
+        if warm is not None:
+            active = warm[templates] >= 0.5
+        return templates, partners, active
+
+    def fields_and_couplings(self, templates: NDArray[np.int64]) -> tuple[FloatArray, FloatArray]:
+        """Keyed standard normals for every field and coupling of the problem with its twins."""
+        labels = self.extended(templates)
+        return self.key.field_normals(labels), self.key.coupling_normals(labels)
+
+    def warm(self, templates: NDArray[np.int64]) -> FloatArray:
+        """Keyed standard normals for every warm-start value."""
+        return self.key.warm_normals(self.extended(templates))
 
 
 def _choose_twins(
@@ -381,14 +462,34 @@ def _choose_twins(
 
 
 def _with_noise(
-    sent: Ising, settings: LevelSettings, spreads: tuple[float, float], rng: np.random.Generator
+    sent: Ising,
+    settings: LevelSettings,
+    spreads: tuple[float, float],
+    rng: np.random.Generator,
+    keyed: tuple[FloatArray, FloatArray] | None = None,
 ) -> Ising:
-    """Noise on everything, decoys included, in units of the real problem's spreads."""
+    """Noise on everything, decoys included, in units of the real problem's spreads.
+
+    With ``keyed`` draws, ``keyed_share`` of the variance is theirs and the rest fresh, so that a
+    single job's noise has the same size either way.
+    """
     field_spread, coupling_spread = spreads
+    fresh = 1.0 if keyed is None else math.sqrt(1.0 - settings.keyed_share)
     noisy, _ = add_noise(
-        sent, rng, settings.field_noise * field_spread, settings.coupling_noise * coupling_spread
+        sent,
+        rng,
+        fresh * settings.field_noise * field_spread,
+        fresh * settings.coupling_noise * coupling_spread,
     )
-    return noisy
+    if keyed is None:
+        return noisy
+    weight = math.sqrt(settings.keyed_share)
+    keyed_h, keyed_j = keyed
+    return Ising(
+        h=noisy.h + weight * settings.field_noise * field_spread * keyed_h,
+        couplings=noisy.couplings + weight * settings.coupling_noise * coupling_spread * keyed_j,
+        offset=noisy.offset,
+    )
 
 
 def _mask_and_flip(
@@ -519,8 +620,13 @@ def _sent_warm_start(
     mixer: str,
     noise: float,
     rng: np.random.Generator,
+    keyed: FloatArray | None = None,
+    keyed_share: float = 0.0,
 ) -> FloatArray:
-    """The warm start in the sent basis: noise, twins, flips, permutation (see the module docstring)."""
+    """The warm start in the sent basis: noise, twins, flips, permutation (see the module docstring).
+
+    With ``keyed`` draws, ``keyed_share`` of the noise variance is theirs.
+    """
     n = warm.size
     if mixer == "xy":
         # XY only uses the warm start to pick its starting basis state (the largest values):
@@ -528,7 +634,10 @@ def _sent_warm_start(
         internal = np.concatenate([warm, active.astype(np.float64)])
     else:
         internal = np.concatenate([warm, warm[templates]])
-        internal = internal + rng.normal(0.0, 1.0, size=internal.size) * noise
+        draws = rng.normal(0.0, 1.0, size=internal.size)
+        if keyed is not None:
+            draws = math.sqrt(1.0 - keyed_share) * draws + math.sqrt(keyed_share) * keyed
+        internal = internal + draws * noise
     internal = np.clip(internal, 0.0, 1.0)
     internal = np.where(flips, 1.0 - internal, internal)
     sent = np.empty(n + templates.size, dtype=np.float64)

@@ -10,10 +10,21 @@ small enough to audit and to parse with a strict grammar::
     name(p1,p2) q[i], q[j];
     c[k] = measure q[i];
 
-One statement per line, in circuit order; parameters are plain decimal float literals written
-with ``repr(float(p))`` (``0.5``, ``-1.25``, ``1e-05``: no ``pi``, no expressions, no
-identifiers). There are no comments, no other declarations, no classical control. Barriers are
-dropped (they only constrain compilation) and so is the circuit's global phase (unobservable).
+One statement per line, the gates in circuit order, then one measurement per classical bit in
+bit order (``c[0]`` first), each of a different qubit. Every parameter is an angle on the grid of
+:func:`angle_literal`: reduced to ``[−π, π]``, rounded to a multiple of ``10⁻⁶`` rad and written
+as ``repr`` of that float (``0.5``, ``-1.25``, ``1e-06``: at most 7 significant digits, no ``pi``,
+no expressions, no identifiers). There are no comments, no other declarations, no classical
+control. Barriers are dropped (they only constrain compilation) and so is the circuit's global
+phase (unobservable).
+
+Why a grid: the program is the one channel that crosses the boundary with room in it. A free
+float literal can carry any 17 digits (the egress gateway was shown 78 bytes of text packed into
+13 ``rz`` angles); on the grid each angle carries at most ``log2(2·3141593 + 1) ≈ 22.6`` bits, all
+of them needed to say the angle. Hardware rotates to about ``10⁻⁴`` rad, so ``10⁻⁶`` is 100 times
+finer than any device can use; ``benchmarks/angle_grid.py`` measures what the rounding does to
+the sampled distribution. Reducing to ``[−π, π]`` is exact: ``p``/``cp`` have period 2π and
+``rx``/``ry``/``rz`` change by a global phase of −1, which no measurement sees.
 """
 
 from __future__ import annotations
@@ -54,6 +65,13 @@ ALLOWED_GATES: frozenset[str] = frozenset(
 
 _STANDARD = get_standard_gate_name_mapping()
 
+#: Angles are multiples of ``10**-ANGLE_DECIMALS`` rad ...
+ANGLE_DECIMALS = 6
+#: ... that is, of ``1 / ANGLE_SCALE`` rad ...
+ANGLE_SCALE = 1_000_000
+#: ... in ``[−ANGLE_MAX_STEPS, ANGLE_MAX_STEPS]`` steps, that is ``[−π, π]`` rounded to the grid.
+ANGLE_MAX_STEPS = round(math.pi * ANGLE_SCALE)
+
 #: The two-qubit gates of :data:`ALLOWED_GATES`: a device needs one of them to run our programs.
 TWO_QUBIT_GATES: frozenset[str] = frozenset(g for g in ALLOWED_GATES if _STANDARD[g].num_qubits == 2)
 
@@ -75,8 +93,34 @@ def _check_gate(operation: Instruction, num_clbits: int) -> None:
         raise ValueError(f"gate {name!r} with an open control is not allowed")
 
 
+def angle_steps(value: float) -> int:
+    """``value`` (radians) reduced to ``[−π, π]`` and rounded to the grid, in grid steps."""
+    if not math.isfinite(value):
+        raise ValueError(f"angle {value} is not finite")
+    # Reduced only when off the grid's range: a grid point (even ±3.141593, just past ±π) is a
+    # fixed point, so emitting a parsed program gives the same text.
+    if abs(value) > ANGLE_MAX_STEPS / ANGLE_SCALE:
+        value = math.remainder(value, 2.0 * math.pi)
+    steps = round(value * ANGLE_SCALE)
+    return max(-ANGLE_MAX_STEPS, min(ANGLE_MAX_STEPS, steps))
+
+
+def grid_literal(steps: int) -> str:
+    """The one spelling of the grid point ``steps · 10⁻⁶`` rad: ``repr`` of that float.
+
+    ``steps / 10**6`` is the double nearest to the decimal, whose shortest round-trip form is that
+    decimal itself (at most 7 significant digits), so each grid point has exactly one spelling.
+    """
+    return repr(steps / ANGLE_SCALE)
+
+
+def angle_literal(value: float) -> str:
+    """An angle as it crosses the boundary: reduced to ``[−π, π]``, on the grid, one spelling."""
+    return grid_literal(angle_steps(value))
+
+
 def _literal(parameter: object, gate: str) -> str:
-    """A parameter as a plain float literal."""
+    """A parameter as a grid literal (see :func:`angle_literal`)."""
     if isinstance(parameter, ParameterExpression) and parameter.parameters:
         raise ValueError(f"gate {gate!r} has a symbolic parameter {parameter}; bind it first")
     try:
@@ -85,7 +129,7 @@ def _literal(parameter: object, gate: str) -> str:
         raise ValueError(f"gate {gate!r} has a non-real parameter {parameter!r}") from error
     if not math.isfinite(value):
         raise ValueError(f"gate {gate!r} has a non-finite parameter {value}")
-    return repr(value)
+    return angle_literal(value)
 
 
 def to_openqasm3(circuit: QuantumCircuit) -> str:
@@ -103,7 +147,9 @@ def to_openqasm3(circuit: QuantumCircuit) -> str:
 
     Raises:
         ValueError: On an empty register, a gate outside :data:`ALLOWED_GATES`, a symbolic or
-            non-finite parameter, or any other instruction (reset, classical control, ...).
+            non-finite parameter, any other instruction (reset, classical control, ...), a
+            classical bit not measured exactly once, a qubit measured twice, or a gate after a
+            measurement on its qubit.
     """
     if circuit.num_qubits < 1 or circuit.num_clbits < 1:
         raise ValueError("the circuit needs at least one qubit and one classical bit")
@@ -113,6 +159,9 @@ def to_openqasm3(circuit: QuantumCircuit) -> str:
         f"qubit[{circuit.num_qubits}] q;",
         f"bit[{circuit.num_clbits}] c;",
     ]
+    # Measurements go last, in bit order: a measured qubit takes no further gate (checked), and a
+    # measurement commutes with gates on other qubits, so moving them there changes nothing.
+    measured: dict[int, int] = {}  # classical bit -> qubit
     for instruction in circuit.data:
         operation = instruction.operation
         name = operation.name
@@ -123,8 +172,12 @@ def to_openqasm3(circuit: QuantumCircuit) -> str:
             if operation.base_class is not Measure or len(qubits) != 1 or len(instruction.clbits) != 1:
                 raise ValueError("instruction 'measure' is not the standard measurement")
             clbit = circuit.find_bit(instruction.clbits[0]).index
-            lines.append(f"c[{clbit}] = measure q[{qubits[0]}];")
+            if clbit in measured or qubits[0] in measured.values():
+                raise ValueError(f"classical bit {clbit} or qubit {qubits[0]} is measured twice")
+            measured[clbit] = qubits[0]
             continue
+        if set(qubits) & set(measured.values()):
+            raise ValueError(f"gate {name!r} acts on a qubit after its measurement")
         _check_gate(operation, len(instruction.clbits))
         operands = ", ".join(f"q[{index}]" for index in qubits)
         if operation.params:
@@ -132,4 +185,8 @@ def to_openqasm3(circuit: QuantumCircuit) -> str:
             lines.append(f"{name}({parameters}) {operands};")
         else:
             lines.append(f"{name} {operands};")
+    if sorted(measured) != list(range(circuit.num_clbits)):
+        missing = sorted(set(range(circuit.num_clbits)) - set(measured))
+        raise ValueError(f"every classical bit must be measured exactly once; not measured: {missing}")
+    lines.extend(f"c[{clbit}] = measure q[{measured[clbit]}];" for clbit in range(circuit.num_clbits))
     return "\n".join(lines) + "\n"
