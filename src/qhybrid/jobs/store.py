@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import Insert, Table, Text, and_, bindparam, cast, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,6 +24,57 @@ from qhybrid.domain.request import REQUEST_VERSION
 from qhybrid.domain.states import TERMINAL_STATES, JobState, check_transition
 from qhybrid.jobs.database import Database
 from qhybrid.jobs.models import Job, JobEvent, RemoteTask, utcnow
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """An ACCEPTED job to insert, as the API decided it.
+
+    Attributes:
+        request_json: The request document as JSON text: serialised once, hashed and stored as is.
+    """
+
+    id: str
+    request_json: str
+    request_hash: str
+    backend: str
+    shots: int
+    deadline_at: datetime
+    idempotency_key: str | None = None
+    cost: dict[str, Any] | None = None
+    request_version: int = REQUEST_VERSION
+
+    def as_job(self, created_at: datetime, *, request: dict[str, Any] | None = None) -> Job:
+        """The row as stored (a detached ``Job``); ``request`` is left unset unless given."""
+        return Job(
+            id=self.id,
+            state=JobState.ACCEPTED.value,
+            backend=self.backend,
+            shots=self.shots,
+            request=request,
+            request_version=self.request_version,
+            request_hash=self.request_hash,
+            idempotency_key=self.idempotency_key,
+            attempt=0,
+            step_failures=0,
+            cancel_requested=False,
+            deadline_at=self.deadline_at,
+            cost=self.cost,
+            version=1,
+            created_at=created_at,
+            updated_at=created_at,
+        )
+
+
+def _table(model: type[Job] | type[JobEvent]) -> Table:
+    """The Core table of a mapped class (typed as a ``Table``, which it is)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+#: The first event of every job (executemany: one statement for a whole group commit).
+_INSERT_EVENTS = insert(_table(JobEvent))
 
 
 class IdempotencyConflictError(Exception):
@@ -83,6 +136,11 @@ class JobStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # The request arrives as JSON text: PostgreSQL casts it to JSONB itself and SQLite stores
+        # the text, so the document is not decoded and encoded again on the way in.
+        text_param = bindparam("request_text", type_=Text)
+        request_value = text_param if db.is_sqlite else cast(text_param, JSONB)
+        self._insert_jobs: Insert = insert(_table(Job)).values(request=request_value)
 
     # ----------------------------------------------------------------------------- API side
 
@@ -90,7 +148,7 @@ class JobStore:
         self,
         *,
         job_id: str,
-        request: dict[str, Any],
+        request: dict[str, Any] | str,
         request_hash: str,
         backend: str,
         shots: int,
@@ -101,59 +159,103 @@ class JobStore:
     ) -> tuple[Job, bool]:
         """Insert an ACCEPTED job and its first event, unless the idempotency key is known.
 
+        Args:
+            job_id: The new job's id.
+            request: The request document, or its JSON text (serialised once by the caller).
+            request_hash: Hash of the request, compared when an idempotency key is reused.
+            backend: Backend name.
+            shots: Shots, with the deployment's default resolved.
+            deadline_at: When the job answers classically if the QPU has not.
+            idempotency_key: The client's ``Idempotency-Key``, if any.
+            cost: The cost estimate, as JSON.
+            request_version: Version of the request document.
+
         Returns:
             The job and whether it was created now (False: an earlier job with the same key).
 
         Raises:
             IdempotencyConflictError: If the key belongs to a job with a different request.
         """
+        new = NewJob(
+            id=job_id,
+            request_json=request if isinstance(request, str) else json.dumps(request),
+            request_hash=request_hash,
+            backend=backend,
+            shots=shots,
+            deadline_at=deadline_at,
+            idempotency_key=idempotency_key,
+            cost=cost,
+            request_version=request_version,
+        )
         if idempotency_key is not None:
-            existing = self._by_idempotency_key(idempotency_key, request_hash)
+            existing = self._by_idempotency_key(idempotency_key, request_hash, new.request_json)
             if existing is not None:
                 return existing, False
-        now = utcnow()
-        values: dict[str, Any] = {
-            "id": job_id,
-            "state": JobState.ACCEPTED.value,
-            "backend": backend,
-            "shots": shots,
-            "request": request,
-            "request_version": request_version,
-            "request_hash": request_hash,
-            "idempotency_key": idempotency_key,
-            "attempt": 0,
-            "step_failures": 0,
-            "cancel_requested": False,
-            "deadline_at": deadline_at,
-            "cost": cost,
-            "version": 1,
-            "created_at": now,
-            "updated_at": now,
-        }
         try:
-            # Plain INSERTs rather than the ORM unit of work: this is the accept path, where every
-            # round trip and every millisecond of CPU shows up in the p99.
-            with self.db.write() as session:
-                session.execute(insert(Job).values(**values))
-                session.execute(
-                    insert(JobEvent).values(
-                        job_id=job_id, at=now, from_state=None, to_state=JobState.ACCEPTED.value
-                    )
-                )
+            created_at = self.create_jobs([new])
         except IntegrityError:
             # Two retries of one request raced; the loser returns the winner's job.
             if idempotency_key is None:
                 raise
-            existing = self._by_idempotency_key(idempotency_key, request_hash)
+            existing = self._by_idempotency_key(idempotency_key, request_hash, new.request_json)
             if existing is None:
                 raise
             return existing, False
-        return Job(**values), True
+        return new.as_job(created_at, request=json.loads(new.request_json)), True
 
-    def _by_idempotency_key(self, key: str, request_hash: str) -> Job | None:
+    def create_jobs(self, jobs: Sequence[NewJob]) -> datetime:
+        """Insert ACCEPTED jobs and their first events in one transaction (all or none).
+
+        The accept path's group commit: one transaction, two multi-row INSERTs, whatever the
+        number of jobs. Idempotency keys are not looked up here (``create_job`` does that).
+
+        Returns:
+            Their creation time.
+
+        Raises:
+            sqlalchemy.exc.IntegrityError: If an id or an idempotency key exists already.
+        """
+        now = utcnow()
+        if not jobs:
+            return now
+        rows = [
+            {
+                "id": new.id,
+                "state": JobState.ACCEPTED.value,
+                "backend": new.backend,
+                "shots": new.shots,
+                "request_text": new.request_json,
+                "request_version": new.request_version,
+                "request_hash": new.request_hash,
+                "idempotency_key": new.idempotency_key,
+                "attempt": 0,
+                "step_failures": 0,
+                "cancel_requested": False,
+                "deadline_at": new.deadline_at,
+                "cost": new.cost,
+                "version": 1,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for new in jobs
+        ]
+        events = [
+            {"job_id": new.id, "at": now, "from_state": None, "to_state": JobState.ACCEPTED.value}
+            for new in jobs
+        ]
+        # Core INSERTs on the tables rather than the ORM unit of work: this is the accept path,
+        # where every round trip and every millisecond of CPU shows up in the p99.
+        with self.db.write() as session:
+            session.execute(self._insert_jobs, rows)
+            session.execute(_INSERT_EVENTS, events)
+        return now
+
+    def _by_idempotency_key(self, key: str, request_hash: str, request_json: str) -> Job | None:
         with self.db.read() as session:
             job = session.scalars(select(Job).where(Job.idempotency_key == key)).one_or_none()
-        if job is not None and job.request_hash != request_hash:
+        # A job accepted by an older API may have hashed its document differently: the documents
+        # themselves decide then, so an upgrade never turns a genuine retry into a conflict.
+        if job is not None and job.request_hash != request_hash and job.request != json.loads(request_json):
             raise IdempotencyConflictError("Idempotency-Key was already used for a different request body")
         return job
 
