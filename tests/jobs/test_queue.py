@@ -84,9 +84,7 @@ def test_kick_reaches_a_consumer(running: tuple[JobQueue, threading.Event], seen
     assert seen == ["job-now"]
 
 
-def test_kick_many_reaches_a_consumer(
-    running: tuple[JobQueue, threading.Event], seen: list[str]
-) -> None:
+def test_kick_many_reaches_a_consumer(running: tuple[JobQueue, threading.Event], seen: list[str]) -> None:
     # The accept path's group commit kicks its jobs together (one LPUSH on Redis, batches of ten on SQS).
     queue, _ = running
     job_ids = [f"job-{index}" for index in range(23)]

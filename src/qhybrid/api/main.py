@@ -11,8 +11,10 @@ from typing import Any
 from fastapi import FastAPI
 
 from qhybrid import __version__
+from qhybrid.api.auth import Authenticator, TenantAuth
 from qhybrid.api.deps import AppServices
 from qhybrid.api.errors import install_error_handlers
+from qhybrid.api.limits import SubmissionLimiter, SubmissionRateLimit
 from qhybrid.api.middleware import BodySizeLimit
 from qhybrid.api.routes import health, jobs, optimize
 from qhybrid.backends.registry import warm_up
@@ -21,6 +23,7 @@ from qhybrid.jobs.database import Database
 from qhybrid.jobs.intake import Intake
 from qhybrid.jobs.queue import make_queue
 from qhybrid.jobs.store import JobStore
+from qhybrid.jobs.tenants import KeyStore, pepper_of
 
 log = logging.getLogger("qhybrid.api")
 
@@ -44,7 +47,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = JobStore(db)
         intake = Intake(store, queue)
         await intake.start()
-        app.state.services = AppServices(settings=settings, db=db, store=store, queue=queue, intake=intake)
+        auth = Authenticator(settings, KeyStore(db, pepper_of(settings)))
+        app.state.services = AppServices(
+            settings=settings,
+            db=db,
+            store=store,
+            queue=queue,
+            auth=auth,
+            limiter=SubmissionLimiter(settings),
+            intake=intake,
+        )
+        auth.warn_if_open()
         # Everything built so far (modules, schemas, engines) lives as long as the process: move it
         # out of the collector's reach. Otherwise every full collection, which a large price body's
         # lists of rows set off, walks the whole heap (profiled: most of a price request's time).
@@ -67,7 +80,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(optimize.router)
     app.include_router(jobs.router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds
+    )
+    app.add_middleware(SubmissionRateLimit)
+    # Added last, so it runs first: no key, no body read; over the rate limit, no body read.
+    app.add_middleware(TenantAuth)
     _describe_in_markdown(app)
     return app
 

@@ -8,9 +8,11 @@ before; under load the cost of a transaction and of a queue round trip is shared
 that arrived meanwhile, and at low load a job waits for nobody (a committer that is idle takes
 it at once).
 
-Jobs with an ``Idempotency-Key`` go through :meth:`JobStore.create_job` one by one (a lookup
-first, and the loser of a race returns the winner's job). If a group's transaction fails, every
-job of the group is retried alone, so one bad row cannot fail the others.
+A tenant's caps are checked in the group's transaction, counting the jobs of the group before
+each one (PostgreSQL: an advisory lock per tenant, taken in order). Jobs with an
+``Idempotency-Key`` go through :meth:`JobStore.create_job` one by one (a lookup first, and the
+loser of a race returns the winner's job). If a group's transaction fails, every job of the
+group is retried alone, so one bad row cannot fail the others.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 
 from qhybrid.jobs.models import Job
 from qhybrid.jobs.queue import JobQueue
-from qhybrid.jobs.store import JobStore, NewJob
+from qhybrid.jobs.store import JobStore, NewJob, TenantCaps
 
 log = logging.getLogger("qhybrid.jobs.intake")
 
@@ -45,7 +47,7 @@ class Accepted:
     created: bool
 
 
-_Pending = tuple[NewJob, "asyncio.Future[Accepted]"]
+_Pending = tuple[NewJob, TenantCaps | None, "asyncio.Future[Accepted]"]
 
 
 class Intake:
@@ -85,20 +87,25 @@ class Intake:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
-    async def accept(self, new: NewJob) -> Accepted:
+    async def accept(self, new: NewJob, caps: TenantCaps | None = None) -> Accepted:
         """Store the job (or find the earlier one with its idempotency key) and kick it.
+
+        Args:
+            new: The job.
+            caps: Its tenant's caps, checked in the inserting transaction.
 
         Returns:
             The outcome, once the job's row is committed.
 
         Raises:
             IdempotencyConflictError: If the key belongs to a job with a different request.
+            TenantCapError: If the job would break one of its tenant's caps (nothing is stored).
             Exception: What the database raised, if the job could not be stored.
         """
         if self._waiting is None:
             raise RuntimeError("Intake.start() was not called")
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
-        self._waiting.put_nowait((new, future))
+        self._waiting.put_nowait((new, caps, future))
         return await future
 
     async def _commit_loop(self) -> None:
@@ -109,8 +116,8 @@ class Intake:
             while len(group) < self.max_group and not waiting.empty():
                 group.append(waiting.get_nowait())
             try:
-                outcomes = await asyncio.to_thread(self._commit, [new for new, _ in group])
-                for (_, future), outcome in zip(group, outcomes, strict=True):
+                outcomes = await asyncio.to_thread(self._commit, [(new, caps) for new, caps, _ in group])
+                for (_, _, future), outcome in zip(group, outcomes, strict=True):
                     if future.done():
                         continue  # the request went away (client disconnected); the job stays
                     if isinstance(outcome, BaseException):
@@ -118,7 +125,7 @@ class Intake:
                     else:
                         future.set_result(outcome)
             except BaseException as exc:
-                for _, future in group:
+                for _, _, future in group:
                     if not future.done():
                         future.set_exception(exc)
                 if isinstance(exc, asyncio.CancelledError):
@@ -127,24 +134,31 @@ class Intake:
                 for _ in group:
                     waiting.task_done()
 
-    def _commit(self, group: Sequence[NewJob]) -> list[Accepted | Exception]:
+    def _commit(self, group: Sequence[tuple[NewJob, TenantCaps | None]]) -> list[Accepted | Exception]:
         """Store a group (in a worker thread) and kick the jobs created; an outcome per job."""
         outcomes: list[Accepted | Exception] = [Exception("not stored")] * len(group)
-        plain = [index for index, new in enumerate(group) if new.idempotency_key is None]
-        keyed = [index for index, new in enumerate(group) if new.idempotency_key is not None]
-        if plain:
+        # One transaction per set of caps (the API passes the same caps for every job).
+        plain: dict[TenantCaps | None, list[int]] = {}
+        alone: list[int] = []
+        for index, (new, caps) in enumerate(group):
+            if new.idempotency_key is None:
+                plain.setdefault(caps, []).append(index)
+            else:
+                alone.append(index)
+        for caps, indexes in plain.items():
             try:
-                created_at = self.store.create_jobs([group[index] for index in plain])
-                for index in plain:
-                    outcomes[index] = Accepted(group[index].as_job(created_at), True)
+                created_at, refused = self.store.create_jobs([group[index][0] for index in indexes], caps)
             except Exception as exc:
-                if len(plain) == 1:
-                    outcomes[plain[0]] = exc
+                if len(indexes) == 1:
+                    outcomes[indexes[0]] = exc
                 else:
                     # Alone, each job succeeds or fails on its own account.
-                    keyed = plain + keyed
-        for index in keyed:
-            new = group[index]
+                    alone += indexes
+                continue
+            for index, problem in zip(indexes, refused, strict=True):
+                outcomes[index] = problem or Accepted(group[index][0].as_job(created_at), True)
+        for index in alone:
+            new, caps = group[index]
             try:
                 job, created = self.store.create_job(
                     job_id=new.id,
@@ -156,6 +170,8 @@ class Intake:
                     idempotency_key=new.idempotency_key,
                     cost=new.cost,
                     request_version=new.request_version,
+                    tenant=new.tenant,
+                    caps=caps,
                 )
                 outcomes[index] = Accepted(job, created)
             except Exception as exc:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, Table, Text, and_, bindparam, cast, func, insert, or_, select, update
+from sqlalchemy import Insert, Table, Text, and_, bindparam, cast, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -24,6 +25,10 @@ from qhybrid.domain.request import REQUEST_VERSION
 from qhybrid.domain.states import TERMINAL_STATES, JobState, check_transition
 from qhybrid.jobs.database import Database
 from qhybrid.jobs.models import Job, JobEvent, RemoteTask, utcnow
+from qhybrid.jobs.tenants import DEFAULT_TENANT
+
+#: No job is older than this; a cursor before it was not written by the API.
+MIN_CURSOR_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -43,27 +48,42 @@ class NewJob:
     idempotency_key: str | None = None
     cost: dict[str, Any] | None = None
     request_version: int = REQUEST_VERSION
+    tenant: str = DEFAULT_TENANT
+
+    @property
+    def estimated_cost(self) -> float | None:
+        """The cost estimate in USD, summed by the tenant's daily cap."""
+        estimated = (self.cost or {}).get("estimated")
+        return float(estimated) if isinstance(estimated, int | float) else None
+
+    def row(self, created_at: datetime) -> dict[str, Any]:
+        """The ``jobs`` row's values; the request as ``request_text`` (JSON, see ``JobStore``)."""
+        return {
+            "id": self.id,
+            "tenant": self.tenant,
+            "estimated_cost": self.estimated_cost,
+            "state": JobState.ACCEPTED.value,
+            "backend": self.backend,
+            "shots": self.shots,
+            "request_text": self.request_json,
+            "request_version": self.request_version,
+            "request_hash": self.request_hash,
+            "idempotency_key": self.idempotency_key,
+            "attempt": 0,
+            "step_failures": 0,
+            "cancel_requested": False,
+            "deadline_at": self.deadline_at,
+            "cost": self.cost,
+            "version": 1,
+            "created_at": created_at,
+            "updated_at": created_at,
+        }
 
     def as_job(self, created_at: datetime, *, request: dict[str, Any] | None = None) -> Job:
         """The row as stored (a detached ``Job``); ``request`` is left unset unless given."""
-        return Job(
-            id=self.id,
-            state=JobState.ACCEPTED.value,
-            backend=self.backend,
-            shots=self.shots,
-            request=request,
-            request_version=self.request_version,
-            request_hash=self.request_hash,
-            idempotency_key=self.idempotency_key,
-            attempt=0,
-            step_failures=0,
-            cancel_requested=False,
-            deadline_at=self.deadline_at,
-            cost=self.cost,
-            version=1,
-            created_at=created_at,
-            updated_at=created_at,
-        )
+        values = self.row(created_at)
+        del values["request_text"]
+        return Job(**values, request=request)
 
 
 def _table(model: type[Job] | type[JobEvent]) -> Table:
@@ -79,6 +99,31 @@ _INSERT_EVENTS = insert(_table(JobEvent))
 
 class IdempotencyConflictError(Exception):
     """An Idempotency-Key was reused with a different request body."""
+
+
+class TenantCapError(Exception):
+    """A tenant reached one of its caps; nothing was stored.
+
+    Attributes:
+        cap: ``max_active_jobs`` or ``max_cost_per_day``.
+    """
+
+    def __init__(self, cap: str, message: str) -> None:
+        super().__init__(message)
+        self.cap = cap
+
+
+@dataclass(frozen=True)
+class TenantCaps:
+    """Per-tenant caps checked when a job is created (``None``: no cap).
+
+    Attributes:
+        max_active: Unfinished jobs a tenant may have.
+        max_cost_per_day: Sum of the estimated costs of the jobs it submitted in the last 24 hours.
+    """
+
+    max_active: int | None = None
+    max_cost_per_day: float | None = None
 
 
 class InvalidCursorError(ValueError):
@@ -114,12 +159,23 @@ def _encode_cursor(job: Job) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+#: What :func:`_encode_cursor` writes: an aware UTC time and a job id of the API's alphabet.
+_CURSOR = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?\+00:00)\|([A-Za-z0-9-]{1,64})$")
+
+
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    # Strict: only the exact shape the API writes. A forged cursor (a naive or far-future time, an
+    # offset that overflows UTC, any other text) is a 4xx naming the cursor, never a 500.
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, job_id = raw.split("|", 1)
-        return datetime.fromisoformat(created), job_id
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        match = _CURSOR.match(raw)
+        if match is None:
+            raise ValueError("not the shape of a cursor")
+        created = datetime.fromisoformat(match.group(1))
+        if not MIN_CURSOR_TIME <= created <= utcnow() + timedelta(days=1):
+            raise ValueError("time out of range")
+        return created, match.group(2)
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidCursorError("cursor is not one this API returned") from exc
 
 
@@ -156,8 +212,12 @@ class JobStore:
         idempotency_key: str | None = None,
         cost: dict[str, Any] | None = None,
         request_version: int = REQUEST_VERSION,
+        tenant: str = DEFAULT_TENANT,
+        caps: TenantCaps | None = None,
     ) -> tuple[Job, bool]:
-        """Insert an ACCEPTED job and its first event, unless the idempotency key is known.
+        """Insert an ACCEPTED job of ``tenant`` and its first event, unless the tenant used the key.
+
+        Idempotency keys are the tenant's own: the same key sent by another tenant is a new job.
 
         Args:
             job_id: The new job's id.
@@ -169,12 +229,16 @@ class JobStore:
             idempotency_key: The client's ``Idempotency-Key``, if any.
             cost: The cost estimate, as JSON.
             request_version: Version of the request document.
+            tenant: The tenant the job belongs to.
+            caps: The tenant's caps, checked in the inserting transaction.
 
         Returns:
             The job and whether it was created now (False: an earlier job with the same key).
 
         Raises:
             IdempotencyConflictError: If the key belongs to a job with a different request.
+            TenantCapError: If the new job would break one of the tenant's ``caps`` (a replay of
+                an idempotency key never does: it creates nothing).
         """
         new = NewJob(
             id=job_id,
@@ -186,76 +250,141 @@ class JobStore:
             idempotency_key=idempotency_key,
             cost=cost,
             request_version=request_version,
+            tenant=tenant,
         )
         if idempotency_key is not None:
-            existing = self._by_idempotency_key(idempotency_key, request_hash, new.request_json)
+            existing = self._by_idempotency_key(new)
             if existing is not None:
                 return existing, False
         try:
-            created_at = self.create_jobs([new])
+            created_at, (refused,) = self.create_jobs([new], caps)
         except IntegrityError:
             # Two retries of one request raced; the loser returns the winner's job.
             if idempotency_key is None:
                 raise
-            existing = self._by_idempotency_key(idempotency_key, request_hash, new.request_json)
+            existing = self._by_idempotency_key(new)
             if existing is None:
                 raise
             return existing, False
+        if refused is not None:
+            raise refused
         return new.as_job(created_at, request=json.loads(new.request_json)), True
 
-    def create_jobs(self, jobs: Sequence[NewJob]) -> datetime:
-        """Insert ACCEPTED jobs and their first events in one transaction (all or none).
+    def create_jobs(
+        self, jobs: Sequence[NewJob], caps: TenantCaps | None = None
+    ) -> tuple[datetime, list[TenantCapError | None]]:
+        """Insert ACCEPTED jobs and their first events in one transaction.
 
-        The accept path's group commit: one transaction, two multi-row INSERTs, whatever the
-        number of jobs. Idempotency keys are not looked up here (``create_job`` does that).
+        The accept path's group commit: one transaction and two multi-row INSERTs, whatever the
+        number of jobs. A job that would break its tenant's ``caps`` is left out (the caps count
+        the jobs of the group before it); idempotency keys are not looked up (``create_job`` does).
 
         Returns:
-            Their creation time.
+            The creation time, and per job ``None`` (stored) or the cap it would break.
 
         Raises:
-            sqlalchemy.exc.IntegrityError: If an id or an idempotency key exists already.
+            sqlalchemy.exc.IntegrityError: If an id or an idempotency key exists already (then
+                nothing is stored).
         """
         now = utcnow()
+        refused: list[TenantCapError | None] = [None] * len(jobs)
         if not jobs:
-            return now
-        rows = [
-            {
-                "id": new.id,
-                "state": JobState.ACCEPTED.value,
-                "backend": new.backend,
-                "shots": new.shots,
-                "request_text": new.request_json,
-                "request_version": new.request_version,
-                "request_hash": new.request_hash,
-                "idempotency_key": new.idempotency_key,
-                "attempt": 0,
-                "step_failures": 0,
-                "cancel_requested": False,
-                "deadline_at": new.deadline_at,
-                "cost": new.cost,
-                "version": 1,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for new in jobs
-        ]
-        events = [
-            {"job_id": new.id, "at": now, "from_state": None, "to_state": JobState.ACCEPTED.value}
-            for new in jobs
-        ]
-        # Core INSERTs on the tables rather than the ORM unit of work: this is the accept path,
-        # where every round trip and every millisecond of CPU shows up in the p99.
+            return now, refused
+        checked = caps is not None and (caps.max_active is not None or caps.max_cost_per_day is not None)
         with self.db.write() as session:
-            session.execute(self._insert_jobs, rows)
-            session.execute(_INSERT_EVENTS, events)
-        return now
+            if checked:
+                assert caps is not None
+                # Jobs of the group already let through count against their tenant's caps.
+                pending: dict[str, tuple[int, float]] = {}
+                self._lock_tenants(session, sorted({new.tenant for new in jobs}))
+                for index, new in enumerate(jobs):
+                    count, cost = pending.get(new.tenant, (0, 0.0))
+                    try:
+                        self._check_caps(session, new.tenant, caps, new.estimated_cost, now, count, cost)
+                    except TenantCapError as exc:
+                        refused[index] = exc
+                        continue
+                    pending[new.tenant] = (count + 1, cost + (new.estimated_cost or 0.0))
+            stored = [new for new, problem in zip(jobs, refused, strict=True) if problem is None]
+            if stored:
+                # Core INSERTs on the tables rather than the ORM unit of work: this is the accept
+                # path, where every round trip and every millisecond of CPU shows up in the p99.
+                session.execute(self._insert_jobs, [new.row(now) for new in stored])
+                session.execute(
+                    _INSERT_EVENTS,
+                    [
+                        {"job_id": new.id, "at": now, "from_state": None, "to_state": JobState.ACCEPTED.value}
+                        for new in stored
+                    ],
+                )
+        return now, refused
 
-    def _by_idempotency_key(self, key: str, request_hash: str, request_json: str) -> Job | None:
+    def _lock_tenants(self, session: Session, tenants: Sequence[str]) -> None:
+        # The caps are checked in the transaction that inserts, so two concurrent submissions
+        # cannot both pass: SQLite's writers are serialised by BEGIN IMMEDIATE; PostgreSQL takes a
+        # transaction-level advisory lock per tenant (released at commit), so other tenants never
+        # wait. In sorted order: two groups locking the same tenants cannot deadlock.
+        if self.db.is_sqlite:
+            return
+        for tenant in tenants:
+            session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"tenant:{tenant}"}
+            )
+
+    def _check_caps(
+        self,
+        session: Session,
+        tenant: str,
+        caps: TenantCaps,
+        estimated: float | None,
+        now: datetime,
+        pending_jobs: int = 0,
+        pending_cost: float = 0.0,
+    ) -> None:
+        if caps.max_active is not None:
+            active = int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(Job)
+                    .where(Job.tenant == tenant, Job.state.not_in([s.value for s in TERMINAL_STATES]))
+                )
+                or 0
+            )
+            active += pending_jobs
+            if active >= caps.max_active:
+                raise TenantCapError(
+                    "max_active_jobs",
+                    f"the tenant has {active} unfinished jobs; at most {caps.max_active} are allowed "
+                    "(QHYBRID_MAX_ACTIVE_JOBS_PER_TENANT)",
+                )
+        if caps.max_cost_per_day is not None:
+            spent = session.scalar(
+                select(func.coalesce(func.sum(Job.estimated_cost), 0.0)).where(
+                    Job.tenant == tenant, Job.created_at >= now - timedelta(days=1)
+                )
+            )
+            before = float(spent or 0.0) + pending_cost
+            total = before + (estimated or 0.0)
+            if total > caps.max_cost_per_day:
+                raise TenantCapError(
+                    "max_cost_per_day",
+                    f"estimated cost {total:.2f} USD in the last 24 hours with this job "
+                    f"({before:.2f} before it); at most {caps.max_cost_per_day:g} "
+                    "are allowed (QHYBRID_MAX_COST_PER_DAY)",
+                )
+
+    def _by_idempotency_key(self, new: NewJob) -> Job | None:
         with self.db.read() as session:
-            job = session.scalars(select(Job).where(Job.idempotency_key == key)).one_or_none()
+            job = session.scalars(
+                select(Job).where(Job.tenant == new.tenant, Job.idempotency_key == new.idempotency_key)
+            ).one_or_none()
         # A job accepted by an older API may have hashed its document differently: the documents
         # themselves decide then, so an upgrade never turns a genuine retry into a conflict.
-        if job is not None and job.request_hash != request_hash and job.request != json.loads(request_json):
+        if (
+            job is not None
+            and job.request_hash != new.request_hash
+            and job.request != json.loads(new.request_json)
+        ):
             raise IdempotencyConflictError("Idempotency-Key was already used for a different request body")
         return job
 
@@ -264,11 +393,16 @@ class JobStore:
         with self.db.read() as session:
             return session.get(Job, job_id)
 
-    def view(self, job_id: str) -> JobView | None:
-        """The job with its events and remote tasks, or ``None``."""
+    def view(self, job_id: str, *, tenant: str | None = None) -> JobView | None:
+        """The job with its events and remote tasks, or ``None`` (also when another tenant owns it).
+
+        Args:
+            job_id: The job.
+            tenant: Only a job of this tenant; ``None``: any (the worker's and operators' view).
+        """
         with self.db.read() as session:
             job = session.get(Job, job_id)
-            if job is None:
+            if job is None or (tenant is not None and job.tenant != tenant):
                 return None
             events = session.scalars(
                 select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
@@ -279,9 +413,14 @@ class JobStore:
             return JobView(job=job, events=events, remote_tasks=tasks)
 
     def list_jobs(
-        self, *, limit: int, cursor: str | None = None, state: JobState | None = None
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        state: JobState | None = None,
+        tenant: str | None = None,
     ) -> tuple[list[Job], str | None]:
-        """One page of jobs, newest first.
+        """One page of jobs, newest first; only ``tenant``'s when given.
 
         Returns:
             The jobs and the cursor of the next page (``None`` on the last page).
@@ -292,6 +431,8 @@ class JobStore:
         query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
         if state is not None:
             query = query.where(Job.state == state.value)
+        if tenant is not None:
+            query = query.where(Job.tenant == tenant)
         if cursor:
             created, job_id = _decode_cursor(cursor)
             query = query.where(
@@ -308,12 +449,15 @@ class JobStore:
         with self.db.read() as session:
             return int(session.scalar(select(func.count()).select_from(Job)) or 0)
 
-    def request_cancel(self, job_id: str, *, actor: str = "api") -> CancelOutcome:
-        """Cancel a job: at once if no worker has touched it yet, else by flagging it for the worker."""
+    def request_cancel(self, job_id: str, *, actor: str = "api", tenant: str | None = None) -> CancelOutcome:
+        """Cancel a job: at once if no worker has touched it yet, else by flagging it for the worker.
+
+        Another tenant's job is answered as if it did not exist (``job=None``).
+        """
         now = utcnow()
         with self.db.write() as session:
             job = session.get(Job, job_id)
-            if job is None:
+            if job is None or (tenant is not None and job.tenant != tenant):
                 return CancelOutcome(job=None, accepted=False, immediate=False)
             if JobState(job.state) in TERMINAL_STATES:
                 return CancelOutcome(job=job, accepted=False, immediate=False)

@@ -12,19 +12,19 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from qhybrid.api.deps import ServicesDep, require_api_key, require_json
+from qhybrid.api.deps import ServicesDep, TenantDep, require_json
 from qhybrid.api.errors import ApiError, error_responses, invalid
-from qhybrid.api.schemas import JobAccepted, JobLinks
+from qhybrid.api.schemas import ErrorItem, JobAccepted, JobLinks
 from qhybrid.backends.registry import check_backend, known_capacity, static_pricing, static_seconds
 from qhybrid.core.config import Settings
 from qhybrid.domain.request import REQUEST_VERSION, JobRequest
 from qhybrid.domain.result import Cost, PricingReport
 from qhybrid.domain.states import JobState
 from qhybrid.jobs.models import utcnow
-from qhybrid.jobs.store import IdempotencyConflictError, NewJob
+from qhybrid.jobs.store import IdempotencyConflictError, NewJob, TenantCapError, TenantCaps
 from qhybrid.proxy.obfuscation import decoy_count
 
-router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["jobs"])
 
 _ACCEPTED: dict[int | str, dict[str, Any]] = {
     202: {
@@ -183,7 +183,7 @@ _BODY: dict[str, Any] = {
     "/optimize_portfolio",
     status_code=202,
     response_model=JobAccepted,
-    responses=_ACCEPTED | error_responses(400, 401, 409, 413, 415, 422),
+    responses=_ACCEPTED | error_responses(400, 401, 408, 409, 413, 415, 422, 429),
     summary="Submit a portfolio optimization job",
     operation_id="submit_job",
     dependencies=[Depends(require_json)],
@@ -192,6 +192,7 @@ _BODY: dict[str, Any] = {
 async def optimize_portfolio(
     request: Request,
     services: ServicesDep,
+    tenant: TenantDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -212,6 +213,12 @@ async def optimize_portfolio(
     shots = body.shots or settings.default_shots
     body = body.model_copy(update={"shots": shots, "privacy": body.privacy or settings.privacy_default})
     cost = cost_estimate(body, shots, settings)
+    if settings.max_cost_per_day is not None and cost.estimated is None:
+        raise invalid(
+            "backend",
+            "cost_known",
+            f"cannot check QHYBRID_MAX_COST_PER_DAY: {cost.note or 'no price list for this backend'}",
+        )
     # Serialised once: this text is hashed (idempotency) and stored as it is.
     document = body.model_dump_json()
     new = NewJob(
@@ -224,12 +231,21 @@ async def optimize_portfolio(
         idempotency_key=idempotency_key,
         cost=cost.model_dump(mode="json"),
         request_version=REQUEST_VERSION,
+        tenant=tenant,
     )
+    caps = TenantCaps(settings.max_active_jobs_per_tenant, settings.max_cost_per_day)
     try:
-        accepted = await services.intake.accept(new)
+        accepted = await services.intake.accept(new, caps)
     except IdempotencyConflictError as exc:
         raise ApiError(
             409, "idempotency_conflict", f"idempotency-key: {exc}", field="idempotency-key"
+        ) from exc
+    except TenantCapError as exc:
+        raise ApiError(
+            429,
+            "limit_exceeded",
+            f"tenant: {exc}",
+            [ErrorItem(field="tenant", rule=exc.cap, message=str(exc))],
         ) from exc
     job = accepted.job
     headers = {"Location": f"/jobs/{job.id}"}
