@@ -11,7 +11,9 @@ Everything in one run on one machine, so the ratio is meaningful on a loaded mac
    requests are sent on schedule whatever the server's speed, so queueing delay shows up in
    the percentiles instead of hiding in the client (wrk is closed-loop; wrk2 is not packaged).
 
-``--embedded`` adds the open-loop row on the embedded default (SQLite + SqliteHuey).
+``--embedded`` adds the open-loop row on the embedded default (SQLite + SqliteHuey); ``--auth``
+adds rows with an API key (``QHYBRID_API_KEYS``) and a rate limit too high to refuse anything
+(``QHYBRID_RATE_LIMIT``, counted in Redis), to measure what authentication and limiting cost.
 The load average before and after is printed: the machine is shared with other work.
 
 Run: ``.venv/bin/python -m benchmarks.accept_latency [--rate 300] [--seconds 10]``
@@ -57,6 +59,7 @@ REDIS_URL = os.environ.get("QHYBRID_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 _WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+{headers}
 local f = io.open("{body}", "rb")
 wrk.body = f:read("*a")
 f:close()
@@ -89,9 +92,12 @@ def prices_body() -> dict[str, Any]:
     return sample_request(tickers=tuple(names[:20]), days=755)
 
 
-def _wrk(url: str, body_file: Path, seconds: float, connections: int) -> dict[str, Any]:
+def _wrk(
+    url: str, body_file: Path, seconds: float, connections: int, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     script = body_file.with_suffix(".lua")
-    script.write_text(_WRK_SCRIPT.format(body=body_file))
+    extra = "\n".join(f'wrk.headers["{name}"] = "{value}"' for name, value in (headers or {}).items())
+    script.write_text(_WRK_SCRIPT.format(body=body_file, headers=extra))
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds:.0f}s", "--latency", "-s", str(script), url],
         check=True,
@@ -114,7 +120,7 @@ def _wrk(url: str, body_file: Path, seconds: float, connections: int) -> dict[st
 
 
 async def _fire(
-    host: str, port: int, path: str, rate: float, seconds: float, body: bytes
+    host: str, port: int, path: str, rate: float, seconds: float, body: bytes, headers: dict[str, str]
 ) -> tuple[list[float], int, float]:
     """Send ``rate`` requests a second for ``seconds``, each on schedule; latencies and errors.
 
@@ -123,8 +129,9 @@ async def _fire(
     not the server, the bottleneck. Each latency runs from the request's scheduled send time, so a
     client that falls behind shows up in the figures (no coordinated omission).
     """
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     request = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n{extra}"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
@@ -175,10 +182,13 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def _open_loop(port: int, body: bytes, rate: float, seconds: float) -> dict[str, Any]:
+def _open_loop(
+    port: int, body: bytes, rate: float, seconds: float, headers: dict[str, str]
+) -> dict[str, Any]:
     run = uvloop.run if uvloop is not None else asyncio.run
-    run(_fire("127.0.0.1", port, "/optimize_portfolio", min(rate, 50), 1.0, body))  # warm-up
-    latencies, errors, achieved = run(_fire("127.0.0.1", port, "/optimize_portfolio", rate, seconds, body))
+    path = "/optimize_portfolio"
+    run(_fire("127.0.0.1", port, path, min(rate, 50), 1.0, body, headers))  # warm-up
+    latencies, errors, achieved = run(_fire("127.0.0.1", port, path, rate, seconds, body, headers))
     ms = [value * 1000 for value in latencies] or [float("nan")]
     return {
         "req/s": f"{achieved:.0f} (target {rate:.0f})",
@@ -226,6 +236,9 @@ def main() -> None:
     parser.add_argument(
         "--embedded", action="store_true", help="add the open-loop row on SQLite + SqliteHuey"
     )
+    parser.add_argument(
+        "--auth", action="store_true", help="add rows with an API key and a (never reached) rate limit"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not on the PATH (apt-get install wrk)")
@@ -261,12 +274,21 @@ def main() -> None:
         finally:
             bare.stop()
 
-        setups: list[tuple[str, dict[str, str]]] = []
+        setups: list[tuple[str, dict[str, str], dict[str, str]]] = []
         with _postgres_and_redis() as production:
-            setups.append(("postgresql + RedisHuey", production))
+            setups.append(("postgresql + RedisHuey", production, {}))
+            if args.auth:
+                key = uuid.uuid4().hex
+                auth_env = {
+                    **production,
+                    "QHYBRID_API_KEYS": f"bench:{key}",
+                    "QHYBRID_RATE_LIMIT": "1000000/second",
+                }
+                label = "postgresql + RedisHuey, API key + rate limit"
+                setups.append((label, auth_env, {"Authorization": f"Bearer {key}"}))
             if args.embedded:
-                setups.append(("sqlite + SqliteHuey", {}))
-            for label, env in setups:
+                setups.append(("sqlite + SqliteHuey", {}, {}))
+            for index, (label, env, headers) in enumerate(setups):
                 port = free_port()
                 data_dir = folder / f"data-{uuid.uuid4().hex[:6]}"
                 api = start_process(
@@ -274,30 +296,30 @@ def main() -> None:
                     ["-m", "qhybrid", "serve", "--port", str(port), "--log-level", "warning"],
                     log_dir=folder,
                     env={"QHYBRID_DATA_DIR": str(data_dir), **env},
-                    health_url=f"http://127.0.0.1:{port}/readyz",
+                    health_url=f"http://127.0.0.1:{port}/healthz",
                 )
                 try:
                     url = f"http://127.0.0.1:{port}/optimize_portfolio"
                     if env:
-                        _wrk(url, files["moments"], 2, args.connections)  # warm-up
+                        _wrk(url, files["moments"], 2, args.connections, headers)  # warm-up
                         rows.append(
                             {
                                 "row": f"accept, moments 8 assets, {label}",
                                 "body bytes": len(bodies["moments"]),
                             }
-                            | _wrk(url, files["moments"], args.seconds, args.connections)
+                            | _wrk(url, files["moments"], args.seconds, args.connections, headers)
                         )
                     rows.append(
                         {
                             "row": f"accept open loop, moments 8 assets, {label}",
                             "body bytes": len(bodies["moments"]),
                         }
-                        | _open_loop(port, bodies["moments"], args.rate, args.seconds)
+                        | _open_loop(port, bodies["moments"], args.rate, args.seconds, headers)
                     )
-                    if env:
+                    if index == 0:
                         rows.append(
                             {"row": f"accept, prices 20 × 755, {label}", "body bytes": len(bodies["prices"])}
-                            | _wrk(url, files["prices"], args.seconds, args.connections)
+                            | _wrk(url, files["prices"], args.seconds, args.connections, headers)
                         )
                 finally:
                     api.stop()
