@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from qhybrid import __version__
+from qhybrid.api.auth import Authenticator, TenantAuth
 from qhybrid.api.deps import AppServices
 from qhybrid.api.errors import install_error_handlers
 from qhybrid.api.middleware import BodySizeLimit
@@ -19,6 +20,7 @@ from qhybrid.core.config import Settings, get_settings
 from qhybrid.jobs.database import Database
 from qhybrid.jobs.queue import make_queue
 from qhybrid.jobs.store import JobStore
+from qhybrid.jobs.tenants import KeyStore, pepper_of
 
 log = logging.getLogger("qhybrid.api")
 
@@ -39,7 +41,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = Database(settings.resolved_database_url)
         db.migrate()
         queue = make_queue(settings)
-        app.state.services = AppServices(settings=settings, db=db, store=JobStore(db), queue=queue)
+        auth = Authenticator(settings, KeyStore(db, pepper_of(settings)))
+        app.state.services = AppServices(settings=settings, db=db, store=JobStore(db), queue=queue, auth=auth)
+        auth.warn_if_open()
         log.info("api ready: database=%s queue=%s", db.engine.url.get_backend_name(), queue.engine)
         try:
             yield
@@ -57,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(optimize.router)
     app.include_router(jobs.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Added last, so it runs first: no key, no body read.
+    app.add_middleware(TenantAuth)
     _describe_in_markdown(app)
     return app
 

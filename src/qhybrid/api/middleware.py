@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,7 +33,9 @@ class BodySizeLimit:
             try:
                 too_big = int(declared) > self.max_bytes
             except ValueError:
-                await self._reply(send, 400, "invalid_request", "content-length: not an integer")
+                await send_error(
+                    send, 400, "invalid_request", "content-length: not an integer", field="content-length"
+                )
                 return
             if too_big:
                 await self._refuse(send)
@@ -64,28 +67,48 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        await self._reply(
-            send, 413, "payload_too_large", f"body: larger than the limit of {self.max_bytes} bytes"
+        await send_error(
+            send,
+            413,
+            "payload_too_large",
+            f"body: larger than the limit of {self.max_bytes} bytes",
+            field="body",
+            headers=[(b"connection", b"close")],
         )
 
-    @staticmethod
-    async def _reply(send: Send, status: int, error: str, message: str) -> None:
-        field = message.split(":", 1)[0]
-        payload = json.dumps(
-            {
-                "error": error,
-                "message": message,
-                "errors": [{"field": field, "rule": error, "message": message}],
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+
+async def send_error(
+    send: Send,
+    status: int,
+    error: str,
+    message: str,
+    *,
+    field: str,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Answer with the API's error body from the ASGI layer (no route, no body parsing).
+
+    Args:
+        send: The ASGI send callable.
+        status: HTTP status.
+        error: Machine-readable kind.
+        message: ``"<field>: <rule broken>"``.
+        field: The request part at fault.
+        headers: Extra response headers.
+    """
+    detail = message.split(": ", 1)[1] if message.startswith(f"{field}: ") else message
+    payload = json.dumps(
+        {"error": error, "message": message, "errors": [{"field": field, "rule": error, "message": detail}]}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

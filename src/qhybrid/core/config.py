@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +21,16 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from qhybrid.domain.device import Pricing
 from qhybrid.domain.privacy import PrivacyLevel
+
+#: A tenant name (the same rule as :data:`qhybrid.jobs.tenants.TENANT_PATTERN`).
+TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def split_api_key(entry: str) -> tuple[str, str]:
+    """``tenant:key`` → (tenant, key); a bare ``key`` belongs to tenant ``default``."""
+    tenant, separator, key = entry.partition(":")
+    return (tenant.strip(), key.strip()) if separator else ("default", entry.strip())
+
 
 #: URL schemes ``QHYBRID_QUEUE_URL`` accepts.
 QUEUE_SCHEMES = frozenset({"sqs", "redis", "rediss", "unix"})
@@ -100,8 +111,15 @@ class Settings(BaseSettings):
         default=False, description="Let botocore ask the EC2 instance metadata service for credentials."
     )
 
-    api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="If set, requests need 'Authorization: Bearer <key>'."
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated 'tenant:key' pairs (a bare key belongs to tenant 'default'); "
+        "with any key here or in the database, every route but /healthz needs 'Authorization: Bearer <key>'.",
+    )
+    api_key_pepper: SecretStr | None = Field(
+        default=None,
+        description="Base64 32-byte key under which API keys are hashed in the database; "
+        "unset: <data_dir>/keys/api-key-pepper.",
     )
     max_assets: int = Field(
         default=500,
@@ -166,6 +184,24 @@ class Settings(BaseSettings):
     exact_time_limit_seconds: float = Field(
         default=30.0, gt=0, description="Time limit of the exact classical baseline (SCIP) per job."
     )
+
+    @field_validator("api_keys")
+    @classmethod
+    def _tenant_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        # Checked here so that a malformed pair stops the process at start, naming the variable.
+        for entry in keys:
+            tenant, key = split_api_key(entry.get_secret_value())
+            if not TENANT_NAME.match(tenant):
+                raise ValueError(
+                    f"api_keys: tenant name {tenant!r} is not allowed (letters, digits, '.', '_', '-')"
+                )
+            if not key:
+                raise ValueError(f"api_keys: the key of tenant {tenant!r} is empty")
+        return keys
+
+    def tenant_api_keys(self) -> list[tuple[str, str]]:
+        """``QHYBRID_API_KEYS`` as (tenant, key) pairs."""
+        return [split_api_key(entry.get_secret_value()) for entry in self.api_keys]
 
     @field_validator("api_keys", "egress_allow", mode="before")
     @classmethod
@@ -239,6 +275,11 @@ class Settings(BaseSettings):
     def token_key_path(self) -> Path:
         """Where the embedded default keeps the gateway's client-token key (mode 0600)."""
         return self.data_dir / "gateway" / "token-key"
+
+    @property
+    def api_key_pepper_path(self) -> Path:
+        """Where the embedded default keeps the API-key pepper (mode 0600)."""
+        return self.data_dir / "keys" / "api-key-pepper"
 
     @property
     def kek_path(self) -> Path:

@@ -22,6 +22,7 @@ from qhybrid.domain.request import REQUEST_VERSION
 from qhybrid.domain.states import TERMINAL_STATES, JobState, check_transition
 from qhybrid.jobs.database import Database
 from qhybrid.jobs.models import Job, JobEvent, RemoteTask, utcnow
+from qhybrid.jobs.tenants import DEFAULT_TENANT
 
 
 class IdempotencyConflictError(Exception):
@@ -98,8 +99,11 @@ class JobStore:
         idempotency_key: str | None = None,
         cost: dict[str, Any] | None = None,
         request_version: int = REQUEST_VERSION,
+        tenant: str = DEFAULT_TENANT,
     ) -> tuple[Job, bool]:
-        """Insert an ACCEPTED job and its first event, unless the idempotency key is known.
+        """Insert an ACCEPTED job of ``tenant`` and its first event, unless the tenant used the key.
+
+        Idempotency keys are the tenant's own: the same key sent by another tenant is a new job.
 
         Returns:
             The job and whether it was created now (False: an earlier job with the same key).
@@ -108,12 +112,15 @@ class JobStore:
             IdempotencyConflictError: If the key belongs to a job with a different request.
         """
         if idempotency_key is not None:
-            existing = self._by_idempotency_key(idempotency_key, request_hash)
+            existing = self._by_idempotency_key(tenant, idempotency_key, request_hash)
             if existing is not None:
                 return existing, False
         now = utcnow()
+        estimated = (cost or {}).get("estimated")
         values: dict[str, Any] = {
             "id": job_id,
+            "tenant": tenant,
+            "estimated_cost": float(estimated) if isinstance(estimated, int | float) else None,
             "state": JobState.ACCEPTED.value,
             "backend": backend,
             "shots": shots,
@@ -144,15 +151,17 @@ class JobStore:
             # Two retries of one request raced; the loser returns the winner's job.
             if idempotency_key is None:
                 raise
-            existing = self._by_idempotency_key(idempotency_key, request_hash)
+            existing = self._by_idempotency_key(tenant, idempotency_key, request_hash)
             if existing is None:
                 raise
             return existing, False
         return Job(**values), True
 
-    def _by_idempotency_key(self, key: str, request_hash: str) -> Job | None:
+    def _by_idempotency_key(self, tenant: str, key: str, request_hash: str) -> Job | None:
         with self.db.read() as session:
-            job = session.scalars(select(Job).where(Job.idempotency_key == key)).one_or_none()
+            job = session.scalars(
+                select(Job).where(Job.tenant == tenant, Job.idempotency_key == key)
+            ).one_or_none()
         if job is not None and job.request_hash != request_hash:
             raise IdempotencyConflictError("Idempotency-Key was already used for a different request body")
         return job
@@ -162,11 +171,16 @@ class JobStore:
         with self.db.read() as session:
             return session.get(Job, job_id)
 
-    def view(self, job_id: str) -> JobView | None:
-        """The job with its events and remote tasks, or ``None``."""
+    def view(self, job_id: str, *, tenant: str | None = None) -> JobView | None:
+        """The job with its events and remote tasks, or ``None`` (also when another tenant owns it).
+
+        Args:
+            job_id: The job.
+            tenant: Only a job of this tenant; ``None``: any (the worker's and operators' view).
+        """
         with self.db.read() as session:
             job = session.get(Job, job_id)
-            if job is None:
+            if job is None or (tenant is not None and job.tenant != tenant):
                 return None
             events = session.scalars(
                 select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
@@ -179,9 +193,14 @@ class JobStore:
             return JobView(job=job, events=events, remote_tasks=tasks)
 
     def list_jobs(
-        self, *, limit: int, cursor: str | None = None, state: JobState | None = None
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        state: JobState | None = None,
+        tenant: str | None = None,
     ) -> tuple[list[Job], str | None]:
-        """One page of jobs, newest first.
+        """One page of jobs, newest first; only ``tenant``'s when given.
 
         Returns:
             The jobs and the cursor of the next page (``None`` on the last page).
@@ -192,6 +211,8 @@ class JobStore:
         query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
         if state is not None:
             query = query.where(Job.state == state.value)
+        if tenant is not None:
+            query = query.where(Job.tenant == tenant)
         if cursor:
             created, job_id = _decode_cursor(cursor)
             query = query.where(
@@ -208,12 +229,15 @@ class JobStore:
         with self.db.read() as session:
             return int(session.scalar(select(func.count()).select_from(Job)) or 0)
 
-    def request_cancel(self, job_id: str, *, actor: str = "api") -> CancelOutcome:
-        """Cancel a job: at once if no worker has touched it yet, else by flagging it for the worker."""
+    def request_cancel(self, job_id: str, *, actor: str = "api", tenant: str | None = None) -> CancelOutcome:
+        """Cancel a job: at once if no worker has touched it yet, else by flagging it for the worker.
+
+        Another tenant's job is answered as if it did not exist (``job=None``).
+        """
         now = utcnow()
         with self.db.write() as session:
             job = session.get(Job, job_id)
-            if job is None:
+            if job is None or (tenant is not None and job.tenant != tenant):
                 return CancelOutcome(job=None, accepted=False, immediate=False)
             if JobState(job.state) in TERMINAL_STATES:
                 return CancelOutcome(job=job, accepted=False, immediate=False)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 
-from qhybrid.api.deps import QueueDep, StoreDep, require_api_key
+from qhybrid.api.deps import QueueDep, StoreDep, TenantDep
 from qhybrid.api.errors import ApiError, error_responses, invalid
 from qhybrid.api.schemas import (
     JobDocument,
@@ -23,7 +23,7 @@ from qhybrid.domain.states import STATUS_NAMES, JobState, parse_status
 from qhybrid.jobs.store import InvalidCursorError, JobView
 
 log = logging.getLogger("qhybrid.api")
-router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 JobId = Annotated[
     str, Path(min_length=1, max_length=64, description="The id POST /optimize_portfolio returned.")
@@ -94,6 +94,7 @@ def _not_found(job_id: str) -> ApiError:
 )
 def list_jobs(
     store: StoreDep,
+    tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
     cursor: Annotated[
         str | None, Query(max_length=200, description="next_cursor of the previous page.")
@@ -102,7 +103,7 @@ def list_jobs(
         str | None, Query(description=f"Only jobs in this status: {', '.join(STATUS_NAMES)}.")
     ] = None,
 ) -> JobPage:
-    """One page of jobs; follow ``next_cursor`` for the next."""
+    """One page of the caller's jobs; follow ``next_cursor`` for the next."""
     state = None
     if status is not None:
         try:
@@ -110,7 +111,7 @@ def list_jobs(
         except ValueError as exc:
             raise invalid("status", "known_status", str(exc)) from exc
     try:
-        jobs, next_cursor = store.list_jobs(limit=limit, cursor=cursor, state=state)
+        jobs, next_cursor = store.list_jobs(limit=limit, cursor=cursor, state=state, tenant=tenant)
     except InvalidCursorError as exc:
         raise invalid("cursor", "valid_cursor", str(exc)) from exc
     return JobPage(
@@ -137,9 +138,12 @@ def list_jobs(
     operation_id="get_job",
     responses=error_responses(401, 404, 422),
 )
-def get_job(job_id: JobId, store: StoreDep) -> JSONResponse:
-    """The job's status, timestamps, transition events and, once completed, its result."""
-    view = store.view(job_id)
+def get_job(job_id: JobId, store: StoreDep, tenant: TenantDep) -> JSONResponse:
+    """The job's status, timestamps, transition events and, once completed, its result.
+
+    Another tenant's job is answered 404, exactly as a job that does not exist.
+    """
+    view = store.view(job_id, tenant=tenant)
     if view is None:
         raise _not_found(job_id)
     return _document_response(view)
@@ -153,9 +157,9 @@ def get_job(job_id: JobId, store: StoreDep) -> JSONResponse:
     operation_id="cancel_job",
     responses=error_responses(401, 404, 409, 422),
 )
-def cancel_job(job_id: JobId, store: StoreDep, queue: QueueDep) -> JSONResponse:
+def cancel_job(job_id: JobId, store: StoreDep, queue: QueueDep, tenant: TenantDep) -> JSONResponse:
     """Cancel at once if no work started, else flag the job so a worker cancels the provider task too."""
-    outcome = store.request_cancel(job_id)
+    outcome = store.request_cancel(job_id, tenant=tenant)
     if outcome.job is None:
         raise _not_found(job_id)
     if not outcome.accepted:
@@ -170,6 +174,6 @@ def cancel_job(job_id: JobId, store: StoreDep, queue: QueueDep) -> JSONResponse:
             queue.kick(job_id)
         except Exception:
             log.exception("cancel of job %s recorded but the queue could not be reached", job_id)
-    view = store.view(job_id)
+    view = store.view(job_id, tenant=tenant)
     assert view is not None
     return _document_response(view, status_code=202)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Response
 
-from qhybrid.api.deps import QueueDep, SettingsDep, StoreDep, require_api_key, require_json
+from qhybrid.api.deps import QueueDep, SettingsDep, StoreDep, TenantDep, require_json
 from qhybrid.api.errors import ApiError, error_responses, invalid
 from qhybrid.api.schemas import JobAccepted, JobLinks
 from qhybrid.backends.registry import check_backend, known_capacity, static_pricing, static_seconds
@@ -25,7 +25,7 @@ from qhybrid.jobs.store import IdempotencyConflictError
 from qhybrid.proxy.obfuscation import decoy_count
 
 log = logging.getLogger("qhybrid.api")
-router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["jobs"])
 
 _ACCEPTED: dict[int | str, dict[str, Any]] = {
     202: {
@@ -163,6 +163,7 @@ def optimize_portfolio(
     settings: SettingsDep,
     store: StoreDep,
     queue: QueueDep,
+    tenant: TenantDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -199,6 +200,7 @@ def optimize_portfolio(
             idempotency_key=idempotency_key,
             cost=cost.model_dump(mode="json"),
             request_version=REQUEST_VERSION,
+            tenant=tenant,
         )
     except IdempotencyConflictError as exc:
         raise ApiError(

@@ -4,8 +4,8 @@
 ``remote_tasks`` rows gain ``round`` and ``part`` (0 and 0 for a job's single task) with the
 sub-problem's program, sealed key and assets; the unique key becomes (job, attempt, round, part).
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-06
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 
 from qhybrid.jobs.models import JSONType
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
