@@ -13,6 +13,7 @@ from qhybrid import __version__
 from qhybrid.api.auth import Authenticator, TenantAuth
 from qhybrid.api.deps import AppServices
 from qhybrid.api.errors import install_error_handlers
+from qhybrid.api.limits import SubmissionLimiter, SubmissionRateLimit
 from qhybrid.api.middleware import BodySizeLimit
 from qhybrid.api.routes import health, jobs, optimize
 from qhybrid.backends.registry import warm_up
@@ -42,7 +43,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db.migrate()
         queue = make_queue(settings)
         auth = Authenticator(settings, KeyStore(db, pepper_of(settings)))
-        app.state.services = AppServices(settings=settings, db=db, store=JobStore(db), queue=queue, auth=auth)
+        app.state.services = AppServices(
+            settings=settings,
+            db=db,
+            store=JobStore(db),
+            queue=queue,
+            auth=auth,
+            limiter=SubmissionLimiter(settings),
+        )
         auth.warn_if_open()
         log.info("api ready: database=%s queue=%s", db.engine.url.get_backend_name(), queue.engine)
         try:
@@ -60,8 +68,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(optimize.router)
     app.include_router(jobs.router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    # Added last, so it runs first: no key, no body read.
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds
+    )
+    app.add_middleware(SubmissionRateLimit)
+    # Added last, so it runs first: no key, no body read; over the rate limit, no body read.
     app.add_middleware(TenantAuth)
     _describe_in_markdown(app)
     return app

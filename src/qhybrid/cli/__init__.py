@@ -86,8 +86,11 @@ def serve(
     """Run the HTTP API (uvicorn); it migrates the database on start."""
     import uvicorn
 
+    from qhybrid.api.server import uvicorn_options
+
     _start_logging(log_level)
-    checked_database(checked_settings())
+    settings = checked_settings()
+    checked_database(settings)
     # An import string plus factory=True lets uvicorn start several processes, each building its
     # own application (and connection pools) from the environment; each configures its logging
     # from the same dictionary, so every process writes one format.
@@ -99,6 +102,8 @@ def serve(
         workers=workers,
         log_level=log_level.lower(),
         log_config=logging_config(log_level),
+        # Header and body deadlines, idle keep-alive, a connection cap: see qhybrid.api.server.
+        **uvicorn_options(settings),
     )
 
 

@@ -32,6 +32,21 @@ def split_api_key(entry: str) -> tuple[str, str]:
     return (tenant.strip(), key.strip()) if separator else ("default", entry.strip())
 
 
+_RATE = re.compile(r"^\s*(\d+)\s*(?:/|per)\s*(\d*)\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def parse_rate(text: str) -> tuple[int, int] | None:
+    """``'60/minute'`` → (60, 60): the count and the window in seconds; ``None`` if malformed."""
+    match = _RATE.match(text)
+    if match is None or int(match.group(1)) < 1:
+        return None
+    multiple = int(match.group(2) or 1)
+    if multiple < 1:
+        return None
+    return int(match.group(1)), multiple * _UNIT_SECONDS[match.group(3).lower()]
+
+
 #: URL schemes ``QHYBRID_QUEUE_URL`` accepts.
 QUEUE_SCHEMES = frozenset({"sqs", "redis", "rediss", "unix"})
 
@@ -120,6 +135,35 @@ class Settings(BaseSettings):
         default=None,
         description="Base64 32-byte key under which API keys are hashed in the database; "
         "unset: <data_dir>/keys/api-key-pepper.",
+    )
+    rate_limit: str | None = Field(
+        default=None,
+        description="Submissions per tenant, e.g. '60/minute' (also second, hour, day); unset: no limit. "
+        "Counted in Redis when the queue is Redis, else in each API process.",
+    )
+    max_active_jobs_per_tenant: int | None = Field(
+        default=None, ge=1, description="Jobs a tenant may have unfinished at once; unset: no cap."
+    )
+    max_cost_per_day: float | None = Field(
+        default=None,
+        ge=0,
+        description="Estimated QPU cost (USD) a tenant may submit in any 24 hours; unset: no cap.",
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Time a connection has to send a request's headers."
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Time a request has to send its whole body."
+    )
+    keep_alive_seconds: int = Field(default=5, ge=1, description="Idle time before a connection is closed.")
+    max_connections: int = Field(
+        default=1000, ge=1, description="Connections (and requests in progress) per API process; then 503."
+    )
+    prepare_seconds: float = Field(
+        default=240.0,
+        gt=0,
+        description="Time budget of PREPARING (estimate to compile); past it the job falls back "
+        "classically. Keep it below lease_seconds.",
     )
     max_assets: int = Field(
         default=500,
@@ -210,6 +254,17 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if parse_rate(value) is None:
+            raise ValueError(
+                f"rate_limit: expected '<count>/<second|minute|hour|day>' (e.g. '60/minute'), got {value!r}"
+            )
+        return value.strip()
 
     @field_validator("queue_url")
     @classmethod

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,9 +25,37 @@ from qhybrid.jobs.database import Database
 from qhybrid.jobs.models import Job, JobEvent, RemoteTask, utcnow
 from qhybrid.jobs.tenants import DEFAULT_TENANT
 
+#: No job is older than this; a cursor before it was not written by the API.
+MIN_CURSOR_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+
 
 class IdempotencyConflictError(Exception):
     """An Idempotency-Key was reused with a different request body."""
+
+
+class TenantCapError(Exception):
+    """A tenant reached one of its caps; nothing was stored.
+
+    Attributes:
+        cap: ``max_active_jobs`` or ``max_cost_per_day``.
+    """
+
+    def __init__(self, cap: str, message: str) -> None:
+        super().__init__(message)
+        self.cap = cap
+
+
+@dataclass(frozen=True)
+class TenantCaps:
+    """Per-tenant caps checked when a job is created (``None``: no cap).
+
+    Attributes:
+        max_active: Unfinished jobs a tenant may have.
+        max_cost_per_day: Sum of the estimated costs of the jobs it submitted in the last 24 hours.
+    """
+
+    max_active: int | None = None
+    max_cost_per_day: float | None = None
 
 
 class InvalidCursorError(ValueError):
@@ -62,12 +91,23 @@ def _encode_cursor(job: Job) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+#: What :func:`_encode_cursor` writes: an aware UTC time and a job id of the API's alphabet.
+_CURSOR = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?\+00:00)\|([A-Za-z0-9-]{1,64})$")
+
+
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    # Strict: only the exact shape the API writes. A forged cursor (a naive or far-future time, an
+    # offset that overflows UTC, any other text) is a 4xx naming the cursor, never a 500.
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, job_id = raw.split("|", 1)
-        return datetime.fromisoformat(created), job_id
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        match = _CURSOR.match(raw)
+        if match is None:
+            raise ValueError("not the shape of a cursor")
+        created = datetime.fromisoformat(match.group(1))
+        if not MIN_CURSOR_TIME <= created <= utcnow() + timedelta(days=1):
+            raise ValueError("time out of range")
+        return created, match.group(2)
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidCursorError("cursor is not one this API returned") from exc
 
 
@@ -100,6 +140,7 @@ class JobStore:
         cost: dict[str, Any] | None = None,
         request_version: int = REQUEST_VERSION,
         tenant: str = DEFAULT_TENANT,
+        caps: TenantCaps | None = None,
     ) -> tuple[Job, bool]:
         """Insert an ACCEPTED job of ``tenant`` and its first event, unless the tenant used the key.
 
@@ -110,6 +151,8 @@ class JobStore:
 
         Raises:
             IdempotencyConflictError: If the key belongs to a job with a different request.
+            TenantCapError: If the new job would break one of the tenant's ``caps`` (a replay of
+                an idempotency key never does: it creates nothing).
         """
         if idempotency_key is not None:
             existing = self._by_idempotency_key(tenant, idempotency_key, request_hash)
@@ -141,6 +184,8 @@ class JobStore:
             # Plain INSERTs rather than the ORM unit of work: this is the accept path, where every
             # round trip and every millisecond of CPU shows up in the p99.
             with self.db.write() as session:
+                if caps is not None and (caps.max_active is not None or caps.max_cost_per_day is not None):
+                    self._check_caps(session, tenant, caps, values["estimated_cost"], now)
                 session.execute(insert(Job).values(**values))
                 session.execute(
                     insert(JobEvent).values(
@@ -156,6 +201,43 @@ class JobStore:
                 raise
             return existing, False
         return Job(**values), True
+
+    def _check_caps(
+        self, session: Session, tenant: str, caps: TenantCaps, estimated: float | None, now: datetime
+    ) -> None:
+        # Checked in the transaction that inserts, so two concurrent submissions cannot both pass:
+        # SQLite's writers are serialised by BEGIN IMMEDIATE; PostgreSQL takes a transaction-level
+        # advisory lock per tenant (released at commit), so other tenants never wait.
+        if not self.db.is_sqlite:
+            session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"tenant:{tenant}"}
+            )
+        if caps.max_active is not None:
+            active = session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.tenant == tenant, Job.state.not_in([s.value for s in TERMINAL_STATES]))
+            )
+            if int(active or 0) >= caps.max_active:
+                raise TenantCapError(
+                    "max_active_jobs",
+                    f"the tenant has {active} unfinished jobs; at most {caps.max_active} are allowed "
+                    "(QHYBRID_MAX_ACTIVE_JOBS_PER_TENANT)",
+                )
+        if caps.max_cost_per_day is not None:
+            spent = session.scalar(
+                select(func.coalesce(func.sum(Job.estimated_cost), 0.0)).where(
+                    Job.tenant == tenant, Job.created_at >= now - timedelta(days=1)
+                )
+            )
+            total = float(spent or 0.0) + (estimated or 0.0)
+            if total > caps.max_cost_per_day:
+                raise TenantCapError(
+                    "max_cost_per_day",
+                    f"estimated cost {total:.2f} USD in the last 24 hours with this job "
+                    f"({float(spent or 0.0):.2f} before it); at most {caps.max_cost_per_day:g} "
+                    "are allowed (QHYBRID_MAX_COST_PER_DAY)",
+                )
 
     def _by_idempotency_key(self, tenant: str, key: str, request_hash: str) -> Job | None:
         with self.db.read() as session:

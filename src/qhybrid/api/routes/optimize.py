@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Header, Response
 
 from qhybrid.api.deps import QueueDep, SettingsDep, StoreDep, TenantDep, require_json
 from qhybrid.api.errors import ApiError, error_responses, invalid
-from qhybrid.api.schemas import JobAccepted, JobLinks
+from qhybrid.api.schemas import ErrorItem, JobAccepted, JobLinks
 from qhybrid.backends.registry import check_backend, known_capacity, static_pricing, static_seconds
 from qhybrid.core.config import Settings
 from qhybrid.domain.request import REQUEST_VERSION, JobRequest
@@ -21,7 +21,7 @@ from qhybrid.domain.result import Cost, PricingReport
 from qhybrid.domain.states import JobState
 from qhybrid.jobs.models import utcnow
 from qhybrid.jobs.sizing import is_decomposed, subproblem_assets, subproblem_qubits
-from qhybrid.jobs.store import IdempotencyConflictError
+from qhybrid.jobs.store import IdempotencyConflictError, TenantCapError, TenantCaps
 from qhybrid.proxy.obfuscation import decoy_count
 
 log = logging.getLogger("qhybrid.api")
@@ -152,7 +152,7 @@ def cost_estimate(request: JobRequest, shots: int, settings: Settings) -> Cost:
     "/optimize_portfolio",
     status_code=202,
     response_model=JobAccepted,
-    responses=_ACCEPTED | error_responses(400, 401, 409, 413, 415, 422),
+    responses=_ACCEPTED | error_responses(400, 401, 408, 409, 413, 415, 422, 429),
     summary="Submit a portfolio optimization job",
     operation_id="submit_job",
     dependencies=[Depends(require_json)],
@@ -185,6 +185,12 @@ def optimize_portfolio(
     )
     document = body.model_dump(mode="json")
     cost = cost_estimate(body, int(document["shots"]), settings)
+    if settings.max_cost_per_day is not None and cost.estimated is None:
+        raise invalid(
+            "backend",
+            "cost_known",
+            f"cannot check QHYBRID_MAX_COST_PER_DAY: {cost.note or 'no price list for this backend'}",
+        )
     request_hash = hashlib.sha256(
         json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()
@@ -201,10 +207,18 @@ def optimize_portfolio(
             cost=cost.model_dump(mode="json"),
             request_version=REQUEST_VERSION,
             tenant=tenant,
+            caps=TenantCaps(settings.max_active_jobs_per_tenant, settings.max_cost_per_day),
         )
     except IdempotencyConflictError as exc:
         raise ApiError(
             409, "idempotency_conflict", f"idempotency-key: {exc}", field="idempotency-key"
+        ) from exc
+    except TenantCapError as exc:
+        raise ApiError(
+            429,
+            "limit_exceeded",
+            f"tenant: {exc}",
+            [ErrorItem(field="tenant", rule=exc.cap, message=str(exc))],
         ) from exc
     if created:
         try:
