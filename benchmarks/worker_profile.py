@@ -64,8 +64,14 @@ PROBES: list[tuple[str, str, str]] = [
     ("  classical baselines", "qhybrid.jobs.pipeline", "solve_classically"),
     ("  judge + refine", "qhybrid.jobs.pipeline", "judge"),
     ("  judge + refine", "qhybrid.jobs.pipeline", "refine"),
+    (
+        "  contribution (circuit vs classical samplers, swap annealing)",
+        "qhybrid.jobs.attribution",
+        "contribution",
+    ),
     ("gateway: egress requests (all)", "qhybrid.gateway.egress", "EgressClient.request"),
-    ("gateway: TLS handshake", "qhybrid.gateway.tls", "PolicyNetworkBackend.connect_tcp"),
+    ("gateway: TCP connect + TLS handshake", "qhybrid.gateway.tls", "PolicyNetworkBackend.connect_tcp"),
+    ("gateway: TCP connect + TLS handshake", "qhybrid.gateway.tls", "PlainStream.start_tls"),
     ("gateway: audit append (fsync)", "qhybrid.gateway.audit", "AuditLog.append"),
 ]
 
@@ -141,7 +147,9 @@ def small_request(assets: int, seed: int) -> dict[str, Any]:
     factors = rng.normal(size=(assets, assets)) * 0.05
     sigma = factors @ factors.T + np.eye(assets) * 0.01
     return {
-        "assets": [{"name": f"A{i}", "expected_return": float(rng.normal(0.01, 0.004))} for i in range(assets)],
+        "assets": [
+            {"name": f"A{i}", "expected_return": float(rng.normal(0.01, 0.004))} for i in range(assets)
+        ],
         "covariance": [[float(v) for v in row] for row in (sigma + sigma.T) / 2],
         "risk_aversion": 0.5,
         "budget": assets // 2,
@@ -172,6 +180,7 @@ def run(args: argparse.Namespace, work: Path) -> tuple[list[dict[str, Any]], dic
     meter = Meter()
     totals: list[float] = []
     transitions: list[int] = []
+
     def drive(job_id: str) -> float:
         """Advance the job as a worker thread would, waiting for each scheduled poll; its CPU."""
         spent = 0.0
@@ -236,7 +245,9 @@ def main() -> None:
     """Profile ``--jobs`` small jobs and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--jobs", type=int, default=200)
-    parser.add_argument("--assets", type=int, default=6, help="assets (= qubits with privacy off/low/standard)")
+    parser.add_argument(
+        "--assets", type=int, default=6, help="assets (= qubits with privacy off/low/standard)"
+    )
     parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -248,9 +259,7 @@ def main() -> None:
         f"{args.database}{' + Redis' if args.database == 'postgresql' else ' + SqliteHuey'}, emulated cloud "
         "excluded (separate process, no delays)"
     )
-    print(
-        f"# {machine()}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (1 min)"
-    )
+    print(f"# {machine()}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (1 min)")
     print(
         f"# CPU per job: median {summary['median ms']:.1f} ms, mean {summary['mean ms']:.1f} ms, "
         f"p90 {summary['p90 ms']:.1f} ms; {summary['transitions']:.1f} events per job"
