@@ -18,7 +18,7 @@ from qhybrid.backends.registry import check_backend, known_capacity, static_pric
 from qhybrid.core.config import Settings
 from qhybrid.domain.request import REQUEST_VERSION, JobRequest
 from qhybrid.domain.result import Cost, PricingReport
-from qhybrid.domain.states import JobState
+from qhybrid.domain.states import TERMINAL_STATES, JobState
 from qhybrid.jobs.models import utcnow
 from qhybrid.jobs.store import IdempotencyConflictError
 from qhybrid.proxy.obfuscation import decoy_count
@@ -30,7 +30,11 @@ _ACCEPTED: dict[int | str, dict[str, Any]] = {
     202: {
         "description": "Accepted: a worker runs the job.",
         "headers": {
-            "Location": {"description": "The job's URL: /jobs/{job_id}.", "schema": {"type": "string"}}
+            "Location": {"description": "The job's URL: /jobs/{job_id}.", "schema": {"type": "string"}},
+            "Retry-After": {
+                "description": "Seconds before the job's document is worth asking for (unfinished jobs).",
+                "schema": {"type": "integer"},
+            },
         },
     }
 }
@@ -200,6 +204,9 @@ def optimize_portfolio(
     else:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/jobs/{job.id}"
+    if JobState(job.state) not in TERMINAL_STATES:
+        # A worker picks the job up at once; a second is the pace at which it has news.
+        response.headers["Retry-After"] = "1"
     return JobAccepted(
         job_id=job.id,
         estimated_cost=None if job.cost is None else job.cost.get("estimated"),
