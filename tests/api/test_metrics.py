@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from qhybrid.api.main import create_app
 from qhybrid.core.config import Settings
@@ -53,9 +54,21 @@ def test_metrics_count_requests_by_route_template_and_read_jobs_and_queue(client
         assert f"# TYPE {family} " in text, family
 
 
-def test_metrics_need_a_key_when_the_deployment_sets_keys(settings: Settings) -> None:
-    with TestClient(create_app(settings.model_copy(update={"api_keys": ["k-1"]}))) as client:
+def test_metrics_are_for_the_operations_tenant_once_keys_exist(settings: Settings) -> None:
+    keyed = settings.model_copy(
+        update={"api_keys": [SecretStr("desk-7:k-desk"), SecretStr("operations:k-ops")]}
+    )
+    with TestClient(create_app(keyed)) as client:
         refused = client.get("/metrics")
         assert refused.status_code == 401
         assert refused.json()["errors"][0]["field"] == "authorization"
-        assert client.get("/metrics", headers={"Authorization": "Bearer k-1"}).status_code == 200
+        tenant = client.get("/metrics", headers={"Authorization": "Bearer k-desk"})
+        assert tenant.status_code == 403  # a tenant does not read the whole deployment's counts
+        assert "QHYBRID_METRICS_TENANT" in tenant.json()["message"]
+        assert client.get("/metrics", headers={"Authorization": "Bearer k-ops"}).status_code == 200
+        # The dashboard's page and files are served without a key (they hold no data) ...
+        assert client.get("/").status_code == 200
+        assert client.get("/static/dashboard/favicon.svg").status_code == 200
+        # ... and a path that climbs out of /static is not a way around the key.
+        assert client.get("/static/../jobs").status_code in (401, 404)
+        assert client.get("/docs").status_code == 401

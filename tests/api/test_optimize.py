@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from qhybrid.api.main import create_app
 from qhybrid.core.config import Settings
@@ -397,7 +398,9 @@ def test_decoys_count_against_the_qubit_limit(settings: Settings) -> None:
 
 
 def test_api_keys_when_configured(settings: Settings) -> None:
-    with TestClient(create_app(settings.model_copy(update={"api_keys": ["s3cret"]}))) as guarded:
+    # A bare key (no "tenant:") belongs to tenant "default", as before tenants existed.
+    keyed = settings.model_copy(update={"api_keys": [SecretStr("s3cret")]})
+    with TestClient(create_app(keyed)) as guarded:
         refused = guarded.post("/optimize_portfolio", json=valid_request())
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"] == "Bearer"

@@ -17,3 +17,52 @@ def test_models_match_migrations(database_url: str) -> None:
         differences = compare_metadata(context, Base.metadata)
     db.dispose()
     assert differences == []
+
+
+def test_jobs_written_before_tenants_belong_to_the_default_tenant(database_url: str) -> None:
+    from datetime import timedelta
+
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from qhybrid.jobs.database import MIGRATIONS_DIR
+    from qhybrid.jobs.models import utcnow
+    from qhybrid.jobs.store import JobStore
+
+    db = Database(database_url)
+    with db.engine.connect() as connection:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0005")
+        connection.commit()
+        now = utcnow().replace(tzinfo=None)
+        connection.execute(
+            text(
+                "INSERT INTO jobs (id, state, backend, shots, request, request_hash, idempotency_key, "
+                "attempt, step_failures, cancel_requested, deadline_at, version, created_at, updated_at) "
+                "VALUES ('old-job', 'completed', 'local', 10, '{}', 'h', 'k-1', 0, 0, false, "
+                ":at, 1, :at, :at)"
+            ),
+            {"at": now},
+        )
+        connection.commit()
+    db.migrate()
+    store = JobStore(db)
+    view = store.view("old-job", tenant="default")
+    assert view is not None and view.job.tenant == "default"
+    assert store.view("old-job", tenant="desk-7") is None
+    # The key is now the default tenant's: another tenant may use it for a job of its own.
+    job, created = store.create_job(
+        job_id="new-job",
+        request={},
+        request_hash="h2",
+        backend="local",
+        shots=10,
+        deadline_at=utcnow() + timedelta(hours=1),
+        idempotency_key="k-1",
+        tenant="desk-7",
+    )
+    assert created and job.tenant == "desk-7"
+    db.dispose()

@@ -1,15 +1,16 @@
-"""Dependencies of the routes: settings, the job store, the queue, authentication."""
+"""Dependencies of the routes: settings, the job store, the queue, the caller's tenant."""
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from qhybrid.api.auth import TENANT_STATE, Authenticator
 from qhybrid.api.errors import ApiError
+from qhybrid.api.limits import SubmissionLimiter
 from qhybrid.core.config import Settings
 from qhybrid.jobs.database import Database
 from qhybrid.jobs.queue import JobQueue
@@ -24,6 +25,8 @@ class AppServices:
     db: Database
     store: JobStore
     queue: JobQueue
+    auth: Authenticator
+    limiter: SubmissionLimiter
 
 
 def get_services(request: Request) -> AppServices:
@@ -55,26 +58,22 @@ StoreDep = Annotated[JobStore, Depends(get_store)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 
 
-#: Declares the bearer scheme in OpenAPI (Swagger's Authorize button); the check is ours.
+#: Declares the bearer scheme in OpenAPI (Swagger's Authorize button); the check is TenantAuth's.
 bearer_scheme = HTTPBearer(auto_error=False, description="An API key, when the deployment sets any.")
 
 
-def require_api_key(
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-) -> None:
-    """Check ``Authorization: Bearer <key>`` when API keys are configured.
+def current_tenant(
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> str:
+    """The tenant :class:`qhybrid.api.auth.TenantAuth` found for the request's key.
 
     Raises:
-        ApiError: 401 when the key is missing or unknown.
+        ApiError: 401 if the request did not pass through the authentication layer (never
+            expected; refusing is the safe answer).
     """
-    if not settings.api_keys:
-        return
-    token = credentials.credentials if credentials is not None else ""
-    # compare_digest on every key: the time taken does not reveal how much of a key matched.
-    if credentials is None or not any(
-        hmac.compare_digest(token.encode(), key.encode()) for key in settings.api_keys
-    ):
+    tenant = (request.scope.get("state") or {}).get(TENANT_STATE)
+    if not isinstance(tenant, str):
         raise ApiError(
             401,
             "unauthorized",
@@ -82,6 +81,10 @@ def require_api_key(
             headers={"WWW-Authenticate": "Bearer"},
             field="authorization",
         )
+    return tenant
+
+
+TenantDep = Annotated[str, Depends(current_tenant)]
 
 
 def require_json(request: Request) -> None:

@@ -125,11 +125,15 @@ def install_error_handlers(app: FastAPI) -> None:
 _DESCRIPTIONS = {
     400: "Malformed JSON, or a malformed header.",
     401: "A valid 'Authorization: Bearer <api key>' header is required.",
-    404: "No such job.",
+    403: "The key is valid but not for this route (e.g. /metrics is the operations tenant's).",
+    404: "No such job (or another tenant's).",
+    408: "The body did not arrive within QHYBRID_BODY_TIMEOUT_SECONDS.",
     409: "Conflict with the job's state or with an earlier use of the Idempotency-Key.",
     413: "The body is larger than QHYBRID_MAX_BODY_BYTES.",
     415: "The body is not declared as JSON.",
     422: "A field breaks a rule; the body names the field and the rule.",
+    429: "Over the tenant's rate limit (Retry-After says when to retry), or one of its caps "
+    "(active jobs, estimated cost per day).",
 }
 
 

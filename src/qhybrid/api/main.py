@@ -11,8 +11,10 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from qhybrid import __version__
+from qhybrid.api.auth import Authenticator, TenantAuth
 from qhybrid.api.deps import AppServices
 from qhybrid.api.errors import install_error_handlers
+from qhybrid.api.limits import SubmissionLimiter, SubmissionRateLimit
 from qhybrid.api.middleware import BodySizeLimit, RequestMetrics
 from qhybrid.api.routes import health, jobs, metrics, optimize, ui
 from qhybrid.backends.registry import warm_up
@@ -20,6 +22,7 @@ from qhybrid.core.config import Settings, get_settings
 from qhybrid.jobs.database import Database
 from qhybrid.jobs.queue import make_queue
 from qhybrid.jobs.store import JobStore
+from qhybrid.jobs.tenants import KeyStore, pepper_of
 
 log = logging.getLogger("qhybrid.api")
 
@@ -40,7 +43,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = Database(settings.resolved_database_url)
         db.migrate()
         queue = make_queue(settings)
-        app.state.services = AppServices(settings=settings, db=db, store=JobStore(db), queue=queue)
+        auth = Authenticator(settings, KeyStore(db, pepper_of(settings)))
+        app.state.services = AppServices(
+            settings=settings,
+            db=db,
+            store=JobStore(db),
+            queue=queue,
+            auth=auth,
+            limiter=SubmissionLimiter(settings),
+        )
+        auth.warn_if_open()
         log.info("api ready: database=%s queue=%s", db.engine.url.get_backend_name(), queue.engine)
         try:
             yield
@@ -64,8 +76,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(optimize.router)
     app.include_router(jobs.router)
     app.mount("/static", StaticFiles(directory=ui.STATIC_DIR), name="static")
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    # Outermost: every answer is counted, a refused body's 413 included.
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds
+    )
+    app.add_middleware(SubmissionRateLimit)
+    # Added late, so it runs early: no key, no body read; over the rate limit, no body read.
+    app.add_middleware(TenantAuth)
+    # Outermost: every answer is counted, a 401, 429 or 413 included (as route "unmatched").
     app.add_middleware(RequestMetrics)
     _describe_in_markdown(app)
     return app

@@ -1,10 +1,12 @@
-"""ASGI middleware: a hard limit on request body size, checked before any parsing; request metrics."""
+"""ASGI middleware: limits on a request body's size and on the time it takes to arrive; request metrics."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qhybrid.core.metrics import HTTP_DURATION, HTTP_REQUESTS
@@ -16,14 +18,18 @@ class BodySizeLimit:
     The body is buffered (it is small by construction) so a chunked upload that grows past the
     limit is refused before the application sees any of it.
 
+    The whole body must arrive within ``timeout_seconds`` (else 408 and the connection closed).
+
     Args:
         app: The wrapped application.
         max_bytes: Largest accepted body.
+        timeout_seconds: Time the client has to send all of it.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_seconds: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_seconds = timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the request through the limit."""
@@ -35,25 +41,34 @@ class BodySizeLimit:
             try:
                 too_big = int(declared) > self.max_bytes
             except ValueError:
-                await self._reply(send, 400, "invalid_request", "content-length: not an integer")
+                await send_error(
+                    send, 400, "invalid_request", "content-length: not an integer", field="content-length"
+                )
                 return
             if too_big:
                 await self._refuse(send)
                 return
         chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._refuse(send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        outcome = "complete"
+        # One deadline for the whole body, not per chunk: a client trickling a byte at a time
+        # must not hold the connection (and its buffer) any longer than a slow honest one.
+        with anyio.move_on_after(self.timeout_seconds) as deadline:
+            outcome = await self._read(receive, chunks)
+        if deadline.cancelled_caught:
+            await send_error(
+                send,
+                408,
+                "body_timeout",
+                f"body: not received within {self.timeout_seconds:g} s (QHYBRID_BODY_TIMEOUT_SECONDS)",
+                field="body",
+                headers=[(b"connection", b"close")],
+            )
+            return
+        if outcome == "disconnected":
+            return
+        if outcome == "too_big":
+            await self._refuse(send)
+            return
         body = b"".join(chunks)
         replayed = False
 
@@ -66,32 +81,66 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
+    async def _read(self, receive: Receive, chunks: list[bytes]) -> str:
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return "disconnected"
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return "too_big"
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return "complete"
+
     async def _refuse(self, send: Send) -> None:
-        await self._reply(
-            send, 413, "payload_too_large", f"body: larger than the limit of {self.max_bytes} bytes"
+        await send_error(
+            send,
+            413,
+            "payload_too_large",
+            f"body: larger than the limit of {self.max_bytes} bytes",
+            field="body",
+            headers=[(b"connection", b"close")],
         )
 
-    @staticmethod
-    async def _reply(send: Send, status: int, error: str, message: str) -> None:
-        field = message.split(":", 1)[0]
-        payload = json.dumps(
-            {
-                "error": error,
-                "message": message,
-                "errors": [{"field": field, "rule": error, "message": message}],
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+
+async def send_error(
+    send: Send,
+    status: int,
+    error: str,
+    message: str,
+    *,
+    field: str,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Answer with the API's error body from the ASGI layer (no route, no body parsing).
+
+    Args:
+        send: The ASGI send callable.
+        status: HTTP status.
+        error: Machine-readable kind.
+        message: ``"<field>: <rule broken>"``.
+        field: The request part at fault.
+        headers: Extra response headers.
+    """
+    detail = message.split(": ", 1)[1] if message.startswith(f"{field}: ") else message
+    payload = json.dumps(
+        {"error": error, "message": message, "errors": [{"field": field, "rule": error, "message": detail}]}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
 
 
 class RequestMetrics:

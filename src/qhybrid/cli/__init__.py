@@ -1,4 +1,4 @@
-"""The ``qhybrid`` command: serve, worker, cloud, demo, sample, submit, jobs, audit, reconcile.
+"""The ``qhybrid`` command: serve, worker, cloud, demo, sample, submit, jobs, keys, audit, reconcile.
 
 The server commands are here; the client commands (``submit``, ``jobs ...``) are in
 :mod:`qhybrid.cli.jobs`, what they print and their exit codes in :mod:`qhybrid.cli.output`.
@@ -20,8 +20,10 @@ from rich.console import Console
 from qhybrid import __version__
 from qhybrid.cli.jobs import jobs_app
 from qhybrid.cli.jobs import submit as submit_command
+from qhybrid.cli.keys import keys_app
 from qhybrid.cli.output import EXIT_CODES_HELP, ExitCode, fail, print_result, stderr, stdout
-from qhybrid.core.config import Settings, unknown_variables
+from qhybrid.cli.settings import checked_database, checked_settings
+from qhybrid.core.config import unknown_variables
 from qhybrid.core.logging import configure_logging, logging_config
 
 app = typer.Typer(
@@ -36,6 +38,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(keys_app, name="keys")
 app.command("submit")(submit_command)
 
 #: Commands that configure logging: they log the unknown-variable warnings in the log format.
@@ -73,38 +76,6 @@ def _start_logging(level: str | None) -> None:
         log.warning("%s", warning)
 
 
-def _settings() -> Settings:
-    """The settings from the environment; a bad value is one line naming the variable, exit 2."""
-    from pydantic import ValidationError
-
-    try:
-        return Settings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"QHYBRID_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
-            for error in exc.errors()
-        )
-        fail(f"invalid setting: {problems}", ExitCode.REFUSED)
-
-
-def _check_database(settings: Settings) -> None:
-    """Migrate the database now, so that a missing one is one line and exit 3, not a traceback."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from qhybrid.jobs.database import Database
-
-    settings.ensure_dirs()
-    db = Database(settings.resolved_database_url)
-    try:
-        db.migrate()
-    except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        url = db.engine.url.render_as_string(hide_password=True)
-        fail(f"cannot use the database at {url}: {reason}", ExitCode.UNREACHABLE)
-    finally:
-        db.dispose()
-
-
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -115,8 +86,11 @@ def serve(
     """Run the HTTP API (uvicorn); it migrates the database on start."""
     import uvicorn
 
+    from qhybrid.api.server import uvicorn_options
+
     _start_logging(log_level)
-    _check_database(_settings())
+    settings = checked_settings()
+    checked_database(settings)
     # An import string plus factory=True lets uvicorn start several processes, each building its
     # own application (and connection pools) from the environment; each configures its logging
     # from the same dictionary, so every process writes one format.
@@ -128,6 +102,8 @@ def serve(
         workers=workers,
         log_level=log_level.lower(),
         log_config=logging_config(log_level),
+        # Header and body deadlines, idle keep-alive, a connection cap: see qhybrid.api.server.
+        **uvicorn_options(settings),
     )
 
 
@@ -142,8 +118,8 @@ def worker(
     from qhybrid.jobs.worker import Worker
 
     _start_logging(log_level)
-    settings = _settings()
-    _check_database(settings)
+    settings = checked_settings()
+    checked_database(settings)
     Worker(settings).run(threads=threads)
     # The process is about to end: collecting its heap (numpy, qiskit, scipy...) at interpreter
     # exit took about a second, after the worker had already stopped. Frozen objects are skipped.
@@ -176,7 +152,7 @@ def audit_verify(
     """Check the hash chain: exit 0 if every entry is intact and in order, 1 naming the first problem."""
     from qhybrid.gateway import audit
 
-    path = file or _settings().audit_path
+    path = file or checked_settings().audit_path
     extra = [] if anchor is None else ["--anchor", anchor]
     raise typer.Exit(audit.main(["verify", "--file", str(path), *extra]))
 
@@ -189,8 +165,8 @@ def reconcile() -> None:
     from qhybrid.jobs.reconciler import reconcile_once
     from qhybrid.jobs.store import JobStore
 
-    settings = _settings()
-    _check_database(settings)
+    settings = checked_settings()
+    checked_database(settings)
     db = Database(settings.resolved_database_url)
     kicked = reconcile_once(
         JobStore(db), make_queue(settings), grace_seconds=settings.reconcile_grace_seconds

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +21,31 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from qhybrid.domain.device import Pricing
 from qhybrid.domain.privacy import PrivacyLevel
+
+#: A tenant name (the same rule as :data:`qhybrid.jobs.tenants.TENANT_PATTERN`).
+TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def split_api_key(entry: str) -> tuple[str, str]:
+    """``tenant:key`` → (tenant, key); a bare ``key`` belongs to tenant ``default``."""
+    tenant, separator, key = entry.partition(":")
+    return (tenant.strip(), key.strip()) if separator else ("default", entry.strip())
+
+
+_RATE = re.compile(r"^\s*(\d+)\s*(?:/|per)\s*(\d*)\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def parse_rate(text: str) -> tuple[int, int] | None:
+    """``'60/minute'`` → (60, 60): the count and the window in seconds; ``None`` if malformed."""
+    match = _RATE.match(text)
+    if match is None or int(match.group(1)) < 1:
+        return None
+    multiple = int(match.group(2) or 1)
+    if multiple < 1:
+        return None
+    return int(match.group(1)), multiple * _UNIT_SECONDS[match.group(3).lower()]
+
 
 #: URL schemes ``QHYBRID_QUEUE_URL`` accepts.
 QUEUE_SCHEMES = frozenset({"sqs", "redis", "rediss", "unix"})
@@ -100,8 +126,44 @@ class Settings(BaseSettings):
         default=False, description="Let botocore ask the EC2 instance metadata service for credentials."
     )
 
-    api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="If set, requests need 'Authorization: Bearer <key>'."
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated 'tenant:key' pairs (a bare key belongs to tenant 'default'); "
+        "with any key here or in the database, every route but /healthz needs 'Authorization: Bearer <key>'.",
+    )
+    api_key_pepper: SecretStr | None = Field(
+        default=None,
+        description="Base64 32-byte key under which API keys are hashed in the database; "
+        "unset: <data_dir>/keys/api-key-pepper.",
+    )
+    rate_limit: str | None = Field(
+        default=None,
+        description="Submissions per tenant, e.g. '60/minute' (also second, hour, day); unset: no limit. "
+        "Counted in Redis when the queue is Redis, else in each API process.",
+    )
+    max_active_jobs_per_tenant: int | None = Field(
+        default=None, ge=1, description="Jobs a tenant may have unfinished at once; unset: no cap."
+    )
+    max_cost_per_day: float | None = Field(
+        default=None,
+        ge=0,
+        description="Estimated QPU cost (USD) a tenant may submit in any 24 hours; unset: no cap.",
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Time a connection has to send a request's headers."
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Time a request has to send its whole body."
+    )
+    keep_alive_seconds: int = Field(default=5, ge=1, description="Idle time before a connection is closed.")
+    max_connections: int = Field(
+        default=1000, ge=1, description="Connections (and requests in progress) per API process; then 503."
+    )
+    prepare_seconds: float = Field(
+        default=240.0,
+        gt=0,
+        description="Time budget of PREPARING (estimate to compile); past it the job falls back "
+        "classically. Keep it below lease_seconds.",
     )
     max_assets: int = Field(default=24, ge=2, le=64)
     max_qubits: int = Field(default=24, ge=2, le=40, description="Binary variables (qubits) per job.")
@@ -137,6 +199,12 @@ class Settings(BaseSettings):
     events_heartbeat_seconds: float = Field(
         default=15.0, gt=0, description="A comment line on a quiet event stream, so proxies keep it open."
     )
+    metrics_tenant: str = Field(
+        default="operations",
+        min_length=1,
+        description="Once API keys exist, only this tenant's keys read GET /metrics "
+        "(the whole deployment's counts).",
+    )
     worker_metrics_port: int | None = Field(
         default=None,
         ge=0,
@@ -147,6 +215,24 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="Time limit of the exact classical baseline (SCIP) per job."
     )
 
+    @field_validator("api_keys")
+    @classmethod
+    def _tenant_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        # Checked here so that a malformed pair stops the process at start, naming the variable.
+        for entry in keys:
+            tenant, key = split_api_key(entry.get_secret_value())
+            if not TENANT_NAME.match(tenant):
+                raise ValueError(
+                    f"api_keys: tenant name {tenant!r} is not allowed (letters, digits, '.', '_', '-')"
+                )
+            if not key:
+                raise ValueError(f"api_keys: the key of tenant {tenant!r} is empty")
+        return keys
+
+    def tenant_api_keys(self) -> list[tuple[str, str]]:
+        """``QHYBRID_API_KEYS`` as (tenant, key) pairs."""
+        return [split_api_key(entry.get_secret_value()) for entry in self.api_keys]
+
     @field_validator("api_keys", "egress_allow", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
@@ -154,6 +240,17 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if parse_rate(value) is None:
+            raise ValueError(
+                f"rate_limit: expected '<count>/<second|minute|hour|day>' (e.g. '60/minute'), got {value!r}"
+            )
+        return value.strip()
 
     @field_validator("queue_url")
     @classmethod
@@ -219,6 +316,11 @@ class Settings(BaseSettings):
     def token_key_path(self) -> Path:
         """Where the embedded default keeps the gateway's client-token key (mode 0600)."""
         return self.data_dir / "gateway" / "token-key"
+
+    @property
+    def api_key_pepper_path(self) -> Path:
+        """Where the embedded default keeps the API-key pepper (mode 0600)."""
+        return self.data_dir / "keys" / "api-key-pepper"
 
     @property
     def kek_path(self) -> Path:

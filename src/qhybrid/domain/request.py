@@ -19,6 +19,13 @@ from qhybrid.domain.privacy import PrivacyLevel
 #: The backend of a request that names none: the emulated public cloud (``local`` is an alias).
 DEFAULT_BACKEND = "emulated-cloud"
 
+#: Magnitude bounds: far beyond any real portfolio's numbers (a daily return of 1e3 is +100,000 %,
+#: a covariance entry of 1e6 a volatility of 1,000 per period), and small enough that every energy
+#: the pipeline computes stays finite. Values past them are typing errors or attacks.
+MAX_ABS_RETURN = 1e3
+MAX_ABS_COVARIANCE = 1e6
+MAX_PRICE = 1e12
+
 #: Symmetry and PSD checks tolerate rounding of this size relative to the largest |Σ_ij|.
 RELATIVE_TOLERANCE = 1e-8
 ABSOLUTE_TOLERANCE = 1e-12
@@ -30,7 +37,11 @@ class Asset(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True)
 
     name: str = Field(min_length=1, max_length=64, description="Asset name or ticker.")
-    expected_return: float = Field(description="Expected return μ_i (any consistent period).")
+    expected_return: float = Field(
+        ge=-MAX_ABS_RETURN,
+        le=MAX_ABS_RETURN,
+        description=f"Expected return μ_i (any consistent period), |μ_i| ≤ {MAX_ABS_RETURN:g}.",
+    )
 
 
 class PriceHistory(BaseModel):
@@ -73,6 +84,18 @@ class PriceHistory(BaseModel):
                 "positive",
                 "prices must be positive: row {row}, column {column} is {value}",
                 {"row": int(row), "column": int(column), "value": float(array[row, column])},
+            )
+        if (array > MAX_PRICE).any():
+            row, column = np.argwhere(array > MAX_PRICE)[0]
+            raise PydanticCustomError(
+                "max_magnitude",
+                "prices must be at most {limit}: row {row}, column {column} is {value}",
+                {
+                    "limit": f"{MAX_PRICE:g}",
+                    "row": int(row),
+                    "column": int(column),
+                    "value": f"{array[row, column]:g}",
+                },
             )
         return rows
 
@@ -346,6 +369,13 @@ def _check_covariance(rows: list[list[float]], num_assets: int | None) -> list[l
     sigma = np.array(rows, dtype=np.float64)
     if not np.isfinite(sigma).all():
         raise PydanticCustomError("finite", "covariance entries must be finite numbers")
+    if float(np.abs(sigma).max()) > MAX_ABS_COVARIANCE:
+        i, j = np.unravel_index(int(np.abs(sigma).argmax()), sigma.shape)
+        raise PydanticCustomError(
+            "max_magnitude",
+            "covariance entries must be at most {limit} in magnitude: [{i}][{j}] is {value}",
+            {"limit": f"{MAX_ABS_COVARIANCE:g}", "i": int(i), "j": int(j), "value": f"{sigma[i, j]:g}"},
+        )
     tolerance = ABSOLUTE_TOLERANCE + RELATIVE_TOLERANCE * float(np.abs(sigma).max())
     asymmetry = np.abs(sigma - sigma.T)
     if float(asymmetry.max()) > tolerance:

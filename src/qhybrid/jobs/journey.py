@@ -163,7 +163,10 @@ class Journey:
         if job is None:
             return  # finished, unknown, or another worker holds it
         # Every egress audit entry and every log line of this run names the job (and its state).
-        with current_job(job_id), log_context(job_id=job_id, state=JobState(job.state).api_name):
+        with (
+            current_job(job_id),
+            log_context(job_id=job_id, tenant=job.tenant, state=JobState(job.state).api_name),
+        ):
             self._advance_claimed(job_id, owner)
 
     def _advance_claimed(self, job_id: str, owner: str) -> None:

@@ -1,4 +1,4 @@
-"""Database tables: jobs, their transition events, and the provider tasks submitted for them.
+"""Database tables: jobs, their transition events, the provider tasks submitted for them, tenants' API keys.
 
 The schema itself is owned by the Alembic migrations in ``qhybrid/jobs/migrations``; these
 mapped classes must match them (a test compares the two).
@@ -78,7 +78,12 @@ class Job(Base):
     # How to read ``request``: see qhybrid.domain.request.upgrade_stored_request.
     request_version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1", default=1)
     request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # Whose job it is: the tenant of the API key that submitted it (``default`` without keys).
+    tenant: Mapped[str] = mapped_column(
+        String(64), nullable=False, server_default="default", default="default"
+    )
+    # Unique per tenant (see __table_args__): another tenant's replay of a key is its own job.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     step_failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -94,6 +99,8 @@ class Job(Base):
     prepared: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     cost: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The accepted estimate as a number (also in ``cost``), summed by the per-tenant daily cap.
+    estimated_cost: Mapped[float | None] = mapped_column(Float)
     # Sealed with the key-encryption key; never logged, never shown by the API.
     proxy_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     # μ and Σ estimated in PREPARING (a numpy archive), so FINALIZING judges on the same numbers.
@@ -106,6 +113,9 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_created", "created_at", "id"),
         Index("ix_jobs_state_poll", "state", "next_poll_at"),
+        Index("ix_jobs_tenant_created", "tenant", "created_at", "id"),
+        Index("ix_jobs_tenant_state", "tenant", "state"),
+        UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
     )
 
 
@@ -154,3 +164,30 @@ class RemoteTask(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
     __table_args__ = (UniqueConstraint("job_id", "attempt", name="uq_remote_tasks_job_attempt"),)
+
+
+class Tenant(Base):
+    """A tenant that holds API keys in the database (tenants of ``QHYBRID_API_KEYS`` need no row)."""
+
+    __tablename__ = "tenants"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class ApiKey(Base):
+    """One API key of a tenant: never the key itself, only its keyed hash and a display prefix."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(
+        String(64), ForeignKey("tenants.name", ondelete="CASCADE"), nullable=False, index=True
+    )
+    # HMAC-SHA256 of the key under the deployment's pepper, hex; a key is found by this value.
+    key_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),)

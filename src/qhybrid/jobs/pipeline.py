@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from qhybrid.core.budget import check_budget, time_budget
 from qhybrid.core.config import Settings
 from qhybrid.domain.device import DeviceTarget
 from qhybrid.domain.privacy import PrivacyLevel
@@ -268,16 +269,24 @@ def prepare(request: JobRequest, target: DeviceTarget, *, seed: int, settings: S
 
     Raises:
         CircuitTooLargeError: If the device has too few qubits.
+        TimeBudgetExceededError: If it takes longer than ``QHYBRID_PREPARE_SECONDS``.
     """
     started = time.perf_counter()
-    moments = estimate(request)
-    formulation = formulate(request, moments)
-    spec = qaoa_spec(request, formulation, settings)
-    level = privacy_level(request, settings)
-    obfuscated = obfuscate(formulation, spec, level, noise_key_of(settings))
-    qaoa = plan(obfuscated, spec, seed)
-    planned = time.perf_counter()
-    text, metrics = compile_program(obfuscated, qaoa, target, seed)
+    with time_budget(settings.prepare_seconds, "PREPARING (QHYBRID_PREPARE_SECONDS)"):
+        moments = estimate(request)
+        check_budget("estimate")
+        formulation = formulate(request, moments)
+        spec = qaoa_spec(request, formulation, settings)
+        level = privacy_level(request, settings)
+        check_budget("formulate")
+        obfuscated = obfuscate(formulation, spec, level, noise_key_of(settings))
+        check_budget("obfuscate")
+        # The angle search checks the budget at every evaluation of its objective.
+        qaoa = plan(obfuscated, spec, seed)
+        planned = time.perf_counter()
+        check_budget("plan")
+        text, metrics = compile_program(obfuscated, qaoa, target, seed)
+        check_budget("compile")
     prepared = Prepared.model_validate(
         {
             "formulation": request.formulation,

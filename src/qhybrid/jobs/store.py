@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, load_only
 
@@ -23,10 +24,39 @@ from qhybrid.domain.request import REQUEST_VERSION
 from qhybrid.domain.states import TERMINAL_STATES, JobState, check_transition
 from qhybrid.jobs.database import Database
 from qhybrid.jobs.models import Job, JobEvent, RemoteTask, utcnow
+from qhybrid.jobs.tenants import DEFAULT_TENANT
+
+#: No job is older than this; a cursor before it was not written by the API.
+MIN_CURSOR_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class IdempotencyConflictError(Exception):
     """An Idempotency-Key was reused with a different request body."""
+
+
+class TenantCapError(Exception):
+    """A tenant reached one of its caps; nothing was stored.
+
+    Attributes:
+        cap: ``max_active_jobs`` or ``max_cost_per_day``.
+    """
+
+    def __init__(self, cap: str, message: str) -> None:
+        super().__init__(message)
+        self.cap = cap
+
+
+@dataclass(frozen=True)
+class TenantCaps:
+    """Per-tenant caps checked when a job is created (``None``: no cap).
+
+    Attributes:
+        max_active: Unfinished jobs a tenant may have.
+        max_cost_per_day: Sum of the estimated costs of the jobs it submitted in the last 24 hours.
+    """
+
+    max_active: int | None = None
+    max_cost_per_day: float | None = None
 
 
 class InvalidCursorError(ValueError):
@@ -76,12 +106,23 @@ def _encode_cursor(job: Job) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+#: What :func:`_encode_cursor` writes: an aware UTC time and a job id of the API's alphabet.
+_CURSOR = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?\+00:00)\|([A-Za-z0-9-]{1,64})$")
+
+
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    # Strict: only the exact shape the API writes. A forged cursor (a naive or far-future time, an
+    # offset that overflows UTC, any other text) is a 4xx naming the cursor, never a 500.
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, job_id = raw.split("|", 1)
-        return datetime.fromisoformat(created), job_id
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        match = _CURSOR.match(raw)
+        if match is None:
+            raise ValueError("not the shape of a cursor")
+        created = datetime.fromisoformat(match.group(1))
+        if not MIN_CURSOR_TIME <= created <= utcnow() + timedelta(days=1):
+            raise ValueError("time out of range")
+        return created, match.group(2)
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidCursorError("cursor is not one this API returned") from exc
 
 
@@ -113,22 +154,31 @@ class JobStore:
         idempotency_key: str | None = None,
         cost: dict[str, Any] | None = None,
         request_version: int = REQUEST_VERSION,
+        tenant: str = DEFAULT_TENANT,
+        caps: TenantCaps | None = None,
     ) -> tuple[Job, bool]:
-        """Insert an ACCEPTED job and its first event, unless the idempotency key is known.
+        """Insert an ACCEPTED job of ``tenant`` and its first event, unless the tenant used the key.
+
+        Idempotency keys are the tenant's own: the same key sent by another tenant is a new job.
 
         Returns:
             The job and whether it was created now (False: an earlier job with the same key).
 
         Raises:
             IdempotencyConflictError: If the key belongs to a job with a different request.
+            TenantCapError: If the new job would break one of the tenant's ``caps`` (a replay of
+                an idempotency key never does: it creates nothing).
         """
         if idempotency_key is not None:
-            existing = self._by_idempotency_key(idempotency_key, request_hash)
+            existing = self._by_idempotency_key(tenant, idempotency_key, request_hash)
             if existing is not None:
                 return existing, False
         now = utcnow()
+        estimated = (cost or {}).get("estimated")
         values: dict[str, Any] = {
             "id": job_id,
+            "tenant": tenant,
+            "estimated_cost": float(estimated) if isinstance(estimated, int | float) else None,
             "state": JobState.ACCEPTED.value,
             "backend": backend,
             "shots": shots,
@@ -149,6 +199,8 @@ class JobStore:
             # Plain INSERTs rather than the ORM unit of work: this is the accept path, where every
             # round trip and every millisecond of CPU shows up in the p99.
             with self.db.write() as session:
+                if caps is not None and (caps.max_active is not None or caps.max_cost_per_day is not None):
+                    self._check_caps(session, tenant, caps, values["estimated_cost"], now)
                 session.execute(insert(Job).values(**values))
                 session.execute(
                     insert(JobEvent).values(
@@ -159,29 +211,76 @@ class JobStore:
             # Two retries of one request raced; the loser returns the winner's job.
             if idempotency_key is None:
                 raise
-            existing = self._by_idempotency_key(idempotency_key, request_hash)
+            existing = self._by_idempotency_key(tenant, idempotency_key, request_hash)
             if existing is None:
                 raise
             return existing, False
         return Job(**values), True
 
-    def _by_idempotency_key(self, key: str, request_hash: str) -> Job | None:
+    def _check_caps(
+        self, session: Session, tenant: str, caps: TenantCaps, estimated: float | None, now: datetime
+    ) -> None:
+        # Checked in the transaction that inserts, so two concurrent submissions cannot both pass:
+        # SQLite's writers are serialised by BEGIN IMMEDIATE; PostgreSQL takes a transaction-level
+        # advisory lock per tenant (released at commit), so other tenants never wait.
+        if not self.db.is_sqlite:
+            session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"tenant:{tenant}"}
+            )
+        if caps.max_active is not None:
+            active = session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.tenant == tenant, Job.state.not_in([s.value for s in TERMINAL_STATES]))
+            )
+            if int(active or 0) >= caps.max_active:
+                raise TenantCapError(
+                    "max_active_jobs",
+                    f"the tenant has {active} unfinished jobs; at most {caps.max_active} are allowed "
+                    "(QHYBRID_MAX_ACTIVE_JOBS_PER_TENANT)",
+                )
+        if caps.max_cost_per_day is not None:
+            spent = session.scalar(
+                select(func.coalesce(func.sum(Job.estimated_cost), 0.0)).where(
+                    Job.tenant == tenant, Job.created_at >= now - timedelta(days=1)
+                )
+            )
+            total = float(spent or 0.0) + (estimated or 0.0)
+            if total > caps.max_cost_per_day:
+                raise TenantCapError(
+                    "max_cost_per_day",
+                    f"estimated cost {total:.2f} USD in the last 24 hours with this job "
+                    f"({float(spent or 0.0):.2f} before it); at most {caps.max_cost_per_day:g} "
+                    "are allowed (QHYBRID_MAX_COST_PER_DAY)",
+                )
+
+    def _by_idempotency_key(self, tenant: str, key: str, request_hash: str) -> Job | None:
         with self.db.read() as session:
-            job = session.scalars(select(Job).where(Job.idempotency_key == key)).one_or_none()
+            job = session.scalars(
+                select(Job).where(Job.tenant == tenant, Job.idempotency_key == key)
+            ).one_or_none()
         if job is not None and job.request_hash != request_hash:
             raise IdempotencyConflictError("Idempotency-Key was already used for a different request body")
         return job
 
-    def get_job(self, job_id: str) -> Job | None:
-        """The job row, or ``None``."""
-        with self.db.read() as session:
-            return session.get(Job, job_id)
-
-    def view(self, job_id: str) -> JobView | None:
-        """The job with its events and remote tasks, or ``None``."""
+    def get_job(self, job_id: str, *, tenant: str | None = None) -> Job | None:
+        """The job row, or ``None`` (also when ``tenant`` is given and another tenant owns it)."""
         with self.db.read() as session:
             job = session.get(Job, job_id)
-            if job is None:
+        if job is None or (tenant is not None and job.tenant != tenant):
+            return None
+        return job
+
+    def view(self, job_id: str, *, tenant: str | None = None) -> JobView | None:
+        """The job with its events and remote tasks, or ``None`` (also when another tenant owns it).
+
+        Args:
+            job_id: The job.
+            tenant: Only a job of this tenant; ``None``: any (the worker's and operators' view).
+        """
+        with self.db.read() as session:
+            job = session.get(Job, job_id)
+            if job is None or (tenant is not None and job.tenant != tenant):
                 return None
             events = session.scalars(
                 select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
@@ -198,8 +297,9 @@ class JobStore:
         cursor: str | None = None,
         state: JobState | None = None,
         states: Collection[JobState] = (),
+        tenant: str | None = None,
     ) -> tuple[list[Job], str | None]:
-        """One page of jobs, newest first.
+        """One page of jobs, newest first; only ``tenant``'s when given.
 
         Only the columns a list shows are loaded: a job's request (its price history) and its
         program stay in the database.
@@ -209,6 +309,7 @@ class JobStore:
             cursor: The previous page's next cursor.
             state: Only jobs in this state.
             states: Only jobs in one of these states (with ``state``: in any of them).
+            tenant: Only this tenant's jobs; ``None``: every tenant's.
 
         Returns:
             The jobs and the cursor of the next page (``None`` on the last page).
@@ -236,6 +337,8 @@ class JobStore:
         wanted = {s.value for s in states} | ({state.value} if state is not None else set())
         if wanted:
             query = query.where(Job.state.in_(sorted(wanted)))
+        if tenant is not None:
+            query = query.where(Job.tenant == tenant)
         if cursor:
             created, job_id = _decode_cursor(cursor)
             query = query.where(
@@ -247,17 +350,27 @@ class JobStore:
             return jobs[:limit], _encode_cursor(jobs[limit - 1])
         return jobs, None
 
-    def events_after(self, job_id: str, after: int = 0) -> tuple[JobState, list[JobEvent]] | None:
+    def events_after(
+        self, job_id: str, after: int = 0, *, tenant: str | None = None
+    ) -> tuple[JobState, list[JobEvent]] | None:
         """The job's state and its events with an id above ``after``, oldest first.
 
         What a stream of the job's transitions reads: the event ids only grow, so the last id
         sent is all a reader has to remember.
 
+        Args:
+            job_id: The job.
+            after: The last event id already read.
+            tenant: Only a job of this tenant; ``None``: any.
+
         Returns:
-            ``None`` when there is no such job.
+            ``None`` when there is no such job (or another tenant owns it).
         """
+        query = select(Job.state).where(Job.id == job_id)
+        if tenant is not None:
+            query = query.where(Job.tenant == tenant)
         with self.db.read() as session:
-            state = session.scalar(select(Job.state).where(Job.id == job_id))
+            state = session.scalar(query)
             if state is None:
                 return None
             events = session.scalars(
@@ -276,12 +389,15 @@ class JobStore:
         with self.db.read() as session:
             return int(session.scalar(select(func.count()).select_from(Job)) or 0)
 
-    def request_cancel(self, job_id: str, *, actor: str = "api") -> CancelOutcome:
-        """Cancel a job: at once if no worker has touched it yet, else by flagging it for the worker."""
+    def request_cancel(self, job_id: str, *, actor: str = "api", tenant: str | None = None) -> CancelOutcome:
+        """Cancel a job: at once if no worker has touched it yet, else by flagging it for the worker.
+
+        Another tenant's job is answered as if it did not exist (``job=None``).
+        """
         now = utcnow()
         with self.db.write() as session:
             job = session.get(Job, job_id)
-            if job is None:
+            if job is None or (tenant is not None and job.tenant != tenant):
                 return CancelOutcome(job=None, accepted=False, immediate=False)
             if JobState(job.state) in TERMINAL_STATES:
                 return CancelOutcome(job=job, accepted=False, immediate=False)

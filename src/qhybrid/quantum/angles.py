@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 
+from qhybrid.core.budget import check_budget
 from qhybrid.domain.qubo import FloatArray, Ising
 from qhybrid.quantum.simulator import qaoa_expectation, qaoa_expectation_and_gradient, single_threaded_blas
 
@@ -280,11 +281,13 @@ def _optimize_angles(ising: Ising, reps: int, seed: int, maxiter: int) -> QaoaAn
 
     def value(theta: FloatArray) -> float:
         nonlocal evaluations
+        check_budget("the angle search")
         evaluations += 1
         return qaoa_expectation(cost, n, theta[:reps].tolist(), theta[reps:].tolist())
 
     def value_and_gradient(theta: FloatArray) -> tuple[float, FloatArray]:
         nonlocal evaluations
+        check_budget("the angle search")
         evaluations += 1
         energy, grad_gamma, grad_beta = qaoa_expectation_and_gradient(
             cost, n, theta[:reps].tolist(), theta[reps:].tolist()

@@ -35,6 +35,7 @@ from numpy.typing import NDArray
 from qiskit import QuantumCircuit
 from scipy.optimize import minimize
 
+from qhybrid.core.budget import check_budget
 from qhybrid.domain.qubo import FloatArray, Ising
 from qhybrid.quantum.angles import QaoaAngles, angle_table, linear_ramp, table_angles
 from qhybrid.quantum.circuit import (
@@ -254,11 +255,13 @@ class SimulatedQaoa:
 
     def value(self, theta: FloatArray) -> float:
         """The objective (normalised units) at ``θ``."""
+        check_budget("the angle search")
         self.evaluations += 1
         return self.simulator.value(*self._split(theta), self.objective)
 
     def value_and_gradient(self, theta: FloatArray) -> tuple[float, FloatArray]:
         """The objective (normalised units) and its exact gradient at ``θ``."""
+        check_budget("the angle search")
         self.evaluations += 1
         value, grad_gamma, grad_beta = self.simulator.value_and_gradient(*self._split(theta), self.objective)
         return value, np.concatenate([grad_gamma, grad_beta])

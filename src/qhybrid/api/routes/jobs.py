@@ -8,14 +8,15 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from qhybrid.api.deps import QueueDep, SettingsDep, StoreDep, require_api_key
+from qhybrid.api.deps import QueueDep, SettingsDep, StoreDep, TenantDep
 from qhybrid.api.errors import ApiError, error_responses, invalid
 from qhybrid.api.schemas import (
     ChosenPoint,
@@ -38,7 +39,7 @@ from qhybrid.jobs.store import InvalidCursorError, JobView
 from qhybrid.portfolio.frontier import efficient_frontier, portfolio_point
 
 log = logging.getLogger("qhybrid.api")
-router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 JobId = Annotated[
     str, Path(min_length=1, max_length=64, description="The id POST /optimize_portfolio returned.")
@@ -179,6 +180,7 @@ def parse_statuses(values: list[str] | None) -> list[JobState]:
 )
 def list_jobs(
     store: StoreDep,
+    tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
     cursor: Annotated[
         str | None, Query(max_length=200, description="next_cursor of the previous page.")
@@ -191,10 +193,10 @@ def list_jobs(
         ),
     ] = None,
 ) -> JobPage:
-    """One page of jobs; follow ``next_cursor`` for the next."""
+    """One page of the caller's jobs; follow ``next_cursor`` for the next."""
     states = parse_statuses(status)
     try:
-        jobs, next_cursor = store.list_jobs(limit=limit, cursor=cursor, states=states)
+        jobs, next_cursor = store.list_jobs(limit=limit, cursor=cursor, states=states, tenant=tenant)
     except InvalidCursorError as exc:
         raise invalid("cursor", "valid_cursor", str(exc)) from exc
     return JobPage(
@@ -225,6 +227,7 @@ def list_jobs(
 def get_job(
     job_id: JobId,
     store: StoreDep,
+    tenant: TenantDep,
     include: Annotated[
         list[Literal["request"]] | None,
         Query(description="``request``: add the request as accepted (with its price history, if any)."),
@@ -233,8 +236,9 @@ def get_job(
     """The job's status, timestamps, transition events and, once completed, its result.
 
     The request is left out unless ``?include=request``: a price history is most of its size.
+    Another tenant's job is answered 404, exactly as a job that does not exist.
     """
-    view = store.view(job_id)
+    view = store.view(job_id, tenant=tenant)
     if view is None:
         raise _not_found(job_id)
     return _document_response(view, include_request="request" in (include or []))
@@ -247,9 +251,9 @@ def get_job(
     operation_id="get_job_result",
     responses=error_responses(401, 404, 409, 422),
 )
-def get_job_result(job_id: JobId, store: StoreDep) -> JSONResponse:
+def get_job_result(job_id: JobId, store: StoreDep, tenant: TenantDep) -> JSONResponse:
     """The typed result of a completed job; 409 while it runs, or when it failed or was cancelled."""
-    job = store.get_job(job_id)
+    job = store.get_job(job_id, tenant=tenant)
     if job is None:
         raise _not_found(job_id)
     state = JobState(job.state)
@@ -287,6 +291,7 @@ async def stream_job_events(
     request: Request,
     store: StoreDep,
     settings: SettingsDep,
+    tenant: TenantDep,
     last_event_id: Annotated[
         str | None,
         Header(
@@ -298,7 +303,7 @@ async def stream_job_events(
 ) -> StreamingResponse:
     """Every transition of the job, as recorded, until it ends; a reconnecting reader resumes."""
     after = int(last_event_id) if last_event_id else 0
-    first = await run_in_threadpool(store.events_after, job_id, after)
+    first = await run_in_threadpool(partial(store.events_after, job_id, after, tenant=tenant))
     if first is None:
         raise _not_found(job_id)
     poll, heartbeat = settings.events_poll_seconds, settings.events_heartbeat_seconds
@@ -329,7 +334,7 @@ async def stream_job_events(
             await asyncio.sleep(poll)
             if await request.is_disconnected():
                 return
-            found = await run_in_threadpool(store.events_after, job_id, after)
+            found = await run_in_threadpool(partial(store.events_after, job_id, after, tenant=tenant))
 
     return StreamingResponse(
         stream(),
@@ -357,6 +362,7 @@ def _moments_of(job: Job, request: JobRequest) -> Moments:
 def get_job_frontier(
     job_id: JobId,
     store: StoreDep,
+    tenant: TenantDep,
     points: Annotated[int, Query(ge=2, le=100, description="Points on the frontier.")] = 30,
 ) -> JSONResponse:
     """Long-only mean-variance frontier of the request's assets, with the job's answer on it.
@@ -364,7 +370,7 @@ def get_job_frontier(
     Computed here, in the trusted zone, on the job's μ and Σ (per period of the request's data);
     nothing of it is sent anywhere.
     """
-    job = store.get_job(job_id)
+    job = store.get_job(job_id, tenant=tenant)
     if job is None:
         raise _not_found(job_id)
     request = JobRequest.model_validate(upgrade_stored_request(job.request, job.request_version))
@@ -419,9 +425,9 @@ def get_job_frontier(
     operation_id="cancel_job",
     responses=error_responses(401, 404, 409, 422),
 )
-def cancel_job(job_id: JobId, store: StoreDep, queue: QueueDep) -> JSONResponse:
+def cancel_job(job_id: JobId, store: StoreDep, queue: QueueDep, tenant: TenantDep) -> JSONResponse:
     """Cancel at once if no work started, else flag the job so a worker cancels the provider task too."""
-    outcome = store.request_cancel(job_id)
+    outcome = store.request_cancel(job_id, tenant=tenant)
     if outcome.job is None:
         raise _not_found(job_id)
     if not outcome.accepted:
@@ -436,6 +442,6 @@ def cancel_job(job_id: JobId, store: StoreDep, queue: QueueDep) -> JSONResponse:
             queue.kick(job_id)
         except Exception:
             log.exception("cancel of job %s recorded but the queue could not be reached", job_id)
-    view = store.view(job_id)
+    view = store.view(job_id, tenant=tenant)
     assert view is not None
     return _document_response(view, status_code=202)

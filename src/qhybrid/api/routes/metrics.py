@@ -6,17 +6,17 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from qhybrid.api.deps import AppServices, ServicesDep, require_api_key
-from qhybrid.api.errors import error_responses
+from qhybrid.api.deps import AppServices, ServicesDep, TenantDep
+from qhybrid.api.errors import ApiError, error_responses
 from qhybrid.core.metrics import exposition, scrape_registry
 from qhybrid.domain.states import JobState
 
 log = logging.getLogger("qhybrid.api")
-router = APIRouter(tags=["operations"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["operations"])
 
 
 class StoreCollector(Collector):
@@ -67,13 +67,22 @@ _TEXT: dict[int | str, dict[str, Any]] = {
     summary="Prometheus metrics",
     operation_id="metrics",
     response_class=Response,
-    responses=_TEXT | error_responses(401),
+    responses=_TEXT | error_responses(401, 403),
 )
-def metrics(services: ServicesDep) -> Response:
+def metrics(services: ServicesDep, tenant: TenantDep) -> Response:
     """Counters and histograms of this API, and the jobs by state and the queue depth as of now.
 
     With ``PROMETHEUS_MULTIPROC_DIR``, the counters of every process writing there (workers
-    included). Needs an API key when the deployment sets any.
+    included). Once API keys exist, only a key of the operations tenant (``QHYBRID_METRICS_TENANT``)
+    reads them: the counts are the whole deployment's, not one tenant's.
     """
+    if tenant != services.settings.metrics_tenant and not services.auth.is_open():
+        raise ApiError(
+            403,
+            "forbidden",
+            "authorization: /metrics is read with a key of the operations tenant "
+            f"{services.settings.metrics_tenant!r} (QHYBRID_METRICS_TENANT)",
+            field="authorization",
+        )
     body, content_type = exposition(scrape_registry([StoreCollector(services)]))
     return Response(body, media_type=content_type)

@@ -11,20 +11,20 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Response
 
-from qhybrid.api.deps import QueueDep, SettingsDep, StoreDep, require_api_key, require_json
+from qhybrid.api.deps import QueueDep, SettingsDep, StoreDep, TenantDep, require_json
 from qhybrid.api.errors import ApiError, error_responses, invalid
-from qhybrid.api.schemas import JobAccepted, JobLinks
+from qhybrid.api.schemas import ErrorItem, JobAccepted, JobLinks
 from qhybrid.backends.registry import check_backend, known_capacity, static_pricing, static_seconds
 from qhybrid.core.config import Settings
 from qhybrid.domain.request import REQUEST_VERSION, JobRequest
 from qhybrid.domain.result import Cost, PricingReport
 from qhybrid.domain.states import TERMINAL_STATES, JobState
 from qhybrid.jobs.models import utcnow
-from qhybrid.jobs.store import IdempotencyConflictError
+from qhybrid.jobs.store import IdempotencyConflictError, TenantCapError, TenantCaps
 from qhybrid.proxy.obfuscation import decoy_count
 
 log = logging.getLogger("qhybrid.api")
-router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["jobs"])
 
 _ACCEPTED: dict[int | str, dict[str, Any]] = {
     202: {
@@ -141,7 +141,7 @@ def cost_estimate(request: JobRequest, shots: int, settings: Settings) -> Cost:
     "/optimize_portfolio",
     status_code=202,
     response_model=JobAccepted,
-    responses=_ACCEPTED | error_responses(400, 401, 409, 413, 415, 422),
+    responses=_ACCEPTED | error_responses(400, 401, 408, 409, 413, 415, 422, 429),
     summary="Submit a portfolio optimization job",
     operation_id="submit_job",
     dependencies=[Depends(require_json)],
@@ -152,6 +152,7 @@ def optimize_portfolio(
     settings: SettingsDep,
     store: StoreDep,
     queue: QueueDep,
+    tenant: TenantDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -173,6 +174,12 @@ def optimize_portfolio(
     )
     document = body.model_dump(mode="json")
     cost = cost_estimate(body, int(document["shots"]), settings)
+    if settings.max_cost_per_day is not None and cost.estimated is None:
+        raise invalid(
+            "backend",
+            "cost_known",
+            f"cannot check QHYBRID_MAX_COST_PER_DAY: {cost.note or 'no price list for this backend'}",
+        )
     request_hash = hashlib.sha256(
         json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()
@@ -188,10 +195,19 @@ def optimize_portfolio(
             idempotency_key=idempotency_key,
             cost=cost.model_dump(mode="json"),
             request_version=REQUEST_VERSION,
+            tenant=tenant,
+            caps=TenantCaps(settings.max_active_jobs_per_tenant, settings.max_cost_per_day),
         )
     except IdempotencyConflictError as exc:
         raise ApiError(
             409, "idempotency_conflict", f"idempotency-key: {exc}", field="idempotency-key"
+        ) from exc
+    except TenantCapError as exc:
+        raise ApiError(
+            429,
+            "limit_exceeded",
+            f"tenant: {exc}",
+            [ErrorItem(field="tenant", rule=exc.cap, message=str(exc))],
         ) from exc
     if created:
         try:
