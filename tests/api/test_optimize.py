@@ -88,8 +88,8 @@ def _inf_body() -> str:
     return text.replace("0.00024", "Infinity", 1)
 
 
-# Just over the default 8 MB limit; the body is refused before it is parsed.
-BIG = b'{"assets": [' + b'{"name": "A", "expected_return": 0.1},' * 220_000 + b"]}"
+# Just over the default 16 MB limit (QHYBRID_MAX_BODY_BYTES); the body is refused before it is parsed.
+BIG = b'{"assets": [' + b'{"name": "A", "expected_return": 0.1},' * 440_000 + b"]}"
 
 # (case id, request kwargs for client.post, expected status, field the message must name)
 BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [

@@ -18,12 +18,17 @@ from qhybrid.domain.privacy import PrivacyLevel
 
 #: Which step produced the returned portfolio:
 #: ``quantum``: a measured sample itself; ``quantum+refinement``: classical repair or local search
-#: starting from the samples; ``classical_baseline``: the samples lost to the classical baseline;
-#: ``classical_fallback``: the QPU could not answer (``fallback.reason`` says why).
-Source = Literal["quantum", "quantum+refinement", "classical_baseline", "classical_fallback"]
+#: starting from the samples; ``quantum+decomposition``: a decomposed job whose answer includes at
+#: least one sub-problem answer the circuit sampled (``decomposition.final_step`` says which step
+#: came last); ``classical_baseline``: the samples lost to the classical baseline (for a decomposed
+#: job: no sub-problem improved the classical start); ``classical_fallback``: the QPU could not
+#: answer (``fallback.reason`` says why).
+Source = Literal[
+    "quantum", "quantum+refinement", "quantum+decomposition", "classical_baseline", "classical_fallback"
+]
 
 #: Sources that count as a quantum answer (the circuit's samples were the starting point).
-QUANTUM_SOURCES: frozenset[str] = frozenset({"quantum", "quantum+refinement"})
+QUANTUM_SOURCES: frozenset[str] = frozenset({"quantum", "quantum+refinement", "quantum+decomposition"})
 
 Formulation = Literal["selection", "weights"]
 
@@ -230,6 +235,79 @@ class QuantumRun(_Part):
     )
 
 
+class SubproblemReport(_Part):
+    """One sub-problem of a decomposed job: a provider task of its own, under its own key."""
+
+    round: int
+    part: int = Field(description="Index of the sub-problem within its round.")
+    assets: int = Field(description="Free assets (binary variables) of the sub-problem.")
+    budget: int = Field(description="Assets the sub-problem must hold (those the current answer held).")
+    qubits_sent: int = Field(description="Qubits of the sent (obfuscated) sub-problem, decoys included.")
+    task_id: str | None
+    state: str = Field(description="The provider task's final state.")
+    shots: int | None = None
+    feasible_share: float | None = Field(default=None, description="Share of shots holding the budget.")
+    objective_before: float | None = Field(
+        default=None, description="Full problem's objective before this sub-problem's answer was tried."
+    )
+    objective_candidate: float | None = Field(
+        default=None, description="Full objective with the best sampled sub-selection put in."
+    )
+    improved: bool = Field(description="The sampled answer lowered the full objective and was taken.")
+    optimum_in_samples: bool | None = Field(
+        default=None, description="The sub-problem's own optimum (enumerated) was among the samples."
+    )
+
+
+class RoundReport(_Part):
+    """One round of the decomposition's outer loop."""
+
+    round: int
+    objective_before: float
+    objective_after_subproblems: float = Field(description="After the sampled answers that improved.")
+    objective_after: float = Field(description="After the classical 1-swap refinement that ends the round.")
+    improved_parts: list[int] = Field(description="Sub-problems whose sampled answer was taken.")
+    refinement_improved: bool
+    subproblems: list[SubproblemReport]
+
+
+class StartReport(_Part):
+    """The classical start of a decomposed job."""
+
+    objective: float
+    method: str = Field(description="greedy+local_search or swap_annealing (the better one).")
+    seconds: float
+    greedy_objective: float
+    annealing_objective: float
+
+
+class Decomposition(_Part):
+    """How a problem larger than the device was solved: a classical outer loop over sub-problems.
+
+    Large-neighbourhood search: a classical start, then rounds; each round sends a few disjoint
+    sub-problems (held and not-held assets mixed, the rest fixed) to the QPU, each obfuscated under
+    its own key, takes every sampled answer that lowers the full objective, and ends with a
+    classical 1-swap refinement. ``final_step`` says plainly which step produced the answer.
+    """
+
+    method: Literal["large_neighbourhood_search"] = "large_neighbourhood_search"
+    assets: int
+    budget: int
+    subproblem_qubits: int = Field(description="Most qubits a sub-problem may use (decoys included).")
+    subproblems_sent: int
+    subproblem_sizes: list[int] = Field(description="Free assets of every sub-problem sent, in order.")
+    start: StartReport
+    rounds: list[RoundReport]
+    final_objective: float
+    final_step: Literal["classical_start", "subproblem", "refinement", "classical_baseline"] = Field(
+        description="The step whose portfolio is returned: the classical start (nothing improved it), "
+        "a sampled sub-problem answer, the classical refinement of a round, or the classical baseline "
+        "(SCIP) when it beat the loop."
+    )
+    final_round: int | None = Field(description="The round of final_step, if any.")
+    stopped: str = Field(description="Why the loop ended: rounds, time, no_subproblems, fallback.")
+
+
 class JobResult(Portfolio):
     """The answer of a completed job: the returned portfolio and how it compares.
 
@@ -248,6 +326,10 @@ class JobResult(Portfolio):
     quantum: QuantumRun | None
     estimate: EstimateReport | None
     fallback: Fallback | None = None
+    decomposition: Decomposition | None = Field(
+        default=None,
+        description="Jobs larger than the device: the sub-problems and what each round improved.",
+    )
 
     @property
     def is_quantum(self) -> bool:

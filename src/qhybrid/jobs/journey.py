@@ -42,8 +42,10 @@ from qhybrid.domain.states import (
 )
 from qhybrid.gateway.context import current_job
 from qhybrid.jobs import pipeline
+from qhybrid.jobs.decomposed import DecomposedSteps
 from qhybrid.jobs.models import Job, RemoteTask, utcnow
 from qhybrid.jobs.queue import JobQueue
+from qhybrid.jobs.sizing import is_decomposed
 from qhybrid.jobs.store import JobStore
 from qhybrid.proxy.keys import KeyVault, load_kek
 
@@ -129,8 +131,11 @@ class _LostLeaseError(Exception):
     job_id: str
 
 
-class Journey:
+class Journey(DecomposedSteps):
     """Advances jobs through their states; one instance per worker process, shared by its threads.
+
+    A selection too large for one program is decomposed: :class:`DecomposedSteps` runs its
+    states (many provider tasks, in rounds) when ``jobs.decomposition`` is set.
 
     Args:
         settings: Timing and limits.
@@ -207,13 +212,13 @@ class Journey:
             elif state is JobState.PREPARING:
                 self._prepare(job, owner)
             elif state is JobState.SUBMITTING:
-                self._submit(job, owner)
+                (self._submit_round if job.decomposition is not None else self._submit)(job, owner)
                 return
             elif state in REMOTE_STATES:
-                if not self._poll(job, owner):
+                if not (self._poll_round if job.decomposition is not None else self._poll)(job, owner):
                     return
             elif state is JobState.FINALIZING:
-                self._finalize(job, owner)
+                (self._finalize_decomposed if job.decomposition is not None else self._finalize)(job, owner)
                 return
 
     # --------------------------------------------------------------------- the steps
@@ -222,6 +227,9 @@ class Journey:
         """Business problem -> QUBO -> obfuscated Ising -> QAOA circuit for the device -> OpenQASM 3."""
         request = _request(job)
         target = self.backends.get(job.backend).target()
+        if is_decomposed(request, self.settings, target.num_qubits):
+            self._prepare_decomposed(job, owner, request, target)
+            return
         prepared = pipeline.prepare(
             request, target, seed=pipeline.job_seed(request, job.id), settings=self.settings
         )
@@ -474,6 +482,8 @@ class Journey:
     # ----------------------------------------------------------------------- helpers
 
     def _cancel_remote(self, job: Job) -> str | None:
+        if job.decomposition is not None:
+            return self._cancel_round(job)
         row = self.store.remote_task(job.id, job.attempt)
         if row is None:
             return None

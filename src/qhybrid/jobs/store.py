@@ -286,7 +286,9 @@ class JobStore:
                 select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
             ).all()
             tasks = session.scalars(
-                select(RemoteTask).where(RemoteTask.job_id == job_id).order_by(RemoteTask.attempt)
+                select(RemoteTask)
+                .where(RemoteTask.job_id == job_id)
+                .order_by(RemoteTask.attempt, RemoteTask.round, RemoteTask.part)
             ).all()
             return JobView(job=job, events=events, remote_tasks=tasks)
 
@@ -556,16 +558,40 @@ class JobStore:
     # ------------------------------------------------------------------------- remote tasks
 
     def remote_task(self, job_id: str, attempt: int) -> RemoteTask | None:
-        """The remote task row of one attempt, or ``None``."""
+        """The remote task row of one attempt of a job's single task, or ``None``."""
         with self.db.read() as session:
             return session.scalars(
-                select(RemoteTask).where(RemoteTask.job_id == job_id, RemoteTask.attempt == attempt)
+                select(RemoteTask).where(
+                    RemoteTask.job_id == job_id, RemoteTask.attempt == attempt, RemoteTask.round == 0
+                )
             ).one_or_none()
 
+    def round_tasks(self, job_id: str, round_number: int) -> list[RemoteTask]:
+        """The rows of one round of a decomposed job, by part."""
+        with self.db.read() as session:
+            return list(
+                session.scalars(
+                    select(RemoteTask)
+                    .where(RemoteTask.job_id == job_id, RemoteTask.round == round_number)
+                    .order_by(RemoteTask.part)
+                ).all()
+            )
+
     def create_remote_task(
-        self, *, job_id: str, owner: str, attempt: int, backend: str, client_token: str
+        self,
+        *,
+        job_id: str,
+        owner: str,
+        attempt: int,
+        backend: str,
+        client_token: str,
+        round_number: int = 0,
+        part: int = 0,
+        program: str | None = None,
+        proxy_key: bytes | None = None,
+        subproblem: dict[str, Any] | None = None,
     ) -> RemoteTask | None:
-        """Record the client token of an attempt before the provider is called.
+        """Record the client token of an attempt (or a sub-problem) before the provider is called.
 
         Returns:
             The new row, or ``None`` if the caller no longer holds the job's lease.
@@ -580,6 +606,11 @@ class JobStore:
                 attempt=attempt,
                 backend=backend,
                 client_token=client_token,
+                round=round_number,
+                part=part,
+                program=program,
+                proxy_key=proxy_key,
+                subproblem=subproblem,
                 polls=0,
                 created_at=now,
                 updated_at=now,

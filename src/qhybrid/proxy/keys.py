@@ -3,7 +3,9 @@
 A job's :class:`~qhybrid.proxy.obfuscation.ObfuscationKey` is everything needed to read its
 samples, so it is stored only sealed: ``AES-256-GCM(KEK, nonce, key bytes, aad = job id)`` with a
 fresh random 96-bit nonce per seal. The job id as associated data binds a sealed key to its job:
-a blob copied to another job's row does not open. The KEK comes from the setting
+a blob copied to another job's row does not open. A decomposed job's sub-problems each have their
+own key, sealed with the job id and the task's name (``r<round>p<part>``): a blob copied to another
+task of the same job does not open either. The KEK comes from the setting
 (``QHYBRID_KEY_ENCRYPTION_KEY``, base64 of 32 bytes) or, in the embedded default, from a key file
 created on first use with mode ``0600``.
 
@@ -61,14 +63,21 @@ class KeyVault:
     def __repr__(self) -> str:
         return "KeyVault(<secret>)"
 
-    def seal(self, key: ObfuscationKey, *, job_id: str) -> bytes:
-        """Encrypt and authenticate ``key`` for the job ``job_id``."""
+    def seal(self, key: ObfuscationKey, *, job_id: str, task: str | None = None) -> bytes:
+        """Encrypt and authenticate ``key`` for the job ``job_id``.
+
+        Args:
+            key: The obfuscation key.
+            job_id: The job it belongs to (associated data).
+            task: For one of a job's many provider tasks (a decomposed job's sub-problem, e.g.
+                ``"r2p1"``): the key then opens for that task only, never for the job's other tasks.
+        """
         nonce = secrets.token_bytes(NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, key.to_bytes(), _associated(job_id))
+        sealed = self._aead.encrypt(nonce, key.to_bytes(), _associated(job_id, task))
         return MAGIC + nonce + sealed
 
-    def open(self, blob: bytes, *, job_id: str) -> ObfuscationKey:
-        """The key sealed in ``blob`` for ``job_id``.
+    def open(self, blob: bytes, *, job_id: str, task: str | None = None) -> ObfuscationKey:
+        """The key sealed in ``blob`` for ``job_id`` (and ``task``, if it was sealed for one).
 
         Raises:
             KeyVaultError: If the blob is malformed, was sealed for another job or with another
@@ -81,19 +90,26 @@ class KeyVault:
             raise KeyVaultError("not a sealed obfuscation key of a known format")
         nonce = data[len(MAGIC) : len(MAGIC) + NONCE_BYTES]
         try:
-            plain = self._aead.decrypt(nonce, data[len(MAGIC) + NONCE_BYTES :], _associated(job_id))
+            plain = self._aead.decrypt(nonce, data[len(MAGIC) + NONCE_BYTES :], _associated(job_id, task))
         except InvalidTag as error:
-            raise KeyVaultError("the sealed key does not open for this job (or was modified)") from error
+            raise KeyVaultError(
+                "the sealed key does not open for this job or task (or was modified)"
+            ) from error
         try:
             return ObfuscationKey.from_bytes(plain)
         except ValueError as error:  # authentic but unreadable: a bug, never an attacker
             raise KeyVaultError(f"the sealed key is not readable: {error}") from error
 
 
-def _associated(job_id: str) -> bytes:
+def _associated(job_id: str, task: str | None = None) -> bytes:
     if not isinstance(job_id, str) or not job_id:
         raise ValueError("job_id must be a non-empty string")
-    return MAGIC + job_id.encode("utf-8")
+    if task is None:
+        return MAGIC + job_id.encode("utf-8")
+    if not task or "\x00" in task or "\x00" in job_id:
+        raise ValueError("task must be a non-empty string without NUL")
+    # NUL never occurs in a job id or a task name, so (job, task) pairs cannot collide.
+    return MAGIC + job_id.encode("utf-8") + b"\x00" + task.encode("utf-8")
 
 
 def _decode_kek(value: str, origin: str) -> bytes:
