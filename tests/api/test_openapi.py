@@ -32,6 +32,7 @@ def test_the_job_document_is_typed(client: TestClient) -> None:
     assert _resolve(spec, result["properties"]["source"])["enum"] == [
         "quantum",
         "quantum+refinement",
+        "quantum+decomposition",
         "classical_baseline",
         "classical_fallback",
     ]

@@ -1,7 +1,8 @@
 """The long-only mean-variance efficient frontier of a universe (Markowitz), for the dashboard.
 
 For target returns ``r`` from the minimum-variance portfolio's return to the best asset's, each
-point is ``argmin wᵀΣw`` subject to ``Σw = 1``, ``w ≥ 0`` and ``μᵀw = r`` (SLSQP). The frontier
+point is ``argmin wᵀΣw`` subject to ``Σw = 1``, ``w ≥ 0`` and ``μᵀw ≥ r`` (a convex QP, cvxpy with
+Clarabel). The frontier
 is computed in the trusted zone on the job's own μ and Σ: it is a picture of the universe the job
 chose from, next to the portfolio it chose.
 """
@@ -10,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cvxpy as cp
 import numpy as np
 from numpy.typing import NDArray
-from scipy.optimize import minimize
 
 FloatArray = NDArray[np.float64]
 
@@ -36,26 +37,39 @@ def portfolio_point(weights: FloatArray, mu: FloatArray, sigma: FloatArray) -> F
     return FrontierPortfolio(w, float(w @ mu), float(np.sqrt(max(variance, 0.0))))
 
 
-def _min_variance(mu: FloatArray, sigma: FloatArray, target: float | None, start: FloatArray) -> FloatArray:
-    n = mu.shape[0]
-    constraints: list[dict[str, object]] = [{"type": "eq", "fun": lambda w: float(w.sum() - 1.0)}]
-    if target is not None:
-        # Scaled so that SLSQP's tolerance means the same for daily and annual returns.
-        scale = max(float(np.abs(mu).max()), 1e-12)
-        constraints.append({"type": "eq", "fun": lambda w: float((w @ mu - target) / scale)})
-    scale_sigma = max(float(np.abs(np.diag(sigma)).max()), 1e-18)
-    solution = minimize(
-        lambda w: float(w @ sigma @ w) / scale_sigma,
-        start,
-        jac=lambda w: 2.0 * (sigma @ w) / scale_sigma,
-        bounds=[(0.0, 1.0)] * n,
-        constraints=constraints,
-        method="SLSQP",
-        options={"maxiter": 500, "ftol": 1e-12},
-    )
-    weights = np.clip(np.asarray(solution.x, dtype=np.float64), 0.0, None)
-    total = weights.sum()
-    return weights / total if total > 0 else np.full(n, 1.0 / n)
+class _MinVariance:
+    """``min wᵀΣw`` over long-only weights summing to 1, optionally at a target return.
+
+    One convex QP, compiled once with the target as a parameter, solved by Clarabel (an interior
+    point solver): each point of a 500-asset frontier takes milliseconds, where SLSQP took seconds
+    from 40 assets on.
+    """
+
+    def __init__(self, mu: FloatArray, sigma: FloatArray) -> None:
+        n = mu.shape[0]
+        # Scaled so the solver's tolerances mean the same for daily and annual figures.
+        self._scale = max(float(np.abs(np.diag(sigma)).max()), 1e-18)
+        self._mu_scale = max(float(np.abs(mu).max()), 1e-12)
+        self._w = cp.Variable(n, nonneg=True)
+        self._target = cp.Parameter()
+        symmetric = (sigma + sigma.T) / (2.0 * self._scale)
+        risk = cp.quad_form(self._w, cp.psd_wrap(symmetric))
+        budget = [cp.sum(self._w) == 1]
+        self._free = cp.Problem(cp.Minimize(risk), budget)
+        self._at_target = cp.Problem(
+            cp.Minimize(risk), [*budget, (mu / self._mu_scale) @ self._w >= self._target]
+        )
+
+    def solve(self, target: float | None) -> FloatArray:
+        problem = self._free
+        if target is not None:
+            self._target.value = target / self._mu_scale
+            problem = self._at_target
+        problem.solve(solver=cp.CLARABEL)
+        if self._w.value is None:
+            raise ArithmeticError(f"the frontier's QP did not solve: {problem.status}")
+        weights: FloatArray = np.clip(np.asarray(self._w.value, dtype=np.float64), 0.0, None)
+        return weights / float(weights.sum())
 
 
 def efficient_frontier(
@@ -78,16 +92,12 @@ def efficient_frontier(
         raise ValueError(f"mu must be (n,) and sigma (n, n); got {mu.shape} and {sigma.shape}")
     if points < 2:
         raise ValueError(f"points must be at least 2, got {points}")
-    start = np.full(n, 1.0 / n)
-    lowest = portfolio_point(_min_variance(mu, sigma, None, start), mu, sigma)
+    solver = _MinVariance(mu, sigma)
+    lowest = portfolio_point(solver.solve(None), mu, sigma)
     top = float(mu.max())
     if top - lowest.expected_return <= 1e-15 * max(1.0, abs(top)):
         return [lowest]
     frontier = [lowest]
-    previous = lowest.weights
     for target in np.linspace(lowest.expected_return, top, points)[1:]:
-        # Each point starts from its neighbour: the weights move little from one target to the next.
-        weights = _min_variance(mu, sigma, float(target), previous)
-        frontier.append(portfolio_point(weights, mu, sigma))
-        previous = weights
+        frontier.append(portfolio_point(solver.solve(float(target)), mu, sigma))
     return frontier
