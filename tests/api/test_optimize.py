@@ -258,6 +258,7 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
     ),
     ("bounds-without-weights", {"json": valid_request(lot_bounds={"AAPL": [0, 2]})}, 422, "lot_bounds"),
     ("xy-mixer-with-weights", {"json": weights_request(options={"mixer": "xy"})}, 422, "options"),
+    ("xy-warm-mixer-with-weights", {"json": weights_request(options={"mixer": "xy-warm"})}, 422, "options"),
     ("unknown-mixer", {"json": valid_request(options={"mixer": "grover"})}, 422, "options.mixer"),
     ("unknown-privacy-level", {"json": valid_request(privacy="secret")}, 422, "privacy"),
     ("privacy-not-a-string", {"json": valid_request(privacy=3)}, 422, "privacy"),

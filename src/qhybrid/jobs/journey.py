@@ -85,6 +85,20 @@ def actual_cost(
     return record
 
 
+def _sampling_seconds(row: RemoteTask) -> tuple[float | None, str]:
+    """How long the circuit's sampling took: the provider's usage seconds, else the task's wall time.
+
+    The wall time runs from submission to the moment the counts were stored, so it includes the
+    provider's queue and the polling interval: an upper bound on the sampling step.
+    """
+    reported = (row.details or {}).get("usage_seconds")
+    if isinstance(reported, int | float) and not isinstance(reported, bool) and reported >= 0:
+        return float(reported), "provider_usage"
+    if row.submitted_at is None:
+        return None, "task_wall_time"
+    return max(0.0, (row.updated_at - row.submitted_at).total_seconds()), "task_wall_time"
+
+
 def vault_from(settings: Settings) -> KeyVault:
     """The key vault: ``QHYBRID_KEY_ENCRYPTION_KEY``, else a key file under the data dir (0600)."""
     value = settings.key_encryption_key.get_secret_value() if settings.key_encryption_key else None
@@ -367,12 +381,15 @@ class Journey(DecomposedSteps):
                 raise PermanentBackendError("completed task has no stored counts")
             if job.proxy_key is None:
                 raise PermanentBackendError("no obfuscation key was stored for this job")
+            sampling_seconds, time_source = _sampling_seconds(row)
             task = pipeline.TaskFacts(
                 backend=job.backend,
                 task_id=row.task_id,
                 attempt=job.attempt,
                 shots=job.shots,
                 link=(row.details or {}).get("link"),
+                sampling_seconds=sampling_seconds,
+                time_source=time_source,
             )
             result = pipeline.finish(
                 request,
