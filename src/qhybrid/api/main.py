@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from qhybrid.api.routes import health, jobs, metrics, optimize, ui
 from qhybrid.backends.registry import warm_up
 from qhybrid.core.config import Settings, get_settings
 from qhybrid.jobs.database import Database
+from qhybrid.jobs.intake import Intake
 from qhybrid.jobs.queue import make_queue
 from qhybrid.jobs.store import JobStore
 from qhybrid.jobs.tenants import KeyStore, pepper_of
@@ -43,20 +45,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = Database(settings.resolved_database_url)
         db.migrate()
         queue = make_queue(settings)
+        store = JobStore(db)
+        intake = Intake(store, queue)
+        await intake.start()
         auth = Authenticator(settings, KeyStore(db, pepper_of(settings)))
         app.state.services = AppServices(
             settings=settings,
             db=db,
-            store=JobStore(db),
+            store=store,
             queue=queue,
             auth=auth,
             limiter=SubmissionLimiter(settings),
+            intake=intake,
         )
         auth.warn_if_open()
+        # Everything built so far (modules, schemas, engines) lives as long as the process: move it
+        # out of the collector's reach. Otherwise every full collection, which a large price body's
+        # lists of rows set off, walks the whole heap (profiled: most of a price request's time).
+        gc.collect()
+        gc.freeze()
         log.info("api ready: database=%s queue=%s", db.engine.url.get_backend_name(), queue.engine)
         try:
             yield
         finally:
+            await intake.stop()
             db.dispose()
 
     app = FastAPI(
