@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,8 +19,9 @@ from typing import Any
 from sqlalchemy import Insert, Table, Text, and_, bindparam, cast, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
+from qhybrid.core.metrics import JOB_TRANSITIONS, STATE_SECONDS
 from qhybrid.domain.request import REQUEST_VERSION
 from qhybrid.domain.states import TERMINAL_STATES, JobState, check_transition
 from qhybrid.jobs.database import Database
@@ -152,6 +153,20 @@ class CancelOutcome:
     job: Job | None
     accepted: bool
     immediate: bool
+
+
+@dataclass(frozen=True)
+class _Moved:
+    """A transition written in the current transaction, to count once it commits."""
+
+    source: JobState
+    target: JobState
+    seconds_in_source: float | None
+
+    def count(self) -> None:
+        JOB_TRANSITIONS.labels(self.source.api_name, self.target.api_name).inc()
+        if self.seconds_in_source is not None:
+            STATE_SECONDS.labels(self.source.api_name).observe(max(0.0, self.seconds_in_source))
 
 
 def _encode_cursor(job: Job) -> str:
@@ -388,10 +403,13 @@ class JobStore:
             raise IdempotencyConflictError("Idempotency-Key was already used for a different request body")
         return job
 
-    def get_job(self, job_id: str) -> Job | None:
-        """The job row, or ``None``."""
+    def get_job(self, job_id: str, *, tenant: str | None = None) -> Job | None:
+        """The job row, or ``None`` (also when ``tenant`` is given and another tenant owns it)."""
         with self.db.read() as session:
-            return session.get(Job, job_id)
+            job = session.get(Job, job_id)
+        if job is None or (tenant is not None and job.tenant != tenant):
+            return None
+        return job
 
     def view(self, job_id: str, *, tenant: str | None = None) -> JobView | None:
         """The job with its events and remote tasks, or ``None`` (also when another tenant owns it).
@@ -420,9 +438,20 @@ class JobStore:
         limit: int,
         cursor: str | None = None,
         state: JobState | None = None,
+        states: Collection[JobState] = (),
         tenant: str | None = None,
     ) -> tuple[list[Job], str | None]:
         """One page of jobs, newest first; only ``tenant``'s when given.
+
+        Only the columns a list shows are loaded: a job's request (its price history) and its
+        program stay in the database.
+
+        Args:
+            limit: Jobs per page.
+            cursor: The previous page's next cursor.
+            state: Only jobs in this state.
+            states: Only jobs in one of these states (with ``state``: in any of them).
+            tenant: Only this tenant's jobs; ``None``: every tenant's.
 
         Returns:
             The jobs and the cursor of the next page (``None`` on the last page).
@@ -430,9 +459,26 @@ class JobStore:
         Raises:
             InvalidCursorError: If ``cursor`` is malformed.
         """
-        query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-        if state is not None:
-            query = query.where(Job.state == state.value)
+        query = (
+            select(Job)
+            .options(
+                load_only(
+                    Job.id,
+                    Job.state,
+                    Job.backend,
+                    Job.created_at,
+                    Job.updated_at,
+                    Job.finished_at,
+                    Job.result,
+                    raiseload=True,
+                )
+            )
+            .order_by(Job.created_at.desc(), Job.id.desc())
+            .limit(limit + 1)
+        )
+        wanted = {s.value for s in states} | ({state.value} if state is not None else set())
+        if wanted:
+            query = query.where(Job.state.in_(sorted(wanted)))
         if tenant is not None:
             query = query.where(Job.tenant == tenant)
         if cursor:
@@ -445,6 +491,40 @@ class JobStore:
         if len(jobs) > limit:
             return jobs[:limit], _encode_cursor(jobs[limit - 1])
         return jobs, None
+
+    def events_after(
+        self, job_id: str, after: int = 0, *, tenant: str | None = None
+    ) -> tuple[JobState, list[JobEvent]] | None:
+        """The job's state and its events with an id above ``after``, oldest first.
+
+        What a stream of the job's transitions reads: the event ids only grow, so the last id
+        sent is all a reader has to remember.
+
+        Args:
+            job_id: The job.
+            after: The last event id already read.
+            tenant: Only a job of this tenant; ``None``: any.
+
+        Returns:
+            ``None`` when there is no such job (or another tenant owns it).
+        """
+        query = select(Job.state).where(Job.id == job_id)
+        if tenant is not None:
+            query = query.where(Job.tenant == tenant)
+        with self.db.read() as session:
+            state = session.scalar(query)
+            if state is None:
+                return None
+            events = session.scalars(
+                select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after).order_by(JobEvent.id)
+            ).all()
+            return JobState(state), list(events)
+
+    def count_by_state(self) -> dict[JobState, int]:
+        """How many jobs are in each state (states without a job are left out)."""
+        with self.db.read() as session:
+            rows = session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
+        return {JobState(state): int(count) for state, count in rows}
 
     def count_jobs(self) -> int:
         """How many jobs exist."""
@@ -475,18 +555,24 @@ class JobStore:
                     actor=actor,
                     fields={"cancel_requested": True},
                 )
-                if moved:
+                if moved is not None:
                     session.flush()
                     session.refresh(job)
-                    return CancelOutcome(job=job, accepted=True, immediate=True)
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.state.not_in([s.value for s in TERMINAL_STATES]))
-                .values(cancel_requested=True, updated_at=now, version=Job.version + 1)
-            )
-            session.flush()
-            session.refresh(job)
-            return CancelOutcome(job=job, accepted=True, immediate=False)
+                    outcome = CancelOutcome(job=job, accepted=True, immediate=True)
+            else:
+                moved = None
+            if moved is None:
+                session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.state.not_in([s.value for s in TERMINAL_STATES]))
+                    .values(cancel_requested=True, updated_at=now, version=Job.version + 1)
+                )
+                session.flush()
+                session.refresh(job)
+                outcome = CancelOutcome(job=job, accepted=True, immediate=False)
+        if moved is not None:
+            moved.count()  # committed: now it happened
+        return outcome
 
     # -------------------------------------------------------------------------- worker side
 
@@ -546,12 +632,15 @@ class JobStore:
                 actor=owner,
                 fields=fields,
             )
-            if moved and task_update is not None:
+            if moved is not None and task_update is not None:
                 row_id, task_fields = task_update
                 session.execute(
                     update(RemoteTask).where(RemoteTask.id == row_id).values(updated_at=now, **task_fields)
                 )
-            return moved
+        if moved is None:
+            return False
+        moved.count()  # after the commit: a rolled-back move is not counted
+        return True
 
     def _move(
         self,
@@ -565,7 +654,7 @@ class JobStore:
         detail: str | None,
         actor: str | None,
         fields: dict[str, Any],
-    ) -> bool:
+    ) -> _Moved | None:
         check_transition(source, target)
         values: dict[str, Any] = {"state": target.value, "updated_at": now, "version": Job.version + 1}
         if target in TERMINAL_STATES:
@@ -576,7 +665,11 @@ class JobStore:
             update(Job).where(Job.id == job_id, Job.state == source.value, lease_condition).values(**values)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
-            return False
+            return None
+        # When the job entered ``source``: its latest event (an index lookup on job_events.job_id).
+        entered = session.scalar(
+            select(JobEvent.at).where(JobEvent.job_id == job_id).order_by(JobEvent.id.desc()).limit(1)
+        )
         session.add(
             JobEvent(
                 job_id=job_id,
@@ -587,7 +680,7 @@ class JobStore:
                 actor=actor,
             )
         )
-        return True
+        return _Moved(source, target, None if entered is None else (now - entered).total_seconds())
 
     def update_job(self, job_id: str, *, owner: str, **fields: Any) -> bool:
         """Change fields of a live job whose lease ``owner`` holds; no state change.

@@ -19,7 +19,7 @@ from qhybrid.backends.registry import check_backend, known_capacity, static_pric
 from qhybrid.core.config import Settings
 from qhybrid.domain.request import REQUEST_VERSION, JobRequest
 from qhybrid.domain.result import Cost, PricingReport
-from qhybrid.domain.states import JobState
+from qhybrid.domain.states import TERMINAL_STATES, JobState
 from qhybrid.jobs.models import utcnow
 from qhybrid.jobs.sizing import is_decomposed, subproblem_assets, subproblem_qubits
 from qhybrid.jobs.store import IdempotencyConflictError, NewJob, TenantCapError, TenantCaps
@@ -31,7 +31,11 @@ _ACCEPTED: dict[int | str, dict[str, Any]] = {
     202: {
         "description": "Accepted: a worker runs the job.",
         "headers": {
-            "Location": {"description": "The job's URL: /jobs/{job_id}.", "schema": {"type": "string"}}
+            "Location": {"description": "The job's URL: /jobs/{job_id}.", "schema": {"type": "string"}},
+            "Retry-After": {
+                "description": "Seconds before the job's document is worth asking for (unfinished jobs).",
+                "schema": {"type": "integer"},
+            },
         },
     }
 }
@@ -266,6 +270,9 @@ async def optimize_portfolio(
     headers = {"Location": f"/jobs/{job.id}"}
     if not accepted.created:
         headers["Idempotent-Replayed"] = "true"
+    if JobState(job.state) not in TERMINAL_STATES:
+        # A worker picks the job up at once; a second is the pace at which it has news.
+        headers["Retry-After"] = "1"
     answer = JobAccepted(
         job_id=job.id,
         estimated_cost=None if job.cost is None else job.cost.get("estimated"),
