@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from qhybrid.api.auth import TENANT_STATE, Authenticator
 from qhybrid.api.errors import ApiError
-from qhybrid.api.limits import SubmissionLimiter
+from qhybrid.api.ratelimit import RateLimiter
 from qhybrid.core.config import Settings
 from qhybrid.jobs.database import Database
 from qhybrid.jobs.queue import JobQueue
@@ -26,7 +26,8 @@ class AppServices:
     store: JobStore
     queue: JobQueue
     auth: Authenticator
-    limiter: SubmissionLimiter
+    limiter: RateLimiter
+    auth_failures: RateLimiter
 
 
 def get_services(request: Request) -> AppServices:

@@ -13,8 +13,9 @@ from qhybrid import __version__
 from qhybrid.api.auth import Authenticator, TenantAuth
 from qhybrid.api.deps import AppServices
 from qhybrid.api.errors import install_error_handlers
-from qhybrid.api.limits import SubmissionLimiter, SubmissionRateLimit
+from qhybrid.api.limits import SubmissionRateLimit
 from qhybrid.api.middleware import BodySizeLimit
+from qhybrid.api.ratelimit import RateLimiter
 from qhybrid.api.routes import health, jobs, optimize
 from qhybrid.backends.registry import warm_up
 from qhybrid.core.config import Settings, get_settings
@@ -49,7 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store=JobStore(db),
             queue=queue,
             auth=auth,
-            limiter=SubmissionLimiter(settings),
+            limiter=RateLimiter(settings),
+            auth_failures=RateLimiter(settings, settings.auth_failure_limit or "", namespace="auth-failure"),
         )
         auth.warn_if_open()
         log.info("api ready: database=%s queue=%s", db.engine.url.get_backend_name(), queue.engine)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -499,6 +499,47 @@ class JobStore:
             session.execute(
                 update(RemoteTask).where(RemoteTask.id == task_row_id).values(updated_at=utcnow(), **fields)
             )
+
+    # ------------------------------------------------------------------------- sealed keys
+
+    def count_sealed_keys(self) -> int:
+        """How many jobs hold a sealed obfuscation key (finished ones included)."""
+        with self.db.read() as session:
+            return int(
+                session.scalar(select(func.count()).select_from(Job).where(Job.proxy_key.is_not(None))) or 0
+            )
+
+    def sealed_keys(self, *, unfinished_only: bool = False) -> list[tuple[str, bytes]]:
+        """(job id, sealed key) of every job that holds one, or of the unfinished ones only."""
+        query = select(Job.id, Job.proxy_key).where(Job.proxy_key.is_not(None))
+        if unfinished_only:
+            query = query.where(Job.state.not_in([s.value for s in TERMINAL_STATES]))
+        with self.db.read() as session:
+            rows = session.execute(query).all()
+        return [(str(row.id), bytes(row.proxy_key)) for row in rows]
+
+    def reseal_keys(self, reseal: Callable[[bytes, str], bytes]) -> tuple[int, int]:
+        """Replace every sealed key by ``reseal(blob, job_id)``, all in one transaction.
+
+        Rows are locked while it runs (PostgreSQL: ``FOR UPDATE``; SQLite: the write lock), so a
+        worker sealing a new key meanwhile waits and writes after; if any key fails to re-seal,
+        nothing changes.
+
+        Returns:
+            How many sealed keys there are, and how many changed.
+        """
+        changed = 0
+        with self.db.write() as session:
+            rows = session.execute(
+                select(Job.id, Job.proxy_key).where(Job.proxy_key.is_not(None)).with_for_update()
+            ).all()
+            for row in rows:
+                blob = bytes(row.proxy_key)
+                new = reseal(blob, str(row.id))
+                if new != blob:
+                    session.execute(update(Job).where(Job.id == row.id).values(proxy_key=new))
+                    changed += 1
+        return len(rows), changed
 
     # --------------------------------------------------------------------------- reconciler
 
