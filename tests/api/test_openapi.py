@@ -32,13 +32,22 @@ def test_the_job_document_is_typed(client: TestClient) -> None:
     assert _resolve(spec, result["properties"]["source"])["enum"] == [
         "quantum",
         "quantum+refinement",
+        "quantum+decomposition",
         "classical_baseline",
         "classical_fallback",
     ]
     quantum = _resolve(spec, result["properties"]["quantum"])
-    assert {"backend", "task_id", "circuit", "qaoa", "privacy", "link", "samples"} <= set(
-        quantum["properties"]
-    )
+    assert {
+        "backend",
+        "task_id",
+        "circuit",
+        "qaoa",
+        "privacy",
+        "link",
+        "samples",
+        "contribution",
+        "readout",
+    } <= set(quantum["properties"])
     assert _resolve(spec, document["properties"]["request"])["title"] == "JobRequest"
     assert _resolve(spec, document["properties"]["cost"])["title"] == "Cost"
 

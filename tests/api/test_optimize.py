@@ -88,8 +88,8 @@ def _inf_body() -> str:
     return text.replace("0.00024", "Infinity", 1)
 
 
-# Just over the default 8 MB limit; the body is refused before it is parsed.
-BIG = b'{"assets": [' + b'{"name": "A", "expected_return": 0.1},' * 220_000 + b"]}"
+# Just over the default 16 MB limit (QHYBRID_MAX_BODY_BYTES); the body is refused before it is parsed.
+BIG = b'{"assets": [' + b'{"name": "A", "expected_return": 0.1},' * 440_000 + b"]}"
 
 # (case id, request kwargs for client.post, expected status, field the message must name)
 BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
@@ -258,6 +258,7 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
     ),
     ("bounds-without-weights", {"json": valid_request(lot_bounds={"AAPL": [0, 2]})}, 422, "lot_bounds"),
     ("xy-mixer-with-weights", {"json": weights_request(options={"mixer": "xy"})}, 422, "options"),
+    ("xy-warm-mixer-with-weights", {"json": weights_request(options={"mixer": "xy-warm"})}, 422, "options"),
     ("unknown-mixer", {"json": valid_request(options={"mixer": "grover"})}, 422, "options.mixer"),
     ("unknown-privacy-level", {"json": valid_request(privacy="secret")}, 422, "privacy"),
     ("privacy-not-a-string", {"json": valid_request(privacy=3)}, 422, "privacy"),

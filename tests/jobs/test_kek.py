@@ -70,7 +70,7 @@ def test_a_kek_that_does_not_open_unfinished_jobs_refuses_the_start(cloud_settin
     kek = cloud_settings.kek_path
     original = load_keyring(None, kek)
     write_keyring(kek, [new_kek()])  # someone replaced the file
-    with pytest.raises(KekMissingError, match=rf"{kek_id(original[0])} \(1 job\(s\)\); restore them"):
+    with pytest.raises(KekMissingError, match=rf"{kek_id(original[0])} \(1 key\(s\)\); restore them"):
         build(cloud_settings)
     write_keyring(kek, original)
     build(cloud_settings)

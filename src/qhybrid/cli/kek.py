@@ -31,10 +31,16 @@ kek_app = typer.Typer(
 
 
 def _reseal_all(store: JobStore, vault: KeyVault) -> tuple[int, int]:
+    from qhybrid.jobs.store import SealedKey
+    from qhybrid.jobs.subproblems import task_name
     from qhybrid.proxy.keys import KeyVaultError
 
+    def reseal(key: SealedKey) -> bytes:
+        task = None if key.part is None else task_name(*key.part)
+        return vault.reseal(key.blob, job_id=key.job_id, task=task)
+
     try:
-        return store.reseal_keys(lambda blob, job_id: vault.reseal(blob, job_id=job_id))
+        return store.reseal_keys(reseal)
     except KeyVaultError as exc:
         fail(f"nothing was re-sealed: {exc}", ExitCode.REFUSED)
 
@@ -78,7 +84,7 @@ def rotate() -> None:
     # The new KEK goes in first, the old ones stay: every key opens at every moment.
     write_keyring(path, [new, *old])
     total, changed = _reseal_all(store, KeyVault([new, *old]))
-    in_use = {kid for _job, blob in store.sealed_keys() if (kid := sealed_kid(blob)) is not None}
+    in_use = {kid for key in store.sealed_keys() if (kid := sealed_kid(key.blob)) is not None}
     kept = [new, old[0], *(k for k in old[1:] if kek_id(k) in in_use)]
     write_keyring(path, kept)
     dropped = len(old) + 1 - len(kept)

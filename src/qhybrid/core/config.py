@@ -206,14 +206,46 @@ class Settings(BaseSettings):
         description="Time budget of PREPARING (estimate to compile); past it the job falls back "
         "classically. Keep it below lease_seconds.",
     )
-    max_assets: int = Field(default=24, ge=2, le=64)
+    max_assets: int = Field(
+        default=500,
+        ge=2,
+        le=5000,
+        description="Assets per job; selections with more qubits than QHYBRID_MAX_QUBITS (or the device) "
+        "are decomposed into sub-problems.",
+    )
     max_qubits: int = Field(default=24, ge=2, le=40, description="Binary variables (qubits) per job.")
     max_price_rows: int = Field(default=20_000, ge=3, description="Rows of a price history.")
     max_shots: int = Field(default=100_000, ge=1)
-    max_body_bytes: int = Field(default=8_000_000, ge=1024)
+    max_body_bytes: int = Field(
+        default=16_000_000,
+        ge=1024,
+        description="Request body limit: 500 assets' price rows for about three years "
+        "(500 × 756 numbers of up to 20 characters), or a 500 × 500 covariance.",
+    )
     default_shots: int = Field(default=2048, ge=1)
     default_reps: int | None = Field(
         default=None, ge=1, le=8, description="QAOA layers when a request sets none; unset: by size."
+    )
+
+    subproblem_qubits: int = Field(
+        default=16,
+        ge=2,
+        le=40,
+        description="Qubits (decoys included) of each sub-problem of a decomposed job; the device's size "
+        "caps it.",
+    )
+    decomposition_parts: int = Field(default=4, ge=1, le=64, description="Sub-problems sent per round.")
+    decomposition_rounds: int = Field(
+        default=4, ge=1, le=100, description="Rounds of a decomposed job at most."
+    )
+    decomposition_seconds: float = Field(
+        default=30.0, gt=0, description="No new round of a decomposed job starts after this many seconds."
+    )
+    decomposition_start_seconds: float = Field(
+        default=2.0, gt=0, description="Swap-move annealing time of a decomposed job's classical start."
+    )
+    decomposition_exact_seconds: float = Field(
+        default=5.0, gt=0, description="SCIP's time limit for the baseline of a decomposed job."
     )
 
     lease_seconds: float = Field(default=300.0, gt=0, description="How long a worker owns a job step.")

@@ -18,12 +18,17 @@ from qhybrid.domain.privacy import PrivacyLevel
 
 #: Which step produced the returned portfolio:
 #: ``quantum``: a measured sample itself; ``quantum+refinement``: classical repair or local search
-#: starting from the samples; ``classical_baseline``: the samples lost to the classical baseline;
-#: ``classical_fallback``: the QPU could not answer (``fallback.reason`` says why).
-Source = Literal["quantum", "quantum+refinement", "classical_baseline", "classical_fallback"]
+#: starting from the samples; ``quantum+decomposition``: a decomposed job whose answer includes at
+#: least one sub-problem answer the circuit sampled (``decomposition.final_step`` says which step
+#: came last); ``classical_baseline``: the samples lost to the classical baseline (for a decomposed
+#: job: no sub-problem improved the classical start); ``classical_fallback``: the QPU could not
+#: answer (``fallback.reason`` says why).
+Source = Literal[
+    "quantum", "quantum+refinement", "quantum+decomposition", "classical_baseline", "classical_fallback"
+]
 
 #: Sources that count as a quantum answer (the circuit's samples were the starting point).
-QUANTUM_SOURCES: frozenset[str] = frozenset({"quantum", "quantum+refinement"})
+QUANTUM_SOURCES: frozenset[str] = frozenset({"quantum", "quantum+refinement", "quantum+decomposition"})
 
 Formulation = Literal["selection", "weights"]
 
@@ -145,6 +150,9 @@ class CircuitReport(_Part):
     total_gates: int
     layout: list[int] | None
     estimated_success: float | None = Field(description="Π(1 − error) over the circuit's gates.")
+    readout_errors: list[float] | None = Field(
+        default=None, description="Published readout error of the qubit measured into each classical bit."
+    )
 
 
 class EstimateReport(_Part):
@@ -189,6 +197,68 @@ class SampleReport(_Part):
     optimum_in_samples: bool | None
 
 
+class SamplerReport(_Part):
+    """What one sampler's shots achieved on the true problem (same shots for every sampler)."""
+
+    shots: int = Field(description="Shots (samples) drawn.")
+    best_objective: float | None = Field(
+        description="Best true objective among the feasible shots; null when none is feasible."
+    )
+    best_share: float | None = Field(description="Share of the shots on that best value.")
+    optimum_share: float | None = Field(
+        description="Share of the shots on the proven optimum; null when no optimum is proven."
+    )
+    mean_objective: float | None = Field(description="Mean true objective over the feasible shots.")
+    feasible_share: float = Field(description="Share of the shots that meet the budget.")
+
+
+class AnnealingReport(SamplerReport):
+    """The swap-move annealer's shots and the wall time it was given."""
+
+    seconds: float = Field(description="Wall time the annealer ran.")
+    budget_seconds: float = Field(description="Wall time it was given (see time_source).")
+    time_source: Literal["provider_usage", "task_wall_time", "cap"] = Field(
+        description="What the budget equals: the provider's reported usage seconds, the task's wall "
+        "time from submission to completion as the worker saw it, or the cap when neither is known; "
+        "always clamped to the deployment's floor and cap."
+    )
+    chains: int
+    steps: int
+
+
+class Contribution(_Part):
+    """What the circuit added, judged against classical samplers with the same number of shots.
+
+    All four rows are judged on the TRUE problem (after de-obfuscation, true μ and Σ):
+    ``circuit`` the counts that came back; ``start_state`` the circuit's own starting state
+    (``p = 0``, no cost or mixer layer) sampled classically in the trusted zone, through the same
+    obfuscation key; ``rounding`` the continuous relaxation rounded at random conditioned on the
+    budget (weights not clipped); ``annealing`` a budget-preserving swap-move annealer, one chain per
+    shot, given the wall time of the circuit's sampling step.
+
+    ``circuit_helped`` is true only when the circuit beat its start state AND the better of
+    rounding and annealing. "A beats B": A's best feasible objective is lower by more than a
+    relative 1e-9, or equal within it with the optimum proven and a strictly larger share of A's
+    shots on it. A sampler with no feasible shot beats nothing.
+    """
+
+    circuit: SamplerReport
+    start_state: SamplerReport
+    rounding: SamplerReport
+    annealing: AnnealingReport
+    circuit_helped: bool
+    verdict: str = Field(description="The comparison in one sentence.")
+
+
+class ReadoutReport(_Part):
+    """Readout-error mitigation of the counts (in the trusted zone)."""
+
+    applied: bool = Field(description="Whether the counts were corrected.")
+    reason: str = Field(description="Why (or why not).")
+    method: str | None = Field(default=None, description="How: e.g. tensored per-qubit inverse.")
+    mean_error: float | None = Field(default=None, description="Mean readout error of the measured qubits.")
+
+
 class QuantumRun(_Part):
     """The QPU task and the circuit behind a quantum answer."""
 
@@ -209,6 +279,83 @@ class QuantumRun(_Part):
     best_share: float = Field(description="Share of shots on the circuit's best sample.")
     optimum_share: float | None = Field(description="Share of shots on the proven optimum, when known.")
     optimum_in_samples: bool | None
+    contribution: Contribution | None = Field(
+        default=None, description="The circuit's samples against classical samplers with the same shots."
+    )
+    readout: ReadoutReport | None = Field(default=None, description="Readout-error mitigation of the counts.")
+
+
+class SubproblemReport(_Part):
+    """One sub-problem of a decomposed job: a provider task of its own, under its own key."""
+
+    round: int
+    part: int = Field(description="Index of the sub-problem within its round.")
+    assets: int = Field(description="Free assets (binary variables) of the sub-problem.")
+    budget: int = Field(description="Assets the sub-problem must hold (those the current answer held).")
+    qubits_sent: int = Field(description="Qubits of the sent (obfuscated) sub-problem, decoys included.")
+    task_id: str | None
+    state: str = Field(description="The provider task's final state.")
+    shots: int | None = None
+    feasible_share: float | None = Field(default=None, description="Share of shots holding the budget.")
+    objective_before: float | None = Field(
+        default=None, description="Full problem's objective before this sub-problem's answer was tried."
+    )
+    objective_candidate: float | None = Field(
+        default=None, description="Full objective with the best sampled sub-selection put in."
+    )
+    improved: bool = Field(description="The sampled answer lowered the full objective and was taken.")
+    optimum_in_samples: bool | None = Field(
+        default=None, description="The sub-problem's own optimum (enumerated) was among the samples."
+    )
+
+
+class RoundReport(_Part):
+    """One round of the decomposition's outer loop."""
+
+    round: int
+    objective_before: float
+    objective_after_subproblems: float = Field(description="After the sampled answers that improved.")
+    objective_after: float = Field(description="After the classical 1-swap refinement that ends the round.")
+    improved_parts: list[int] = Field(description="Sub-problems whose sampled answer was taken.")
+    refinement_improved: bool
+    subproblems: list[SubproblemReport]
+
+
+class StartReport(_Part):
+    """The classical start of a decomposed job."""
+
+    objective: float
+    method: str = Field(description="greedy+local_search or swap_annealing (the better one).")
+    seconds: float
+    greedy_objective: float
+    annealing_objective: float
+
+
+class Decomposition(_Part):
+    """How a problem larger than the device was solved: a classical outer loop over sub-problems.
+
+    Large-neighbourhood search: a classical start, then rounds; each round sends a few disjoint
+    sub-problems (held and not-held assets mixed, the rest fixed) to the QPU, each obfuscated under
+    its own key, takes every sampled answer that lowers the full objective, and ends with a
+    classical 1-swap refinement. ``final_step`` says plainly which step produced the answer.
+    """
+
+    method: Literal["large_neighbourhood_search"] = "large_neighbourhood_search"
+    assets: int
+    budget: int
+    subproblem_qubits: int = Field(description="Most qubits a sub-problem may use (decoys included).")
+    subproblems_sent: int
+    subproblem_sizes: list[int] = Field(description="Free assets of every sub-problem sent, in order.")
+    start: StartReport
+    rounds: list[RoundReport]
+    final_objective: float
+    final_step: Literal["classical_start", "subproblem", "refinement", "classical_baseline"] = Field(
+        description="The step whose portfolio is returned: the classical start (nothing improved it), "
+        "a sampled sub-problem answer, the classical refinement of a round, or the classical baseline "
+        "(SCIP) when it beat the loop."
+    )
+    final_round: int | None = Field(description="The round of final_step, if any.")
+    stopped: str = Field(description="Why the loop ended: rounds, time, no_subproblems, fallback.")
 
 
 class JobResult(Portfolio):
@@ -229,6 +376,10 @@ class JobResult(Portfolio):
     quantum: QuantumRun | None
     estimate: EstimateReport | None
     fallback: Fallback | None = None
+    decomposition: Decomposition | None = Field(
+        default=None,
+        description="Jobs larger than the device: the sub-problems and what each round improved.",
+    )
 
     @property
     def is_quantum(self) -> bool:

@@ -40,8 +40,10 @@ from qhybrid.domain.states import (
 )
 from qhybrid.gateway.context import current_job
 from qhybrid.jobs import pipeline
+from qhybrid.jobs.decomposed import DecomposedSteps
 from qhybrid.jobs.models import Job, RemoteTask, utcnow
 from qhybrid.jobs.queue import JobQueue
+from qhybrid.jobs.sizing import is_decomposed
 from qhybrid.jobs.store import JobStore
 from qhybrid.proxy.keys import KekMissingError, KeyVault, load_keyring, sealed_kid
 
@@ -81,6 +83,20 @@ def actual_cost(
     return record
 
 
+def _sampling_seconds(row: RemoteTask) -> tuple[float | None, str]:
+    """How long the circuit's sampling took: the provider's usage seconds, else the task's wall time.
+
+    The wall time runs from submission to the moment the counts were stored, so it includes the
+    provider's queue and the polling interval: an upper bound on the sampling step.
+    """
+    reported = (row.details or {}).get("usage_seconds")
+    if isinstance(reported, int | float) and not isinstance(reported, bool) and reported >= 0:
+        return float(reported), "provider_usage"
+    if row.submitted_at is None:
+        return None, "task_wall_time"
+    return max(0.0, (row.updated_at - row.submitted_at).total_seconds()), "task_wall_time"
+
+
 def vault_from(settings: Settings, store: JobStore | None = None) -> KeyVault:
     """The key vault: ``QHYBRID_KEY_ENCRYPTION_KEY``, else the key file under the data dir (0600).
 
@@ -102,12 +118,12 @@ def vault_from(settings: Settings, store: JobStore | None = None) -> KeyVault:
     if store is not None:
         held = set(vault.kids)
         needed: dict[str, int] = {}
-        for _job_id, blob in store.sealed_keys(unfinished_only=True):
-            kid = sealed_kid(blob)
+        for sealed_key in store.sealed_keys(unfinished_only=True):
+            kid = sealed_kid(sealed_key.blob)
             if kid is not None and kid not in held:
                 needed[kid] = needed.get(kid, 0) + 1
         if needed:
-            listed = ", ".join(f"{kid} ({count} job(s))" for kid, count in sorted(needed.items()))
+            listed = ", ".join(f"{kid} ({count} key(s))" for kid, count in sorted(needed.items()))
             origin = "QHYBRID_KEY_ENCRYPTION_KEY" if value is not None else str(path)
             raise KekMissingError(
                 f"unfinished jobs hold keys sealed with key-encryption keys that {origin} does not "
@@ -156,8 +172,11 @@ class _LostLeaseError(Exception):
     job_id: str
 
 
-class Journey:
+class Journey(DecomposedSteps):
     """Advances jobs through their states; one instance per worker process, shared by its threads.
+
+    A selection too large for one program is decomposed: :class:`DecomposedSteps` runs its
+    states (many provider tasks, in rounds) when ``jobs.decomposition`` is set.
 
     Args:
         settings: Timing and limits.
@@ -234,13 +253,13 @@ class Journey:
             elif state is JobState.PREPARING:
                 self._prepare(job, owner)
             elif state is JobState.SUBMITTING:
-                self._submit(job, owner)
+                (self._submit_round if job.decomposition is not None else self._submit)(job, owner)
                 return
             elif state in REMOTE_STATES:
-                if not self._poll(job, owner):
+                if not (self._poll_round if job.decomposition is not None else self._poll)(job, owner):
                     return
             elif state is JobState.FINALIZING:
-                self._finalize(job, owner)
+                (self._finalize_decomposed if job.decomposition is not None else self._finalize)(job, owner)
                 return
 
     # --------------------------------------------------------------------- the steps
@@ -249,6 +268,9 @@ class Journey:
         """Business problem -> QUBO -> obfuscated Ising -> QAOA circuit for the device -> OpenQASM 3."""
         request = _request(job)
         target = self.backends.get(job.backend).target()
+        if is_decomposed(request, self.settings, target.num_qubits):
+            self._prepare_decomposed(job, owner, request, target)
+            return
         prepared = pipeline.prepare(
             request, target, seed=pipeline.job_seed(request, job.id), settings=self.settings
         )
@@ -381,12 +403,15 @@ class Journey:
                 raise PermanentBackendError("completed task has no stored counts")
             if job.proxy_key is None:
                 raise PermanentBackendError("no obfuscation key was stored for this job")
+            sampling_seconds, time_source = _sampling_seconds(row)
             task = pipeline.TaskFacts(
                 backend=job.backend,
                 task_id=row.task_id,
                 attempt=job.attempt,
                 shots=job.shots,
                 link=(row.details or {}).get("link"),
+                sampling_seconds=sampling_seconds,
+                time_source=time_source,
             )
             result = pipeline.finish(
                 request,
@@ -494,6 +519,8 @@ class Journey:
     # ----------------------------------------------------------------------- helpers
 
     def _cancel_remote(self, job: Job) -> str | None:
+        if job.decomposition is not None:
+            return self._cancel_round(job)
         row = self.store.remote_task(job.id, job.attempt)
         if row is None:
             return None

@@ -105,6 +105,8 @@ class Job(Base):
     proxy_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     # μ and Σ estimated in PREPARING (a numpy archive), so FINALIZING judges on the same numbers.
     moments: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Decomposed jobs only: the outer loop's state (qhybrid.jobs.subproblems.LoopState).
+    decomposition: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
@@ -140,6 +142,8 @@ class RemoteTask(Base):
 
     The row, with its client token, is written before the provider is called, so a worker that
     crashes mid-submission leaves a token to look the task up by instead of submitting twice.
+    A job's single task has ``round`` and ``part`` 0; a decomposed job has one row per sub-problem
+    (``round`` ≥ 1), each carrying its own program, sealed key and assets.
     """
 
     __tablename__ = "remote_tasks"
@@ -162,8 +166,16 @@ class RemoteTask(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    round: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    part: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    program: Mapped[str | None] = mapped_column(Text)
+    # Sealed for this task alone (job id, round and part are the associated data).
+    proxy_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    subproblem: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
-    __table_args__ = (UniqueConstraint("job_id", "attempt", name="uq_remote_tasks_job_attempt"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "attempt", "round", "part", name="uq_remote_tasks_job_attempt_part"),
+    )
 
 
 class Tenant(Base):

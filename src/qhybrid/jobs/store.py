@@ -63,6 +63,22 @@ class InvalidCursorError(ValueError):
 
 
 @dataclass(frozen=True)
+class SealedKey:
+    """A sealed obfuscation key as stored.
+
+    Attributes:
+        job_id: The job it belongs to.
+        part: ``None`` for the job's own key; ``(round, part)`` for a decomposed job's sub-problem,
+            whose key is sealed for that task too (``jobs.subproblems.task_name``).
+        blob: The sealed bytes.
+    """
+
+    job_id: str
+    part: tuple[int, int] | None
+    blob: bytes
+
+
+@dataclass(frozen=True)
 class JobView:
     """A job with its history, as the API shows it."""
 
@@ -268,7 +284,9 @@ class JobStore:
                 select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
             ).all()
             tasks = session.scalars(
-                select(RemoteTask).where(RemoteTask.job_id == job_id).order_by(RemoteTask.attempt)
+                select(RemoteTask)
+                .where(RemoteTask.job_id == job_id)
+                .order_by(RemoteTask.attempt, RemoteTask.round, RemoteTask.part)
             ).all()
             return JobView(job=job, events=events, remote_tasks=tasks)
 
@@ -462,16 +480,40 @@ class JobStore:
     # ------------------------------------------------------------------------- remote tasks
 
     def remote_task(self, job_id: str, attempt: int) -> RemoteTask | None:
-        """The remote task row of one attempt, or ``None``."""
+        """The remote task row of one attempt of a job's single task, or ``None``."""
         with self.db.read() as session:
             return session.scalars(
-                select(RemoteTask).where(RemoteTask.job_id == job_id, RemoteTask.attempt == attempt)
+                select(RemoteTask).where(
+                    RemoteTask.job_id == job_id, RemoteTask.attempt == attempt, RemoteTask.round == 0
+                )
             ).one_or_none()
 
+    def round_tasks(self, job_id: str, round_number: int) -> list[RemoteTask]:
+        """The rows of one round of a decomposed job, by part."""
+        with self.db.read() as session:
+            return list(
+                session.scalars(
+                    select(RemoteTask)
+                    .where(RemoteTask.job_id == job_id, RemoteTask.round == round_number)
+                    .order_by(RemoteTask.part)
+                ).all()
+            )
+
     def create_remote_task(
-        self, *, job_id: str, owner: str, attempt: int, backend: str, client_token: str
+        self,
+        *,
+        job_id: str,
+        owner: str,
+        attempt: int,
+        backend: str,
+        client_token: str,
+        round_number: int = 0,
+        part: int = 0,
+        program: str | None = None,
+        proxy_key: bytes | None = None,
+        subproblem: dict[str, Any] | None = None,
     ) -> RemoteTask | None:
-        """Record the client token of an attempt before the provider is called.
+        """Record the client token of an attempt (or a sub-problem) before the provider is called.
 
         Returns:
             The new row, or ``None`` if the caller no longer holds the job's lease.
@@ -486,6 +528,11 @@ class JobStore:
                 attempt=attempt,
                 backend=backend,
                 client_token=client_token,
+                round=round_number,
+                part=part,
+                program=program,
+                proxy_key=proxy_key,
+                subproblem=subproblem,
                 polls=0,
                 created_at=now,
                 updated_at=now,
@@ -503,23 +550,35 @@ class JobStore:
     # ------------------------------------------------------------------------- sealed keys
 
     def count_sealed_keys(self) -> int:
-        """How many jobs hold a sealed obfuscation key (finished ones included)."""
+        """How many sealed obfuscation keys exist: jobs' and sub-problems' (finished jobs included)."""
         with self.db.read() as session:
-            return int(
-                session.scalar(select(func.count()).select_from(Job).where(Job.proxy_key.is_not(None))) or 0
+            jobs = session.scalar(select(func.count()).select_from(Job).where(Job.proxy_key.is_not(None)))
+            tasks = session.scalar(
+                select(func.count()).select_from(RemoteTask).where(RemoteTask.proxy_key.is_not(None))
             )
+        return int(jobs or 0) + int(tasks or 0)
 
-    def sealed_keys(self, *, unfinished_only: bool = False) -> list[tuple[str, bytes]]:
-        """(job id, sealed key) of every job that holds one, or of the unfinished ones only."""
-        query = select(Job.id, Job.proxy_key).where(Job.proxy_key.is_not(None))
+    def sealed_keys(self, *, unfinished_only: bool = False) -> list[SealedKey]:
+        """Every sealed key (a job's, or a decomposed job's sub-problem's), or the unfinished jobs' only."""
+        unfinished = Job.state.not_in([s.value for s in TERMINAL_STATES])
+        jobs = select(Job.id, Job.proxy_key).where(Job.proxy_key.is_not(None))
+        tasks = (
+            select(RemoteTask.job_id, RemoteTask.round, RemoteTask.part, RemoteTask.proxy_key)
+            .join(Job, Job.id == RemoteTask.job_id)
+            .where(RemoteTask.proxy_key.is_not(None))
+        )
         if unfinished_only:
-            query = query.where(Job.state.not_in([s.value for s in TERMINAL_STATES]))
+            jobs, tasks = jobs.where(unfinished), tasks.where(unfinished)
         with self.db.read() as session:
-            rows = session.execute(query).all()
-        return [(str(row.id), bytes(row.proxy_key)) for row in rows]
+            found = [SealedKey(str(row.id), None, bytes(row.proxy_key)) for row in session.execute(jobs)]
+            found += [
+                SealedKey(str(row.job_id), (int(row.round), int(row.part)), bytes(row.proxy_key))
+                for row in session.execute(tasks)
+            ]
+        return found
 
-    def reseal_keys(self, reseal: Callable[[bytes, str], bytes]) -> tuple[int, int]:
-        """Replace every sealed key by ``reseal(blob, job_id)``, all in one transaction.
+    def reseal_keys(self, reseal: Callable[[SealedKey], bytes]) -> tuple[int, int]:
+        """Replace every sealed key (jobs' and sub-problems') by ``reseal(key)``, in one transaction.
 
         Rows are locked while it runs (PostgreSQL: ``FOR UPDATE``; SQLite: the write lock), so a
         worker sealing a new key meanwhile waits and writes after; if any key fails to re-seal,
@@ -528,18 +587,33 @@ class JobStore:
         Returns:
             How many sealed keys there are, and how many changed.
         """
-        changed = 0
+        changed = total = 0
         with self.db.write() as session:
-            rows = session.execute(
+            jobs = session.execute(
                 select(Job.id, Job.proxy_key).where(Job.proxy_key.is_not(None)).with_for_update()
             ).all()
-            for row in rows:
+            for row in jobs:
                 blob = bytes(row.proxy_key)
-                new = reseal(blob, str(row.id))
+                new = reseal(SealedKey(str(row.id), None, blob))
+                total += 1
                 if new != blob:
                     session.execute(update(Job).where(Job.id == row.id).values(proxy_key=new))
                     changed += 1
-        return len(rows), changed
+            tasks = session.execute(
+                select(
+                    RemoteTask.id, RemoteTask.job_id, RemoteTask.round, RemoteTask.part, RemoteTask.proxy_key
+                )
+                .where(RemoteTask.proxy_key.is_not(None))
+                .with_for_update()
+            ).all()
+            for task in tasks:
+                blob = bytes(task.proxy_key)
+                new = reseal(SealedKey(str(task.job_id), (int(task.round), int(task.part)), blob))
+                total += 1
+                if new != blob:
+                    session.execute(update(RemoteTask).where(RemoteTask.id == task.id).values(proxy_key=new))
+                    changed += 1
+        return total, changed
 
     # --------------------------------------------------------------------------- reconciler
 

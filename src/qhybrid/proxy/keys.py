@@ -3,7 +3,9 @@
 A job's :class:`~qhybrid.proxy.obfuscation.ObfuscationKey` is everything needed to read its
 samples, so it is stored only sealed: ``AES-256-GCM(KEK, nonce, key bytes, aad = header ‖ job
 id)`` with a fresh random 96-bit nonce per seal. The job id as associated data binds a sealed key
-to its job: a blob copied to another job's row does not open.
+to its job: a blob copied to another job's row does not open. A decomposed job's sub-problems each
+have their own key, sealed with the job id and the task's name (``r<round>p<part>``): a blob copied
+to another task of the same job does not open either.
 
 The KEKs form a keyring, the active one first: the setting (``QHYBRID_KEY_ENCRYPTION_KEY``, base64
 of 32 bytes, several separated by commas) or, in the embedded default, the key file (one per line,
@@ -96,23 +98,31 @@ class KeyVault:
         """The ids of every KEK this vault opens with, the active one first."""
         return [self._active.hex(), *(k.hex() for k in self._ring if k != self._active)]
 
-    def seal(self, key: ObfuscationKey, *, job_id: str) -> bytes:
-        """Encrypt and authenticate ``key`` for the job ``job_id`` under the active KEK."""
+    def seal(self, key: ObfuscationKey, *, job_id: str, task: str | None = None) -> bytes:
+        """Encrypt and authenticate ``key`` for the job ``job_id`` under the active KEK.
+
+        Args:
+            key: The obfuscation key.
+            job_id: The job it belongs to (associated data).
+            task: For one of a job's many provider tasks (a decomposed job's sub-problem, e.g.
+                ``"r2p1"``): the key then opens for that task only, never for the job's other tasks.
+        """
         nonce = secrets.token_bytes(NONCE_BYTES)
         header = MAGIC + self._active
-        sealed = self._ring[self._active].encrypt(nonce, key.to_bytes(), header + _associated(job_id))
+        associated = header + _associated(job_id, task)
+        sealed = self._ring[self._active].encrypt(nonce, key.to_bytes(), associated)
         return header + nonce + sealed
 
-    def open(self, blob: bytes, *, job_id: str) -> ObfuscationKey:
-        """The key sealed in ``blob`` for ``job_id``.
+    def open(self, blob: bytes, *, job_id: str, task: str | None = None) -> ObfuscationKey:
+        """The key sealed in ``blob`` for ``job_id`` (and ``task``, if it was sealed for one).
 
         Raises:
-            KeyVaultError: If the blob is malformed, was sealed for another job or with a KEK
-                this vault does not hold, or was modified.
+            KeyVaultError: If the blob is malformed, was sealed for another job or task or with
+                a KEK this vault does not hold, or was modified.
         """
-        return _read_key(self._plain(blob, job_id))
+        return _read_key(self._plain(blob, job_id, task))
 
-    def reseal(self, blob: bytes, *, job_id: str) -> bytes:
+    def reseal(self, blob: bytes, *, job_id: str, task: str | None = None) -> bytes:
         """``blob`` sealed again under the active KEK (unchanged if it already is).
 
         Raises:
@@ -120,20 +130,21 @@ class KeyVault:
         """
         if sealed_kid(blob) == self.kid:
             return blob
-        return self.seal(self.open(blob, job_id=job_id), job_id=job_id)
+        return self.seal(self.open(blob, job_id=job_id, task=task), job_id=job_id, task=task)
 
-    def _plain(self, blob: bytes, job_id: str) -> bytes:
-        associated = _associated(job_id)  # validates the job id, whatever the format
+    def _plain(self, blob: bytes, job_id: str, task: str | None) -> bytes:
+        associated = _associated(job_id, task)  # validates the job id and task, whatever the format
         if not isinstance(blob, bytes | bytearray) or len(blob) < len(MAGIC) + NONCE_BYTES + TAG_BYTES:
             raise KeyVaultError("not a sealed obfuscation key")
         data = bytes(blob)
         if data[: len(LEGACY_MAGIC)] == LEGACY_MAGIC:
             # Sealed before key ids existed: whichever KEK of the ring opens it.
             nonce, body = data[4 : 4 + NONCE_BYTES], data[4 + NONCE_BYTES :]
+            legacy_associated = LEGACY_MAGIC + associated[len(MAGIC) :]
             for legacy in self._ring.values():
                 with contextlib.suppress(InvalidTag):
-                    return legacy.decrypt(nonce, body, LEGACY_MAGIC + job_id.encode("utf-8"))
-            raise KeyVaultError("the sealed key does not open for this job (or was modified)")
+                    return legacy.decrypt(nonce, body, legacy_associated)
+            raise KeyVaultError("the sealed key does not open for this job or task (or was modified)")
         if data[: len(MAGIC)] != MAGIC or len(data) < len(MAGIC) + KID_BYTES + NONCE_BYTES + TAG_BYTES:
             raise KeyVaultError("not a sealed obfuscation key of a known format")
         header = data[: len(MAGIC) + KID_BYTES]
@@ -150,7 +161,9 @@ class KeyVault:
         try:
             return aead.decrypt(nonce, data[len(header) + NONCE_BYTES :], header + associated)
         except InvalidTag as error:
-            raise KeyVaultError("the sealed key does not open for this job (or was modified)") from error
+            raise KeyVaultError(
+                "the sealed key does not open for this job or task (or was modified)"
+            ) from error
 
 
 def _read_key(plain: bytes) -> ObfuscationKey:
@@ -168,10 +181,15 @@ def sealed_kid(blob: bytes) -> str | None:
     return data[len(MAGIC) : len(MAGIC) + KID_BYTES].hex()
 
 
-def _associated(job_id: str) -> bytes:
+def _associated(job_id: str, task: str | None = None) -> bytes:
     if not isinstance(job_id, str) or not job_id:
         raise ValueError("job_id must be a non-empty string")
-    return MAGIC + job_id.encode("utf-8")
+    if task is None:
+        return MAGIC + job_id.encode("utf-8")
+    if not task or "\x00" in task or "\x00" in job_id:
+        raise ValueError("task must be a non-empty string without NUL")
+    # NUL never occurs in a job id or a task name, so (job, task) pairs cannot collide.
+    return MAGIC + job_id.encode("utf-8") + b"\x00" + task.encode("utf-8")
 
 
 class KekMissingError(PermanentError, RuntimeError):

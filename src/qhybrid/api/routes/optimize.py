@@ -20,6 +20,7 @@ from qhybrid.domain.request import REQUEST_VERSION, JobRequest
 from qhybrid.domain.result import Cost, PricingReport
 from qhybrid.domain.states import JobState
 from qhybrid.jobs.models import utcnow
+from qhybrid.jobs.sizing import is_decomposed, subproblem_assets, subproblem_qubits
 from qhybrid.jobs.store import IdempotencyConflictError, TenantCapError, TenantCaps
 from qhybrid.proxy.obfuscation import decoy_count
 
@@ -57,11 +58,14 @@ def check_limits(request: JobRequest, settings: Settings) -> None:
             f"at most {settings.max_price_rows} rows of prices are allowed (QHYBRID_MAX_PRICE_ROWS), "
             f"got {len(request.prices.values)}",
         )
+    backend_problem = check_backend(request.backend, settings)
+    capacity = None if backend_problem is not None else known_capacity(request.backend)
+    decomposed = is_decomposed(request, settings, capacity)
     qubits = request.num_qubits()
     # Decoy variables ride along as extra qubits, so the limit applies to what is sent.
     level = request.privacy or settings.privacy_default
     decoys = decoy_count(level, qubits)
-    if qubits + decoys > settings.max_qubits:
+    if not decomposed and qubits + decoys > settings.max_qubits:
         field = "lot_bounds" if request.formulation == "weights" else "assets"
         if decoys and qubits <= settings.max_qubits:
             raise invalid(
@@ -84,11 +88,19 @@ def check_limits(request: JobRequest, settings: Settings) -> None:
             "max_shots",
             f"at most {settings.max_shots} shots are allowed (QHYBRID_MAX_SHOTS), got {request.shots}",
         )
-    problem = check_backend(request.backend, settings)
-    if problem is not None:
-        raise invalid("backend", "known_backend", problem)
-    capacity = known_capacity(request.backend)
-    if capacity is not None and qubits > capacity:
+    if backend_problem is not None:
+        raise invalid("backend", "known_backend", backend_problem)
+    if decomposed:
+        # Solved by sub-problems: each one, decoys included, must fit on the device.
+        per_part = subproblem_qubits(settings, capacity)
+        if subproblem_assets(per_part, request, settings) < 2:
+            raise invalid(
+                "privacy",
+                "subproblem_qubits",
+                f"a sub-problem of {per_part} qubits cannot hold two assets with privacy {level!r}'s "
+                "decoys (QHYBRID_SUBPROBLEM_QUBITS, or the device); choose a lower privacy level",
+            )
+    elif capacity is not None and qubits > capacity:
         raise invalid(
             "backend",
             "device_capacity",
@@ -112,6 +124,9 @@ def cost_estimate(request: JobRequest, shots: int, settings: Settings) -> Cost:
         return Cost(estimated=0.0)
     seconds = static_seconds(request.backend, shots)
     estimated = pricing.estimate(shots, seconds)
+    if is_decomposed(request, settings, known_capacity(request.backend)):
+        # One task per sub-problem: the most the outer loop may send.
+        estimated *= settings.decomposition_rounds * settings.decomposition_parts
     if request.max_cost is not None and estimated > request.max_cost:
         raise invalid(
             "max_cost",
