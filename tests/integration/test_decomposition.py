@@ -9,8 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from rich.console import Console
 
-from qhybrid.client import Client
+from qhybrid.cli.output import print_result
+from qhybrid.client import Client, JobDocument
 from tests.integration.conftest import Stack
 from tests.jobs.test_decomposed import decomposed_request
 
@@ -60,3 +62,10 @@ def test_a_decomposed_job_survives_kill_9_without_submitting_a_sub_problem_twice
     assert len(counts) == sent and set(counts.values()) == {1}, counts
     assert job["result"]["source"] in ("quantum+decomposition", "classical_baseline")
     assert job["result"]["objective"] <= block["start"]["objective"] + 1e-15
+    # What the command line prints: the decomposition, and which step produced the answer.
+    console = Console(record=True, width=200)
+    print_result(console, JobDocument.from_json(job))
+    text = console.export_text()
+    assert f"{sent} sub-problems sent to the QPU in 2 rounds" in text
+    assert f"the answer comes from: {block['final_step']}" in text
+    assert "classical fallback" not in text
