@@ -270,7 +270,7 @@ def test_max_reps_is_the_largest_depth_a_request_may_ask_for() -> None:
     assert limits == [MAX_REPS]
 
 
-@pytest.mark.parametrize("mixer", ["x", "x-warm", "xy"])
+@pytest.mark.parametrize("mixer", ["x", "x-warm", "xy", "xy-warm"])
 @pytest.mark.parametrize(("n", "reps"), [(4, MAX_REPS), (10, 3), (16, 2)])
 def test_transpiled_qaoa_circuits_stay_within_the_bound(mixer: str, n: int, reps: int) -> None:
     """The bound holds for every mixer's circuit, transpiled for a heavy-hex device and all-to-all."""
@@ -286,7 +286,7 @@ def test_transpiled_qaoa_circuits_stay_within_the_bound(mixer: str, n: int, reps
         expectation=0.0,
         evaluations=0,
     )
-    warm = tuple(float(w) for w in rng.uniform(0.1, 0.9, n)) if mixer == "x-warm" else None
+    warm = tuple(float(w) for w in rng.uniform(0.1, 0.9, n)) if mixer in ("x-warm", "xy-warm") else None
     plan = QaoaPlan(QaoaSpec(mixer=mixer, reps=reps), angles, n // 2, warm, {})  # type: ignore[arg-type]
     circuit = build_circuit(ising, plan)
     targets = [

@@ -27,6 +27,7 @@ def test_the_steps_read_in_the_order_of_the_journey() -> None:
         "obfuscate",
         "plan",
         "compile_program",
+        "mitigate",
         "deobfuscate",
         "judge",
         "refine",
@@ -77,6 +78,18 @@ def test_mu_and_sigma_are_estimated_once_per_job(
     assert job is not None and job.result is not None and job.moments is not None
     result = JobResult.model_validate(job.result)
     assert result.estimate is not None and result.estimate.observations == 119
+    # Every completed quantum job says what the circuit contributed, beside references of the same shots.
+    quantum = result.quantum
+    assert quantum is not None and quantum.qaoa is not None and quantum.qaoa.spec.mixer == "xy-warm"
+    contribution = quantum.contribution
+    assert contribution is not None
+    rows = (contribution.circuit, contribution.start_state, contribution.rounding, contribution.annealing)
+    assert [row.shots for row in rows] == [256] * 4
+    # The XY mixers and both references never leave the budget.
+    assert [row.feasible_share for row in rows] == [1.0] * 4
+    assert contribution.annealing.steps > 0 and contribution.annealing.time_source == "task_wall_time"
+    assert contribution.verdict.startswith("the circuit")
+    assert quantum.readout is not None and not quantum.readout.applied
 
 
 def test_a_job_stored_before_the_typed_contract_still_runs(
@@ -135,3 +148,25 @@ def test_the_variables_labels_and_the_deployments_noise_key(tmp_path: Any) -> No
     assert np.array_equal(key.normals("f", ["a"]), pipeline.noise_key_of(settings).normals("f", ["a"]))
     given = Settings(data_dir=tmp_path, privacy_noise_key=base64.b64encode(secrets.token_bytes(32)).decode())
     assert not np.array_equal(key.normals("f", ["a"]), pipeline.noise_key_of(given).normals("f", ["a"]))
+
+
+def test_readout_mitigation_follows_the_device_and_the_option(cloud_settings: Settings) -> None:
+    from qhybrid.backends.ibm import fake_backend, ibm_target
+
+    request = JobRequest.model_validate(_price_request())
+    preparation = pipeline.prepare(
+        request, ibm_target(fake_backend("FakeTorino")), seed=3, settings=cloud_settings
+    )
+    prepared = preparation.program.prepared
+    errors = prepared.circuit.readout_errors
+    # FakeTorino publishes a readout error for every measured qubit.
+    assert errors is not None and len(errors) == prepared.privacy.qubits_sent and min(errors) > 0.0
+    width = prepared.privacy.qubits_sent
+    peak, neighbours = "1" * 2 + "0" * (width - 2), ["0" + "1" + "0" * (width - 2), "1" + "0" * (width - 1)]
+    counts = {peak: 900, neighbours[0]: 50, neighbours[1]: 50}
+    mitigated, report = pipeline.mitigate(request, prepared, counts)
+    assert report.applied and report.mean_error == pytest.approx(float(np.mean(errors)))
+    assert sum(mitigated.values()) == 1000 and mitigated[peak] > 900
+    off = JobRequest.model_validate({**_price_request(), "options": {"readout_mitigation": False}})
+    unchanged, report = pipeline.mitigate(off, prepared, counts)
+    assert unchanged == counts and not report.applied and "readout_mitigation" in report.reason

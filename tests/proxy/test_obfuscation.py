@@ -33,8 +33,8 @@ def run(ising: Ising, level: str, mixer: str, budget: int, warm: np.ndarray, see
         ising,
         level=level,  # type: ignore[arg-type]
         mixer=mixer,
-        hamming_weight=budget if mixer == "xy" else None,
-        warm_start=warm if mixer == "x-warm" else None,
+        hamming_weight=budget if mixer in ("xy", "xy-warm") else None,
+        warm_start=warm if mixer in ("x-warm", "xy-warm") else None,
         rng=np.random.default_rng(seed),
     )
 
@@ -155,6 +155,37 @@ def test_warm_start_is_permuted_and_flipped_with_the_qubits(level: str, seed: in
         start = 1.0 - start if flips[qubit] else start
         assert np.isclose(warm, start).any()
         assert value == (start >= 0.5)
+
+
+@pytest.mark.parametrize("level", LEVELS_ON)
+@pytest.mark.parametrize("seed", range(3))
+def test_xy_warm_start_state_comes_back_as_budget_portfolios(level: str, seed: int) -> None:
+    """The weighted start is drawn in the sent basis and deobfuscated like the counts."""
+    from qhybrid.quantum.engine import sample_start_state
+
+    ising, budget, warm = portfolio(seed=seed)
+    sent, key = run(ising, level, "xy-warm", budget, warm, seed)
+    assert sent.hamming_weight is not None and sent.warm_start is not None
+    assert len(set(key.flips)) == 1  # the global complement only
+    draws = sample_start_state(
+        "xy-warm",
+        sent.num_qubits,
+        hamming_weight=sent.hamming_weight,
+        warm_start=np.clip(sent.warm_start, 1e-9, 1 - 1e-9),
+        shots=2000,
+        rng=np.random.default_rng(seed),
+    )
+    assert np.all(draws.sum(axis=1) == sent.hamming_weight)
+    true = key.true_bits(draws)
+    weights = true.sum(axis=1)
+    if key.num_qubits == key.num_variables:
+        assert np.all(weights == budget)
+    else:  # a decoy may hold one of the units
+        assert np.all(weights <= budget + len(key.decoy_positions)) and np.mean(weights == budget) > 0.5
+    # The noised warm start still points at the relaxation: held assets are drawn more often.
+    held = true[:, warm > 0.9].mean() if np.any(warm > 0.9) else 1.0
+    empty = true[:, warm < 0.1].mean() if np.any(warm < 0.1) else 0.0
+    assert held > empty
 
 
 def test_per_qubit_flips_for_the_x_mixers_only() -> None:

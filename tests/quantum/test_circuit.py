@@ -135,6 +135,7 @@ def test_metrics_as_dict() -> None:
         "total_gates": 20,
         "layout": None,
         "estimated_success": None,
+        "readout_errors": None,
     }
 
 

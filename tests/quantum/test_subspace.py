@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 from qiskit.quantum_info import Statevector
 
-from qhybrid.quantum.circuit import dicke_circuit
+from qhybrid.domain import conditioned
+from qhybrid.quantum.circuit import dicke_circuit, weighted_dicke_circuit
 from qhybrid.quantum.subspace import (
     SubspaceXYSimulator,
     basis_bits,
     build_subspace,
+    conditioned_state,
     full_xy_statevector,
     ring_edges,
     subspace_cost,
@@ -64,6 +66,32 @@ def test_dicke_circuit_is_exact(n: int) -> None:
         expected = np.zeros(1 << n)
         expected[weight_basis(n, weight)] = 1.0 / math.sqrt(math.comb(n, weight))
         np.testing.assert_allclose(state, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", range(2, 8))
+def test_weighted_dicke_circuit_prepares_the_conditioned_rounding(n: int) -> None:
+    rng = np.random.default_rng(n)
+    values = rng.uniform(0.0, 1.0, size=n)
+    values[0] = 0.0  # exact 0 and 1 (a relaxation has them) must work too
+    values[-1] = 1.0
+    for weight in range(1, n):
+        state = Statevector(weighted_dicke_circuit(values, weight)).data
+        basis = weight_basis(n, weight)
+        expected = np.zeros(1 << n)
+        bits = basis_bits(basis, n)
+        expected[basis] = np.sqrt(np.exp(conditioned.log_probabilities(values, weight, bits)))
+        np.testing.assert_allclose(state, expected, atol=1e-10)
+        # The subspace simulator's start state is the same vector.
+        np.testing.assert_allclose(
+            conditioned_state(build_subspace(n, weight), values), expected[basis], atol=1e-12
+        )
+        # Same gates as the Dicke circuit, so the gateway's gate bound (counted on it) still holds.
+        assert weighted_dicke_circuit(values, weight).count_ops() == dicke_circuit(n, weight).count_ops()
+
+
+def test_weighted_dicke_with_equal_values_is_the_dicke_state() -> None:
+    state = Statevector(weighted_dicke_circuit([0.3] * 6, 2)).data
+    np.testing.assert_allclose(state, Statevector(dicke_circuit(6, 2)).data, atol=1e-12)
 
 
 def test_dicke_circuit_uses_standard_gates_only() -> None:

@@ -12,10 +12,16 @@ from qhybrid.quantum.engine import QaoaPlan, build_circuit, plan_statevector, si
 from qhybrid.quantum.objective import CvarObjective, MeanObjective, Objective
 from qhybrid.quantum.simulator import FullStateSimulator, warm_start_thetas
 from qhybrid.quantum.spec import QaoaSpec
-from qhybrid.quantum.subspace import SubspaceXYSimulator, build_subspace, subspace_cost, weight_basis
+from qhybrid.quantum.subspace import (
+    SubspaceXYSimulator,
+    build_subspace,
+    conditioned_state,
+    subspace_cost,
+    weight_basis,
+)
 from tests.quantum.test_simulator import random_ising
 
-VARIANTS = ["x", "x-warm", "xy", "xy-basis"]
+VARIANTS = ["x", "x-warm", "xy", "xy-basis", "xy-warm"]
 
 
 def random_plan(ising: Ising, variant: str, reps: int, seed: int) -> QaoaPlan:
@@ -24,13 +30,13 @@ def random_plan(ising: Ising, variant: str, reps: int, seed: int) -> QaoaPlan:
     rng = np.random.default_rng(seed)
     weight = int(rng.integers(1, n)) if n > 1 else 1
     warm: tuple[float, ...] | None = None
-    if variant == "x-warm":
+    if variant in ("x-warm", "xy-warm"):
         warm = tuple(float(v) for v in np.clip(rng.random(n), 0.25, 0.75))
     elif variant == "xy-basis":
         bits = np.zeros(n)
         bits[rng.choice(n, size=weight, replace=False)] = 1.0
         warm = tuple(float(b) for b in bits)
-    mixer = "xy" if variant.startswith("xy") else variant
+    mixer = "xy" if variant == "xy-basis" else variant
     angles = QaoaAngles(
         gammas=tuple(float(g) for g in rng.uniform(-1.0, 1.0, size=reps)),
         betas=tuple(float(b) for b in rng.uniform(-1.0, 1.0, size=reps)),
@@ -85,6 +91,9 @@ def simulator_for(variant: str, ising: Ising, seed: int) -> tuple[object, np.nda
         return FullStateSimulator(cost, n, thetas=thetas), cost
     subspace = build_subspace(n, n // 2)
     cost = subspace_cost(ising, subspace.basis) / ising.scale()
+    if variant == "xy-warm":
+        initial = conditioned_state(subspace, rng.uniform(0.05, 0.95, size=n))
+        return SubspaceXYSimulator(subspace, cost, initial=initial), cost
     start = int(subspace.basis[rng.integers(subspace.dimension)]) if variant == "xy-basis" else None
     return SubspaceXYSimulator(subspace, cost, start=start), cost
 

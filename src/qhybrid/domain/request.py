@@ -68,14 +68,20 @@ class PriceHistory(BaseModel):
     def _valid_values(cls, rows: list[list[float]], info: ValidationInfo) -> list[list[float]]:
         names = info.data.get("assets")
         width = len(names) if names is not None else len(rows[0])
-        for index, row in enumerate(rows):
-            if len(row) != width:
-                raise PydanticCustomError(
-                    "dimensions",
-                    "row {row} has {length} prices, expected one per asset ({n})",
-                    {"row": index, "length": len(row), "n": width},
-                )
-        array = np.array(rows, dtype=np.float64)
+        try:
+            # One conversion checks the shape of every row at once; a ragged list fails it.
+            array = np.array(rows, dtype=np.float64)
+        except ValueError:
+            array = None
+        if array is None or array.ndim != 2 or array.shape[1] != width:
+            for index, row in enumerate(rows):
+                if len(row) != width:
+                    raise PydanticCustomError(
+                        "dimensions",
+                        "row {row} has {length} prices, expected one per asset ({n})",
+                        {"row": index, "length": len(row), "n": width},
+                    )
+            array = np.array(rows, dtype=np.float64)
         if not np.isfinite(array).all():
             raise PydanticCustomError("finite", "prices must be finite numbers")
         if (array <= 0).any():
@@ -122,10 +128,12 @@ class SolverOptions(BaseModel):
     )
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="Seed of every random step.")
     maxiter: int = Field(default=100, ge=1, le=5000, description="Angle-optimizer iterations.")
-    mixer: Literal["auto", "x", "xy", "x-warm"] = Field(
+    mixer: Literal["auto", "x", "xy", "x-warm", "xy-warm"] = Field(
         default="auto",
-        description="QAOA mixer: 'xy' keeps the number of held assets fixed (selection only), 'x-warm' "
-        "starts from the continuous relaxation, 'x' is the standard mixer; 'auto' picks the best measured.",
+        description="QAOA mixer: 'xy' keeps the number of held assets fixed (selection only), 'xy-warm' "
+        "does so from the continuous relaxation conditioned on the budget (selection only), 'x-warm' "
+        "starts from the continuous relaxation, 'x' is the standard mixer; 'auto' picks the best measured "
+        "for the formulation ('xy-warm' for selection, 'x-warm' for weights).",
     )
     objective: Literal["mean", "cvar"] = Field(default="mean", description="What the angles minimise.")
     cvar_alpha: float = Field(default=0.1, gt=0.0, le=1.0, description="Tail share for objective 'cvar'.")
@@ -134,6 +142,11 @@ class SolverOptions(BaseModel):
         default=True, description="Answer classically (marked as such) if the QPU fails for good or too late."
     )
     refine: bool = Field(default=True, description="Repair and refine samples by classical local search.")
+    readout_mitigation: bool = Field(
+        default=True,
+        description="Correct the counts for the device's published readout errors (in the trusted zone), "
+        "when the device publishes them; false keeps the raw counts.",
+    )
 
 
 class JobRequest(BaseModel):
@@ -303,10 +316,12 @@ class JobRequest(BaseModel):
     @field_validator("options")
     @classmethod
     def _mixer_fits(cls, options: SolverOptions, info: ValidationInfo) -> SolverOptions:
-        if options.mixer == "xy" and info.data.get("formulation") == "weights":
+        if options.mixer in ("xy", "xy-warm") and info.data.get("formulation") == "weights":
             raise PydanticCustomError(
                 "mixer_formulation",
-                "mixer 'xy' keeps the number of held assets fixed; it suits formulation 'selection' only",
+                "mixer '{mixer}' keeps the number of held assets fixed; "
+                "it suits formulation 'selection' only",
+                {"mixer": options.mixer},
             )
         return options
 

@@ -150,6 +150,9 @@ class CircuitReport(_Part):
     total_gates: int
     layout: list[int] | None
     estimated_success: float | None = Field(description="Π(1 − error) over the circuit's gates.")
+    readout_errors: list[float] | None = Field(
+        default=None, description="Published readout error of the qubit measured into each classical bit."
+    )
 
 
 class EstimateReport(_Part):
@@ -194,6 +197,84 @@ class SampleReport(_Part):
     optimum_in_samples: bool | None
 
 
+class TopSample(_Part):
+    """One of the most frequent measured outcomes, de-obfuscated and judged on the true problem.
+
+    Built in the trusted zone after the counts came back; the provider only ever saw the
+    obfuscated bit strings.
+    """
+
+    selected: list[str] = Field(description="Assets held by this outcome.")
+    bits: list[int]
+    lots: dict[str, int] | None = Field(default=None, description="weights: lots per asset.")
+    count: int = Field(description="Shots that measured this outcome.")
+    objective: float = Field(description="True objective; lower is better.")
+    feasible: bool = Field(description="Whether it meets the budget (or every lot bound).")
+    optimum: bool = Field(description="Whether it is the classical baseline's best portfolio.")
+
+
+class SamplerReport(_Part):
+    """What one sampler's shots achieved on the true problem (same shots for every sampler)."""
+
+    shots: int = Field(description="Shots (samples) drawn.")
+    best_objective: float | None = Field(
+        description="Best true objective among the feasible shots; null when none is feasible."
+    )
+    best_share: float | None = Field(description="Share of the shots on that best value.")
+    optimum_share: float | None = Field(
+        description="Share of the shots on the proven optimum; null when no optimum is proven."
+    )
+    mean_objective: float | None = Field(description="Mean true objective over the feasible shots.")
+    feasible_share: float = Field(description="Share of the shots that meet the budget.")
+
+
+class AnnealingReport(SamplerReport):
+    """The swap-move annealer's shots and the wall time it was given."""
+
+    seconds: float = Field(description="Wall time the annealer ran.")
+    budget_seconds: float = Field(description="Wall time it was given (see time_source).")
+    time_source: Literal["provider_usage", "task_wall_time", "cap"] = Field(
+        description="What the budget equals: the provider's reported usage seconds, the task's wall "
+        "time from submission to completion as the worker saw it, or the cap when neither is known; "
+        "always clamped to the deployment's floor and cap."
+    )
+    chains: int
+    steps: int
+
+
+class Contribution(_Part):
+    """What the circuit added, judged against classical samplers with the same number of shots.
+
+    All four rows are judged on the TRUE problem (after de-obfuscation, true μ and Σ):
+    ``circuit`` the counts that came back; ``start_state`` the circuit's own starting state
+    (``p = 0``, no cost or mixer layer) sampled classically in the trusted zone, through the same
+    obfuscation key; ``rounding`` the continuous relaxation rounded at random conditioned on the
+    budget (weights not clipped); ``annealing`` a budget-preserving swap-move annealer, one chain per
+    shot, given the wall time of the circuit's sampling step.
+
+    ``circuit_helped`` is true only when the circuit beat its start state AND the better of
+    rounding and annealing. "A beats B": A's best feasible objective is lower by more than a
+    relative 1e-9, or equal within it with the optimum proven and a strictly larger share of A's
+    shots on it. A sampler with no feasible shot beats nothing.
+    """
+
+    circuit: SamplerReport
+    start_state: SamplerReport
+    rounding: SamplerReport
+    annealing: AnnealingReport
+    circuit_helped: bool
+    verdict: str = Field(description="The comparison in one sentence.")
+
+
+class ReadoutReport(_Part):
+    """Readout-error mitigation of the counts (in the trusted zone)."""
+
+    applied: bool = Field(description="Whether the counts were corrected.")
+    reason: str = Field(description="Why (or why not).")
+    method: str | None = Field(default=None, description="How: e.g. tensored per-qubit inverse.")
+    mean_error: float | None = Field(default=None, description="Mean readout error of the measured qubits.")
+
+
 class QuantumRun(_Part):
     """The QPU task and the circuit behind a quantum answer."""
 
@@ -214,6 +295,14 @@ class QuantumRun(_Part):
     best_share: float = Field(description="Share of shots on the circuit's best sample.")
     optimum_share: float | None = Field(description="Share of shots on the proven optimum, when known.")
     optimum_in_samples: bool | None
+    top_samples: list[TopSample] | None = Field(
+        default=None, description="The most frequent outcomes, most frequent first (at most 12)."
+    )
+
+    contribution: Contribution | None = Field(
+        default=None, description="The circuit's samples against classical samplers with the same shots."
+    )
+    readout: ReadoutReport | None = Field(default=None, description="Readout-error mitigation of the counts.")
 
 
 class SubproblemReport(_Part):

@@ -2,7 +2,7 @@
 
 ```
 PREPARING   estimate -> formulate -> obfuscate -> plan -> compile      (the program crosses the boundary)
-FINALIZING  deobfuscate -> judge -> refine -> compare                  (after the QPU answered)
+FINALIZING  mitigate -> deobfuscate -> judge -> refine -> compare     (after the QPU answered)
 fallback    compare, with no samples                                   (the QPU could not answer)
 ```
 
@@ -42,10 +42,13 @@ from qhybrid.domain.result import (
     Prepared,
     QuantumBest,
     QuantumRun,
+    ReadoutReport,
     Refined,
     SampleReport,
     Source,
+    TopSample,
 )
+from qhybrid.jobs import attribution
 from qhybrid.portfolio import baselines
 from qhybrid.portfolio.classical import ClassicalSolution
 from qhybrid.portfolio.data import estimate as estimate_moments
@@ -62,7 +65,8 @@ from qhybrid.quantum.circuit import CircuitMetrics, transpile_for
 from qhybrid.quantum.decode import decode_counts
 from qhybrid.quantum.engine import QaoaPlan, build_circuit, plan_qaoa
 from qhybrid.quantum.qasm import to_openqasm3
-from qhybrid.quantum.spec import QaoaSpec
+from qhybrid.quantum.readout import mean_error, mitigate_counts
+from qhybrid.quantum.spec import WARM_MIXERS, XY_MIXERS, QaoaSpec
 
 #: Objectives closer than this (relative) count as equal when comparing quantum and classical.
 TIE_TOLERANCE = 1e-12
@@ -124,9 +128,12 @@ def default_reps(num_qubits: int) -> int:
 def qaoa_spec(request: JobRequest, formulation: Formulation, settings: Settings) -> QaoaSpec:
     """The QAOA variant a request asks for; ``auto`` picks the best measured for the formulation."""
     options = request.options
-    # The warm start from the continuous relaxation measured best on real data for both
-    # formulations (docs/benchmarks.md, quality table).
-    mixer = "x-warm" if options.mixer == "auto" else options.mixer
+    # Measured on real data (docs/benchmarks.md, quality table): for a selection the XY mixer from
+    # the budget-conditioned relaxation puts the most probability on the optimum; lots have a
+    # weighted budget that no XY mixer keeps, so they take the warm-started X mixer.
+    mixer = options.mixer
+    if mixer == "auto":
+        mixer = "xy-warm" if isinstance(formulation, SelectionProblem) else "x-warm"
     return QaoaSpec(
         mixer=mixer,
         reps=options.reps or settings.default_reps or default_reps(formulation.num_variables),
@@ -230,8 +237,8 @@ def obfuscate(
         qubo.to_ising(),
         level=level,
         mixer=spec.mixer,
-        hamming_weight=formulation.hamming_weight if spec.mixer == "xy" else None,
-        warm_start=formulation.relaxation() if spec.mixer == "x-warm" else None,
+        hamming_weight=formulation.hamming_weight if spec.mixer in XY_MIXERS else None,
+        warm_start=formulation.relaxation() if spec.mixer in WARM_MIXERS else None,
         labels=variable_labels(formulation),
         noise_key=noise_key,
     )
@@ -304,6 +311,28 @@ def prepare(request: JobRequest, target: DeviceTarget, *, seed: int, settings: S
 
 
 # ------------------------------------------------------------------------------ FINALIZING
+
+
+def mitigate(
+    request: JobRequest, prepared: Prepared | None, counts: Mapping[str, int]
+) -> tuple[dict[str, int], ReadoutReport]:
+    """Step 6a: the counts corrected for the device's published readout errors, in the sent basis.
+
+    The tensored per-qubit inverse on the observed outcomes (:mod:`qhybrid.quantum.readout`),
+    applied when the device published a readout error for every measured qubit and
+    ``options.readout_mitigation`` is on; otherwise the counts are returned as they came.
+    """
+    errors = None if prepared is None else prepared.circuit.readout_errors
+    if not request.options.readout_mitigation:
+        return dict(counts), ReadoutReport(applied=False, reason="turned off by options.readout_mitigation")
+    if not errors:
+        return dict(counts), ReadoutReport(applied=False, reason="the device publishes no readout errors")
+    return dict(mitigate_counts(counts, errors)), ReadoutReport(
+        applied=True,
+        reason="the device publishes per-qubit readout errors",
+        method="tensored per-qubit inverse on the observed outcomes",
+        mean_error=mean_error(errors),
+    )
 
 
 def deobfuscate(counts: Mapping[str, int], key: ObfuscationKey) -> dict[str, int]:
@@ -399,6 +428,7 @@ STEPS: tuple[Callable[..., Any], ...] = (
     obfuscate,
     plan,
     compile_program,
+    mitigate,
     deobfuscate,
     judge,
     refine,
@@ -415,6 +445,10 @@ class TaskFacts:
     attempt: int
     shots: int
     link: Mapping[str, object] | None
+    #: The circuit's sampling time, the annealing reference's budget (``None``: unknown).
+    sampling_seconds: float | None = None
+    #: Where it comes from: ``provider_usage`` or ``task_wall_time``.
+    time_source: str = "task_wall_time"
 
 
 def finish(
@@ -430,9 +464,23 @@ def finish(
 ) -> JobResult:
     """Steps 6–9: the result of a job whose QPU task completed."""
     formulation = formulate(request, moments)
-    judged = judge(formulation, deobfuscate(counts, key))
+    mitigated, readout = mitigate(request, prepared, counts)
+    judged = judge(formulation, deobfuscate(mitigated, key))
     classical = solve_classically(formulation, seed, settings)
     processed = refine(formulation, judged, classical.best)
+    contribution = None
+    if prepared is not None:
+        contribution = attribution.contribution(
+            formulation,
+            judged.unique,
+            judged.counts,
+            prepared=prepared,
+            key=key,
+            optimum=np.array(classical.best.bits, dtype=np.uint8) if classical.best.optimal else None,
+            seed=seed,
+            sampling_seconds=task.sampling_seconds,
+            time_source=task.time_source,
+        )
 
     def run(samples: SampleReport, processed: PostProcessed) -> QuantumRun:
         return QuantumRun.model_validate(
@@ -459,9 +507,12 @@ def finish(
                     )
                 ),
                 "samples": samples,
+                "top_samples": top_samples(formulation, judged, classical.best.bits),
                 "best_share": processed.quantum_best_share,
                 "optimum_share": processed.optimum_share,
                 "optimum_in_samples": processed.optimum_in_samples,
+                "contribution": contribution,
+                "readout": readout,
             }
         )
 
@@ -473,6 +524,37 @@ def finish(
         run=run,
         report=moments.report,
     )
+
+
+#: Outcomes a result lists in ``quantum.top_samples``.
+TOP_SAMPLES = 12
+
+
+def top_samples(
+    formulation: Formulation, judged: Judged, optimum_bits: tuple[int, ...], limit: int = TOP_SAMPLES
+) -> list[TopSample]:
+    """The most frequent de-obfuscated outcomes, judged on the true problem, most frequent first.
+
+    Ties in frequency go to the lower objective, so the list does not depend on the counts' order.
+    """
+    objectives = formulation.objective(judged.unique)
+    order = np.lexsort((objectives, -judged.counts))[:limit]
+    optimum = tuple(int(b) for b in optimum_bits)
+    samples = []
+    for k in order:
+        portfolio = _portfolio(formulation, judged.unique[k])
+        samples.append(
+            TopSample(
+                selected=portfolio.selected,
+                bits=portfolio.bits,
+                lots=portfolio.lots,
+                count=int(judged.counts[k]),
+                objective=portfolio.objective,
+                feasible=bool(judged.feasible[k]),
+                optimum=tuple(portfolio.bits) == optimum,
+            )
+        )
+    return samples
 
 
 def fall_back(

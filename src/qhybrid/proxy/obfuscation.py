@@ -30,19 +30,25 @@ on energies):
    uniform budget penalty and the row sums from view at no cost.
 4. **Spin flips**: for the X mixers (``"x"``, ``"x-warm"``) a random gauge, each qubit flipped with
    probability ½, and the warm start flipped with it (``c → 1 − c``, an exact symmetry of the
-   warm-start circuit). For ``"xy"`` a per-qubit gauge would break the Hamming-weight constraint
-   the mixer keeps, so only the global complement ``x → 1 − x`` is used (probability ½): the sent
-   weight becomes ``N − B``. Note: while the budget penalty dominates the couplings, their signs
-   reveal a per-qubit gauge (the leakage benchmark inverts it); the flips are free, so they stay.
+   warm-start circuit). For ``"xy"`` and ``"xy-warm"`` a per-qubit gauge would break the
+   Hamming-weight constraint the mixer keeps, so only the global complement ``x → 1 − x`` is used
+   (probability ½): the sent weight becomes ``N − B``. Note: while the budget penalty dominates
+   the couplings, their signs reveal a per-qubit gauge (the leakage benchmark inverts it); the
+   flips are free, so they stay.
 5. **Permutation** of all qubits, real and decoy.
 6. **Rescaling** by a random factor in ``[½, 2]`` and a random offset shift (invisible to the
    engine, which normalises, and to the attacker, who only sees angles; kept so that no absolute
    magnitude is ever sent).
 
-The warm start (for ``"x-warm"``) gets the same treatment: Gaussian noise (clipped to ``[0, 1]``)
-so that its fractional values cannot be matched to a recomputed relaxation, twins take their
-template's clean value with their own noise, then the flips and the permutation. For ``"xy"`` a
-warm start (which only picks the starting basis state) gives decoys ``0``.
+The warm start (for ``"x-warm"`` and ``"xy-warm"``) gets the same treatment: Gaussian noise
+(clipped to ``[0, 1]``) so that its fractional values cannot be matched to a recomputed
+relaxation, twins take their template's clean value with their own noise, then the flips and the
+permutation. ``"xy-warm"`` encodes the values in the split angles of its weighted Dicke
+preparation (they can be solved back for the values, so the noise is what protects them, as
+with the ``RY`` angles of ``"x-warm"``); its flips are the global complement, under which the
+conditioned rounding of ``1 − c`` at weight ``N − B`` is exactly the complement of that of ``c``.
+For ``"xy"`` a warm start (which only picks the starting basis state) gives decoys their
+designated values.
 
 Decoys and the XY mixer. The engine's XY mixer is one ring over all qubits, so it preserves only
 the total weight: decoys cannot keep a weight of their own. Decoys are meant to be 0 (the sent
@@ -84,7 +90,9 @@ from qhybrid.proxy.transforms import (
 from qhybrid.quantum.decode import decode_counts
 
 #: Mixers the engine knows (:data:`qhybrid.quantum.spec.Mixer`).
-MIXERS = ("x", "xy", "x-warm")
+MIXERS = ("x", "xy", "x-warm", "xy-warm")
+#: Mixers that keep the Hamming weight: no per-qubit gauge, the subspace mask applies.
+_XY_MIXERS = ("xy", "xy-warm")
 #: Version of the serialised key; :meth:`ObfuscationKey.from_bytes` refuses others.
 KEY_VERSION = 1
 
@@ -287,7 +295,7 @@ class ObfuscationKey:
                 level=_checked_level(str(document["level"])),
             )
         except (KeyError, TypeError) as error:
-            raise ValueError(f"incomplete obfuscation key: {error}") from error
+            raise ValueError(f"incomplete obfuscation key ({type(error).__name__})") from error
 
 
 @dataclass(frozen=True)
@@ -329,12 +337,12 @@ def obfuscate(
     Args:
         ising: The real problem (variable ``i`` is the formulation's variable ``i``).
         level: See :data:`LEVELS` and the module docstring.
-        mixer: ``"x"``, ``"xy"`` or ``"x-warm"``: decides which spin flips keep the problem
-            solvable (per-qubit for X mixers, global complement for XY) and whether the subspace
-            mask applies.
-        hamming_weight: ``B``, required for ``"xy"``.
-        warm_start: The relaxed solution, ``n`` values in ``[0, 1]`` (``"x-warm"``; optional for
-            ``"xy"``).
+        mixer: ``"x"``, ``"xy"``, ``"x-warm"`` or ``"xy-warm"``: decides which spin flips keep the
+            problem solvable (per-qubit for X mixers, global complement for XY) and whether the
+            subspace mask applies.
+        hamming_weight: ``B``, required for ``"xy"`` and ``"xy-warm"``.
+        warm_start: The relaxed solution, ``n`` values in ``[0, 1]`` (``"x-warm"`` and
+            ``"xy-warm"``; optional for ``"xy"``).
         rng: Randomness for tests and benchmarks; by default a generator seeded from
             :mod:`secrets`.
         labels: The variables' identities (asset names, lot bits), unique, one per variable:
@@ -352,7 +360,7 @@ def obfuscate(
     if mixer not in MIXERS:
         raise ValueError(f"mixer must be one of {', '.join(MIXERS)}, got {mixer!r}")
     n = ising.num_qubits
-    weight = _checked_weight(hamming_weight, n, required=mixer == "xy")
+    weight = _checked_weight(hamming_weight, n, required=mixer in _XY_MIXERS)
     warm = _checked_warm_start(warm_start, n)
     if level == "off":
         return ObfuscatedProblem(ising, weight, warm, n), ObfuscationKey.identity(n)
@@ -507,7 +515,7 @@ def _mask_and_flip(
         Hamming weight the XY mixer must keep once the flips are applied.
     """
     total = sent.num_qubits
-    if mixer != "xy":
+    if mixer not in _XY_MIXERS:
         flips = rng.random(total) < 0.5 if settings.flips else np.zeros(total, dtype=np.bool_)
         return flip_spins(sent, flips), flips, sent_weight
     assert sent_weight is not None

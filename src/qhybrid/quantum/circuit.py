@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -11,9 +11,10 @@ import numpy as np
 from qiskit import QuantumCircuit, transpile
 from qiskit.transpiler import CouplingMap
 
+from qhybrid.domain import conditioned
 from qhybrid.domain.device import DeviceTarget
 from qhybrid.domain.errors import PermanentError
-from qhybrid.domain.qubo import Ising
+from qhybrid.domain.qubo import FloatArray, Ising
 from qhybrid.quantum.angles import QaoaAngles
 from qhybrid.quantum.qasm import ALLOWED_GATES
 from qhybrid.quantum.subspace import ring_edges
@@ -41,6 +42,9 @@ class CircuitMetrics:
         estimated_success: Product of ``1 − error`` over every gate and measurement, from the
             device's calibration data (``None`` when the device publishes none): a rough chance
             that a shot runs without any error.
+        readout_errors: Per classical bit ``i``, the published readout error of the physical
+            qubit measured into it (``None`` when the device publishes none): what readout-error
+            mitigation of the counts needs.
     """
 
     logical_qubits: int
@@ -50,6 +54,7 @@ class CircuitMetrics:
     total_gates: int
     layout: tuple[int, ...] | None = None
     estimated_success: float | None = None
+    readout_errors: tuple[float, ...] | None = None
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-friendly dictionary."""
@@ -61,6 +66,7 @@ class CircuitMetrics:
             "total_gates": self.total_gates,
             "layout": None if self.layout is None else list(self.layout),
             "estimated_success": self.estimated_success,
+            "readout_errors": None if self.readout_errors is None else list(self.readout_errors),
         }
 
 
@@ -170,28 +176,78 @@ def _doubly_controlled_ry(
     circuit.cx(second, target)
 
 
-def _split_and_cyclic_shift(circuit: QuantumCircuit, last: int, k: int) -> None:
+def _split_and_cyclic_shift(
+    circuit: QuantumCircuit, last: int, k: int, keep: Callable[[int, int], float] | None = None
+) -> None:
     """Bärtschi–Eidenbenz's ``SCS_{l,k}`` on the paper's qubits ``l−k .. l`` (1-based, ``l = last``).
 
     Paper qubit ``j`` is our qubit ``j − 1``. On ``|0…0 1^m>`` (``m ≤ k`` ones at the end) it
-    yields ``√(m/l)|0…0 1^m> + √((l−m)/l)|0…0 1^m 0>``: the block ``m`` moves the boundary one to
-    the left with the right amplitude, conditioned on the state having ``m`` ones.
+    yields ``√π|0…0 1^m> + √(1 − π)|0…0 1^m 0>`` with ``π = keep(l, m)``, by default ``m / l``
+    (the Dicke state): the block ``m`` moves the boundary one to the left with the right
+    amplitude, conditioned on the state having ``m`` ones. ``π`` is the probability that paper
+    qubit ``l`` holds a one given ``m`` ones among paper qubits ``1..l``.
     """
 
     def q(paper: int) -> int:
         return paper - 1
 
+    def angle(m: int) -> float:
+        probability = m / last if keep is None else keep(last, m)
+        return 2.0 * math.acos(math.sqrt(min(1.0, max(0.0, probability))))
+
     # Block (i) on (l−1, l).
     circuit.cx(q(last - 1), q(last))
-    _controlled_ry(circuit, 2.0 * math.acos(math.sqrt(1.0 / last)), q(last), q(last - 1))
+    _controlled_ry(circuit, angle(1), q(last), q(last - 1))
     circuit.cx(q(last - 1), q(last))
     # Blocks (ii)_m on (l−m, l−m+1, l).
     for m in range(2, k + 1):
         circuit.cx(q(last - m), q(last))
-        _doubly_controlled_ry(
-            circuit, 2.0 * math.acos(math.sqrt(m / last)), q(last), q(last - m + 1), q(last - m)
-        )
+        _doubly_controlled_ry(circuit, angle(m), q(last), q(last - m + 1), q(last - m))
         circuit.cx(q(last - m), q(last))
+
+
+def weighted_dicke_circuit(values: Sequence[float] | FloatArray, weight: int) -> QuantumCircuit:
+    """Prepare ``Σ_{|x| = B} √P(x) |x>`` with ``P`` the conditioned rounding of ``values``.
+
+    The Bärtschi–Eidenbenz circuit of :func:`dicke_circuit` (same gates, same count) with each
+    split probability ``m / l`` replaced by ``P(x_l = 1 | m ones among the first l variables)``
+    of the conditional Bernoulli distribution (:func:`qhybrid.domain.conditioned.inclusion_table`).
+    The Dicke construction decides the qubits from the last one down, and that probability
+    depends only on ``(l, m)``, so the same unary bookkeeping prepares the weighted state exactly.
+    With every value equal it is the Dicke state.
+
+    Args:
+        values: ``c``, one value in ``[0, 1]`` per qubit (clipped away from 0 and 1 by the caller
+            if every state should get some amplitude).
+        weight: ``B``.
+
+    Returns:
+        A circuit on ``n`` qubits without classical bits.
+
+    Raises:
+        ValueError: As :func:`qhybrid.domain.conditioned.inclusion_table`.
+    """
+    table = conditioned.inclusion_table(np.asarray(values, dtype=np.float64), weight)
+
+    def keep(last: int, m: int) -> float:
+        return float(table[last - 1, m])
+
+    return _dicke(len(values), weight, keep, name=f"weighted_dicke_{len(values)}_{weight}")
+
+
+def _dicke(
+    num_qubits: int, weight: int, keep: Callable[[int, int], float] | None, *, name: str
+) -> QuantumCircuit:
+    circuit = QuantumCircuit(num_qubits, name=name)
+    for qubit in range(num_qubits - weight, num_qubits):
+        circuit.x(qubit)
+    if weight in (0, num_qubits):
+        return circuit
+    for last in range(num_qubits, weight, -1):
+        _split_and_cyclic_shift(circuit, last, weight, keep)
+    for last in range(weight, 1, -1):
+        _split_and_cyclic_shift(circuit, last, last - 1, keep)
+    return circuit
 
 
 def dicke_circuit(num_qubits: int, weight: int) -> QuantumCircuit:
@@ -215,16 +271,7 @@ def dicke_circuit(num_qubits: int, weight: int) -> QuantumCircuit:
     """
     if num_qubits < 1 or not 0 <= weight <= num_qubits:
         raise ValueError(f"need 0 <= weight <= num_qubits and num_qubits >= 1, got {weight} and {num_qubits}")
-    circuit = QuantumCircuit(num_qubits, name=f"dicke_{num_qubits}_{weight}")
-    for qubit in range(num_qubits - weight, num_qubits):
-        circuit.x(qubit)
-    if weight in (0, num_qubits):
-        return circuit
-    for last in range(num_qubits, weight, -1):
-        _split_and_cyclic_shift(circuit, last, weight)
-    for last in range(weight, 1, -1):
-        _split_and_cyclic_shift(circuit, last, last - 1)
-    return circuit
+    return _dicke(num_qubits, weight, None, name=f"dicke_{num_qubits}_{weight}")
 
 
 def _coupling_map(target: DeviceTarget) -> CouplingMap | None:
@@ -309,6 +356,30 @@ def estimated_success(circuit: QuantumCircuit, qiskit_target: Any) -> float | No
     return probability if known else None
 
 
+def readout_errors(circuit: QuantumCircuit, qiskit_target: Any) -> tuple[float, ...] | None:
+    """Per classical bit, the target's readout error of the qubit measured into it.
+
+    ``None`` unless every classical bit is measured exactly once from a qubit whose ``measure``
+    error the target publishes (simulators publish none).
+    """
+    errors: dict[int, float] = {}
+    for instruction in circuit.data:
+        if instruction.operation.name != "measure":
+            continue
+        qubit = circuit.find_bit(instruction.qubits[0]).index
+        clbit = circuit.find_bit(instruction.clbits[0]).index
+        try:
+            error = getattr(qiskit_target["measure"][(qubit,)], "error", None)
+        except (KeyError, TypeError):
+            return None
+        if error is None or clbit in errors:
+            return None
+        errors[clbit] = float(error)
+    if sorted(errors) != list(range(circuit.num_clbits)) or not errors:
+        return None
+    return tuple(errors[bit] for bit in range(circuit.num_clbits))
+
+
 def _target_plan(target: DeviceTarget) -> tuple[Any, list[str] | None, CouplingMap | None]:
     """How to transpile: with the provider's Target (error-aware) or with basis gates + coupling map."""
     if target.qiskit_target is None:
@@ -382,7 +453,8 @@ def transpile_for(
     layout = None
     if transpiled.layout is not None and transpiled.num_qubits != circuit.num_qubits:
         layout = tuple(int(q) for q in transpiled.layout.final_index_layout()[: circuit.num_qubits])
-    success = (
-        estimated_success(transpiled, target.qiskit_target) if target.qiskit_target is not None else None
-    )
-    return transpiled, replace(metrics, layout=layout, estimated_success=success)
+    success, readout = None, None
+    if target.qiskit_target is not None:
+        success = estimated_success(transpiled, target.qiskit_target)
+        readout = readout_errors(transpiled, target.qiskit_target)
+    return transpiled, replace(metrics, layout=layout, estimated_success=success, readout_errors=readout)

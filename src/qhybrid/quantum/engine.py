@@ -12,7 +12,12 @@ Variants (:data:`qhybrid.quantum.spec.Mixer`):
 * ``"x-warm"`` — Egger et al.'s warm start from a relaxed solution ``c ∈ [0, 1]^n``, full state;
 * ``"xy"`` — ring XY mixer on the weight-``B`` subspace
   (:class:`~qhybrid.quantum.subspace.SubspaceXYSimulator`), from the Dicke state, or from one
-  weight-``B`` basis state when a warm start is given (its ``B`` largest entries are set).
+  weight-``B`` basis state when a warm start is given (its ``B`` largest entries are set);
+* ``"xy-warm"`` — the same mixer from the conditioned rounding of the relaxed solution (amplitude
+  ``√P(x)``, :mod:`qhybrid.domain.conditioned`; prepared by a weighted Dicke circuit). Its cost
+  layers only need ``μ`` and ``Σ``: inside the weight-``B`` subspace the budget penalty is a
+  constant. Its angles start at ``γ = β = 0`` (the start state itself) and the search keeps them
+  there unless it finds better, so the circuit is never worse than its start on the objective.
 
 Angle units. Inside the search, the cost is shifted and divided by its standard deviation ``σ``
 over the searched space (uniform over all ``2^n`` states for the X mixers, where
@@ -36,6 +41,7 @@ from qiskit import QuantumCircuit
 from scipy.optimize import minimize
 
 from qhybrid.core.budget import check_budget
+from qhybrid.domain import conditioned
 from qhybrid.domain.qubo import FloatArray, Ising
 from qhybrid.quantum.angles import QaoaAngles, angle_table, linear_ramp, table_angles
 from qhybrid.quantum.circuit import (
@@ -44,6 +50,7 @@ from qhybrid.quantum.circuit import (
     append_xy_mixer,
     dicke_circuit,
     qaoa_circuit,
+    weighted_dicke_circuit,
 )
 from qhybrid.quantum.objective import CvarObjective, MeanObjective, Objective
 from qhybrid.quantum.simulator import (
@@ -54,8 +61,14 @@ from qhybrid.quantum.simulator import (
     single_threaded_blas,
     warm_start_thetas,
 )
-from qhybrid.quantum.spec import QaoaSpec
-from qhybrid.quantum.subspace import SubspaceXYSimulator, basis_bits, build_subspace, subspace_cost
+from qhybrid.quantum.spec import XY_MIXERS, QaoaSpec
+from qhybrid.quantum.subspace import (
+    SubspaceXYSimulator,
+    basis_bits,
+    build_subspace,
+    conditioned_state,
+    subspace_cost,
+)
 
 #: Largest full-state simulation: three 1 GiB buffers at 26 qubits.
 MAX_FULL_STATE_QUBITS = 26
@@ -68,6 +81,10 @@ RAMP_BETA_SPANS = (0.5, 1.0)
 #: ``init="ramp"`` adds seeded random restarts when the state has at most this many amplitudes.
 RESTART_MAX_DIMENSION = 1 << 14
 RESTARTS = 3
+#: ``"xy-warm"``: first linear ramps tried from ``γ = β = 0`` (``Δγ`` in units of ``1/σ``, ``|Δβ|``).
+#: Small, because the start is already good and large angles scramble it.
+WARM_XY_GAMMA_SPANS = (0.05, 0.1, 0.2, 0.4)
+WARM_XY_BETA_SPANS = (0.05, 0.1, 0.2)
 #: Relative tolerance for "same energy as the minimum" when reporting the ground-state probability.
 _GROUND_TOLERANCE = 1e-9
 
@@ -94,8 +111,8 @@ class QaoaPlan:
         angles: Angles for the Hamiltonian divided by ``ising.scale()`` (the circuit's convention);
             ``angles.expectation`` is ``<H>`` in the Ising problem's units.
         hamming_weight: ``B`` for the XY mixer (and the table lookup of the X mixers), if given.
-        warm_start: ``"x-warm"``: the relaxed values clipped to ``[ε, 1 − ε]``; ``"xy"``: the 0/1
-            start state; otherwise ``None``.
+        warm_start: ``"x-warm"`` and ``"xy-warm"``: the relaxed values clipped to ``[ε, 1 − ε]``;
+            ``"xy"``: the 0/1 start state; otherwise ``None``.
         simulated: Facts from the simulation, all in the Ising problem's units where they have
             one: ``objective`` (reached), ``start_objective``, ``expectation``, ``cvar`` (at
             ``spec.cvar_alpha``), ``ground_probability`` (of the lowest-energy state(s) of the
@@ -142,12 +159,12 @@ def _checked_inputs(
         weight = int(hamming_weight)
         if not 0 <= weight <= n:
             raise ValueError(f"hamming_weight must be in 0..{n}, got {weight}")
-    if spec.mixer == "xy" and weight is None:
-        raise ValueError("mixer 'xy' needs the hamming_weight B it preserves")
+    if spec.mixer in XY_MIXERS and weight is None:
+        raise ValueError(f"mixer {spec.mixer!r} needs the hamming_weight B it preserves")
     if warm_start is None:
-        if spec.mixer == "x-warm":
+        if spec.mixer in ("x-warm", "xy-warm"):
             raise ValueError(
-                "mixer 'x-warm' needs warm_start: a relaxed solution with one value per variable"
+                f"mixer {spec.mixer!r} needs warm_start: a relaxed solution with one value per variable"
             )
         return weight, None
     if spec.mixer == "x":
@@ -155,8 +172,10 @@ def _checked_inputs(
     values = np.asarray(warm_start, dtype=np.float64)
     if values.shape != (n,) or not np.all(np.isfinite(values)) or np.any((values < 0.0) | (values > 1.0)):
         raise ValueError(f"warm_start must hold {n} numbers in [0, 1], got shape {values.shape}")
-    if spec.mixer == "x-warm":
-        clipped = np.clip(values, spec.warm_epsilon, 1.0 - spec.warm_epsilon)
+    if spec.mixer in ("x-warm", "xy-warm"):
+        # xy-warm at ε = 0 keeps a 1e-9 margin so that every weight-B state stays reachable.
+        epsilon = spec.epsilon if spec.mixer == "x-warm" else max(spec.epsilon, 1e-9)
+        clipped = np.clip(values, epsilon, 1.0 - epsilon)
         return weight, tuple(float(v) for v in clipped)
     # XY: the weight-B basis state of the B largest values (ties to the lower index).
     assert weight is not None
@@ -173,7 +192,7 @@ class SimulatedQaoa:
 
     Attributes:
         spec: The spec (mixer, depth, objective).
-        variant: Angle-table variant: ``"x"``, ``"x-warm"``, ``"xy"`` or ``"xy-basis"``.
+        variant: Angle-table variant: ``"x"``, ``"x-warm"``, ``"xy"``, ``"xy-basis"`` or ``"xy-warm"``.
         hamming_weight: ``B`` if known.
         warm_start: As :attr:`QaoaPlan.warm_start`.
         cost: The normalised cost over the simulated basis states.
@@ -199,7 +218,7 @@ class SimulatedQaoa:
         self._scale = ising.scale()
         self.basis: NDArray[np.int64] | None
         self.simulator: _Simulator
-        if spec.mixer == "xy":
+        if spec.mixer in XY_MIXERS:
             assert hamming_weight is not None
             if math.comb(n, hamming_weight) > MAX_SUBSPACE_DIMENSION:
                 raise ValueError(
@@ -211,8 +230,13 @@ class SimulatedQaoa:
             spread = spread if spread > 0.0 else 1.0
             cost -= shift
             cost /= spread
-            start = None if warm_start is None else sum(1 << i for i, bit in enumerate(warm_start) if bit)
-            self.simulator = SubspaceXYSimulator(subspace, cost, start=start)
+            if spec.mixer == "xy-warm":
+                assert warm_start is not None
+                initial = conditioned_state(subspace, np.array(warm_start))
+                self.simulator = SubspaceXYSimulator(subspace, cost, initial=initial)
+            else:
+                start = None if warm_start is None else sum(1 << i for i, bit in enumerate(warm_start) if bit)
+                self.simulator = SubspaceXYSimulator(subspace, cost, start=start)
             self.basis = subspace.basis
         else:
             if n > MAX_FULL_STATE_QUBITS:
@@ -227,9 +251,7 @@ class SimulatedQaoa:
             cost = ising.cost_vector()
             cost -= shift
             cost /= spread
-            thetas = (
-                None if warm_start is None else warm_start_thetas(np.array(warm_start), spec.warm_epsilon)
-            )
+            thetas = None if warm_start is None else warm_start_thetas(np.array(warm_start), spec.epsilon)
             self.simulator = FullStateSimulator(cost, n, thetas=thetas)
             self.basis = None
         self.cost = cost
@@ -297,6 +319,18 @@ class SimulatedQaoa:
         ]
         values = [self.value(theta) for theta in ramps]
         return ramps[int(np.argmin(values))]
+
+    def warm_xy_start(self, reps: int) -> FloatArray:
+        """``"xy-warm"``: the best of ``γ = β = 0`` and small linear ramps (:data:`WARM_XY_GAMMA_SPANS`)."""
+        candidates = [np.zeros(2 * reps)] + [
+            linear_ramp(reps, gamma_span, sign * beta_span)
+            for gamma_span in WARM_XY_GAMMA_SPANS
+            for beta_span in WARM_XY_BETA_SPANS
+            for sign in (1.0, -1.0)
+        ]
+        values = [self.value(theta) for theta in candidates]
+        # argmin keeps the first on ties: the zero angles unless a ramp is strictly better.
+        return candidates[int(np.argmin(values))]
 
     def probabilities(self, theta: FloatArray) -> FloatArray:
         """Output probabilities of the simulated basis states at ``θ``."""
@@ -379,7 +413,7 @@ def _plan(model: SimulatedQaoa, num_qubits: int, seed: int, started: float) -> Q
     spec = model.spec
     facts: dict[str, float] = {}
     found = None
-    if spec.init == "table":
+    if spec.init == "table" and spec.mixer != "xy-warm":
         ratio = 0.5 if model.hamming_weight is None else model.hamming_weight / num_qubits
         found = table_angles(
             angle_table(),
@@ -388,7 +422,7 @@ def _plan(model: SimulatedQaoa, num_qubits: int, seed: int, started: float) -> Q
             reps=spec.reps,
             num_qubits=num_qubits,
             ratio=ratio,
-            warm_epsilon=spec.warm_epsilon if spec.mixer == "x-warm" else None,
+            warm_epsilon=spec.epsilon if spec.mixer == "x-warm" else None,
         )
     starts: list[FloatArray]
     if found is not None:
@@ -400,6 +434,12 @@ def _plan(model: SimulatedQaoa, num_qubits: int, seed: int, started: float) -> Q
             table_ratio=entry.ratio,
             interpolated_layers=float(added),
         )
+    elif spec.mixer == "xy-warm":
+        # No table: the start state is already the classical reference, so the search starts
+        # there (γ = β = 0) or at the best small ramp, and L-BFGS-B keeps the better of its end
+        # and its start.
+        starts = [model.warm_xy_start(spec.reps)]
+        facts["table_used"] = 0.0
     else:
         theta = model.ramp_start(spec.reps)
         starts = [theta]
@@ -487,6 +527,8 @@ def build_circuit(ising: Ising, plan: QaoaPlan, *, measure: bool = True) -> Quan
     * ``"xy"``: the Dicke state (:func:`~qhybrid.quantum.circuit.dicke_circuit`) or X gates on
       the warm start's ones, then per layer the cost phase and the XY mixer as ``RXX(β)·RYY(β)``
       per ring edge in the simulator's order;
+    * ``"xy-warm"``: the weighted Dicke state of the warm start
+      (:func:`~qhybrid.quantum.circuit.weighted_dicke_circuit`), then the layers as for ``"xy"``;
     * ``"x-warm"``: ``RY(θ_i)`` on each qubit, then per layer the cost phase and
       ``RY(−θ_i)``, ``RZ(−2β)``, ``RY(θ_i)`` on each qubit.
 
@@ -504,10 +546,16 @@ def build_circuit(ising: Ising, plan: QaoaPlan, *, measure: bool = True) -> Quan
         return qaoa_circuit(ising, plan.angles, measure=measure)
     n = ising.num_qubits
     circuit = QuantumCircuit(n, n, name=f"qaoa-{spec.mixer}")
-    if spec.mixer == "xy":
+    if spec.mixer in XY_MIXERS:
         if plan.hamming_weight is None:
-            raise ValueError("an 'xy' plan needs its hamming_weight")
-        if plan.warm_start is None:
+            raise ValueError(f"an {spec.mixer!r} plan needs its hamming_weight")
+        if spec.mixer == "xy-warm":
+            if plan.warm_start is None:
+                raise ValueError("an 'xy-warm' plan needs its warm_start")
+            circuit.compose(
+                weighted_dicke_circuit(plan.warm_start, plan.hamming_weight), qubits=range(n), inplace=True
+            )
+        elif plan.warm_start is None:
             circuit.compose(dicke_circuit(n, plan.hamming_weight), qubits=range(n), inplace=True)
         else:
             for qubit, bit in enumerate(plan.warm_start):
@@ -519,7 +567,7 @@ def build_circuit(ising: Ising, plan: QaoaPlan, *, measure: bool = True) -> Quan
     else:
         if plan.warm_start is None:
             raise ValueError("an 'x-warm' plan needs its warm_start")
-        thetas = warm_start_thetas(np.array(plan.warm_start), spec.warm_epsilon)
+        thetas = warm_start_thetas(np.array(plan.warm_start), spec.epsilon)
         for qubit, theta in enumerate(thetas):
             circuit.ry(float(theta), qubit)
         for gamma, beta in zip(plan.angles.gammas, plan.angles.betas, strict=True):
@@ -528,3 +576,53 @@ def build_circuit(ising: Ising, plan: QaoaPlan, *, measure: bool = True) -> Quan
     if measure:
         circuit.measure(range(n), range(n))
     return circuit
+
+
+def sample_start_state(
+    mixer: str,
+    num_qubits: int,
+    *,
+    hamming_weight: int | None,
+    warm_start: Sequence[float] | None,
+    shots: int,
+    rng: np.random.Generator,
+) -> NDArray[np.uint8]:
+    """Samples of a plan's starting state (``p = 0``: no cost or mixer layer), drawn classically.
+
+    The state a circuit starts from is a classical distribution in disguise; its samples are the
+    reference a circuit must beat to show that its layers did something. Per mixer:
+
+    * ``"x"``: ``|+>^n``, every bit a fair coin;
+    * ``"x-warm"``: ``RY(2·asin√c_i)|0>``, bit ``i`` is 1 with probability ``c_i`` (the plan's
+      clipped values), independently;
+    * ``"xy"``: the Dicke state (uniform over weight ``B``), or the plan's single basis state;
+    * ``"xy-warm"``: the conditioned rounding of the plan's clipped values at weight ``B``.
+
+    Args:
+        mixer: The plan's mixer.
+        num_qubits: Width of the register the plan ran on (the sent problem's).
+        hamming_weight: The plan's ``B``.
+        warm_start: The plan's stored warm start (:attr:`QaoaPlan.warm_start`).
+        shots: Number of samples.
+        rng: Randomness.
+
+    Returns:
+        Bits ``(shots, num_qubits)`` in the plan's (sent) basis.
+
+    Raises:
+        ValueError: On a mixer without the inputs it needs.
+    """
+    n = num_qubits
+    if mixer == "x":
+        return (rng.random((shots, n)) < 0.5).astype(np.uint8)
+    if warm_start is None and mixer != "xy":
+        raise ValueError(f"mixer {mixer!r} needs the plan's warm start")
+    if mixer == "x-warm":
+        assert warm_start is not None
+        return (rng.random((shots, n)) < np.asarray(warm_start, dtype=np.float64)).astype(np.uint8)
+    if mixer not in XY_MIXERS or hamming_weight is None:
+        raise ValueError(f"cannot sample the start state of mixer {mixer!r} without its hamming weight")
+    if mixer == "xy" and warm_start is not None:
+        return np.tile(np.asarray(warm_start, dtype=np.uint8), (shots, 1))
+    values = np.full(n, 0.5) if warm_start is None else np.asarray(warm_start, dtype=np.float64)
+    return conditioned.sample(values, hamming_weight, shots, rng)

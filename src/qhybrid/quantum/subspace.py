@@ -32,6 +32,7 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
+from qhybrid.domain import conditioned
 from qhybrid.domain.qubo import FloatArray, Ising
 from qhybrid.quantum.objective import Objective
 from qhybrid.quantum.simulator import (
@@ -169,6 +170,25 @@ def dicke_state(dimension: int) -> ComplexArray:
     return np.full(dimension, 1.0 / math.sqrt(dimension), dtype=np.complex128)
 
 
+def conditioned_state(subspace: Subspace, values: FloatArray) -> ComplexArray:
+    """The warm weight-``B`` start: amplitude ``√P(x)`` of the conditioned rounding of ``values``.
+
+    Measuring it samples exactly the conditioned rounding (:mod:`qhybrid.domain.conditioned`);
+    :func:`qhybrid.quantum.circuit.weighted_dicke_circuit` prepares it.
+
+    Raises:
+        ValueError: As :func:`qhybrid.domain.conditioned.inclusion_table`.
+    """
+    state = np.empty(subspace.dimension, dtype=np.complex128)
+    for start in range(0, subspace.dimension, _COST_CHUNK):
+        chunk = subspace.basis[start : start + _COST_CHUNK]
+        logp = conditioned.log_probabilities(values, subspace.weight, basis_bits(chunk, subspace.num_qubits))
+        state[start : start + chunk.size] = np.exp(0.5 * logp)
+    # Exact in theory; renormalised against rounding.
+    state /= np.linalg.norm(state)
+    return state
+
+
 def _rotate(state: ComplexArray, p: IndexArray, q: IndexArray, cos: float, sin: float) -> None:
     """``exp(−iβ(XX+YY)/2)`` on the pairs ``(p, q)``: ``(a, b) → (c·a − i s·b, c·b − i s·a)``."""
     a = state[p]
@@ -186,18 +206,32 @@ class SubspaceXYSimulator:
         cost: Energy of each subspace state, in :attr:`Subspace.basis` order; the phase layer is
             ``exp(−iγ·cost)``.
         start: ``None`` for the Dicke state, otherwise a weight-``B`` basis index to start from.
+        initial: A normalised start state over the subspace (e.g. :func:`conditioned_state`);
+            exclusive with ``start``.
 
     Raises:
         ValueError: On a cost of the wrong shape or a start outside the subspace.
     """
 
-    def __init__(self, subspace: Subspace, cost: FloatArray, *, start: int | None = None) -> None:
+    def __init__(
+        self,
+        subspace: Subspace,
+        cost: FloatArray,
+        *,
+        start: int | None = None,
+        initial: ComplexArray | None = None,
+    ) -> None:
         values = np.asarray(cost, dtype=np.float64)
         if values.shape != (subspace.dimension,):
             raise ValueError(f"cost must have shape {(subspace.dimension,)}, got {values.shape}")
+        if start is not None and initial is not None:
+            raise ValueError("give a start basis state or an initial state, not both")
+        if initial is not None and np.shape(initial) != (subspace.dimension,):
+            raise ValueError(f"initial must have shape {(subspace.dimension,)}, got {np.shape(initial)}")
         self.subspace = subspace
         self.cost = values
         self.start = None if start is None else subspace.position(start)
+        self.initial = None if initial is None else np.array(initial, dtype=np.complex128)
 
     @property
     def dimension(self) -> int:
@@ -205,7 +239,9 @@ class SubspaceXYSimulator:
         return self.subspace.dimension
 
     def initial_state(self) -> ComplexArray:
-        """The Dicke state, or the chosen basis state."""
+        """The Dicke state, the chosen basis state, or the given initial state."""
+        if self.initial is not None:
+            return self.initial.copy()
         if self.start is None:
             return dicke_state(self.dimension)
         state = np.zeros(self.dimension, dtype=np.complex128)
