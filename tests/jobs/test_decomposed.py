@@ -17,6 +17,7 @@ from qhybrid.domain.states import JobState, TaskState
 from qhybrid.jobs import subproblems
 from qhybrid.portfolio.factor_model import factor_problem
 from qhybrid.proxy.keys import KeyVaultError
+from tests.api.test_large_universes import prices_request
 from tests.support.cloud import CloudServer, start_cloud
 from tests.support.journey import build, on
 from tests.support.processes import free_port
@@ -251,3 +252,23 @@ def test_an_unreachable_provider_gets_the_classical_start_of_a_large_universe(
     assert result.decomposition.final_step == "classical_start"
     assert result.objective == pytest.approx(result.decomposition.start.objective)
     assert result.found_by in ("greedy+local_search", "swap_annealing")
+
+
+def test_a_large_price_history_is_estimated_here_and_decomposed(
+    cloud_settings: Settings, consumer_for: Any
+) -> None:
+    services = build(cloud_settings.model_copy(update={**SMALL, "decomposition_rounds": 1}))
+    consumer_for(services)
+    body = {**prices_request(40, rows=80), "shots": 256, "options": {"reps": 1, "seed": 2, "maxiter": 20}}
+    job_id = services.complete(body)
+    job = services.store.get_job(job_id)
+    assert job is not None and job.result is not None
+    result = JobResult.model_validate(job.result)
+    assert result.decomposition is not None and result.decomposition.subproblems_sent >= 1
+    assert result.estimate is not None
+    assert (result.estimate.estimator, result.estimate.assets, result.estimate.observations) == (
+        "ledoit_wolf",
+        40,
+        79,
+    )
+    assert len(result.selected) == 4
