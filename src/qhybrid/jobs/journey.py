@@ -47,7 +47,7 @@ from qhybrid.jobs.models import Job, RemoteTask, utcnow
 from qhybrid.jobs.queue import JobQueue
 from qhybrid.jobs.sizing import is_decomposed
 from qhybrid.jobs.store import JobStore
-from qhybrid.proxy.keys import KeyVault, load_kek
+from qhybrid.proxy.keys import KekMissingError, KeyVault, load_keyring, sealed_kid
 
 log = logging.getLogger("qhybrid.worker")
 
@@ -99,10 +99,39 @@ def _sampling_seconds(row: RemoteTask) -> tuple[float | None, str]:
     return max(0.0, (row.updated_at - row.submitted_at).total_seconds()), "task_wall_time"
 
 
-def vault_from(settings: Settings) -> KeyVault:
-    """The key vault: ``QHYBRID_KEY_ENCRYPTION_KEY``, else a key file under the data dir (0600)."""
+def vault_from(settings: Settings, store: JobStore | None = None) -> KeyVault:
+    """The key vault: ``QHYBRID_KEY_ENCRYPTION_KEY``, else the key file under the data dir (0600).
+
+    With ``store``, the start is refused rather than a job lost: a missing key file is not
+    re-created while any job holds a sealed key, and every unfinished job's key must open with
+    the keyring.
+
+    Raises:
+        KekMissingError: Naming the missing file, or the KEK ids unfinished jobs need.
+    """
     value = settings.key_encryption_key.get_secret_value() if settings.key_encryption_key else None
-    return KeyVault(load_kek(value, settings.kek_path))
+    sealed = store.count_sealed_keys() if store is not None and value is None else 0
+    path = settings.kek_path
+    vault = KeyVault(
+        load_keyring(value, path, sealed_keys=sealed),
+        # A rotation while this process runs: a key sealed under the new KEK reloads the file.
+        reload=None if value is not None else lambda: load_keyring(None, path, sealed_keys=1),
+    )
+    if store is not None:
+        held = set(vault.kids)
+        needed: dict[str, int] = {}
+        for sealed_key in store.sealed_keys(unfinished_only=True):
+            kid = sealed_kid(sealed_key.blob)
+            if kid is not None and kid not in held:
+                needed[kid] = needed.get(kid, 0) + 1
+        if needed:
+            listed = ", ".join(f"{kid} ({count} key(s))" for kid, count in sorted(needed.items()))
+            origin = "QHYBRID_KEY_ENCRYPTION_KEY" if value is not None else str(path)
+            raise KekMissingError(
+                f"unfinished jobs hold keys sealed with key-encryption keys that {origin} does not "
+                f"hold: {listed}; restore them and start again"
+            )
+    return vault
 
 
 def _request(job: Job) -> JobRequest:
@@ -171,7 +200,7 @@ class Journey(DecomposedSteps):
         self.store = store
         self.queue = queue
         self.backends = backends
-        self.vault = vault or vault_from(settings)
+        self.vault = vault or vault_from(settings, store)
 
     # ------------------------------------------------------------------ the entry point
 
