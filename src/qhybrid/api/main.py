@@ -70,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            # Collectable again: a process that builds several applications (tests) frees each.
+            gc.unfreeze()
             await intake.stop()
             db.dispose()
 

@@ -381,19 +381,20 @@ class _Exchange:
     def reuse(self, facts: TlsFacts | None, close: Callable[[], None]) -> None:
         """Audit this request on a kept-alive connection, with the facts of its handshake.
 
+        The entry reads as one on a fresh connection (same note): its TLS facts are those of
+        the connection it goes over, which met the policy when it was opened.
+
         Raises:
             EgressAuditError: If the entry cannot be written (the connection is closed, nothing sent).
         """
-        kept = "kept-alive connection"
         if facts is None:
             if self.scheme != "http":
                 close()
                 raise EgressPolicyError("a kept-alive https connection without TLS facts; not sent")
-            note = "; ".join(part for part in (self.note, kept, _PLAINTEXT_NOTE) if part)
+            note = f"{self.note}; {_PLAINTEXT_NOTE}" if self.note else _PLAINTEXT_NOTE
             self._record(None, None, None, None, note, close)
             return
-        note = "; ".join(part for part in (self.note, kept) if part)
-        self._record(None, facts.version, facts.group, facts.cipher, note, close)
+        self._record(None, facts.version, facts.group, facts.cipher, self.note, close)
 
     def _record(
         self,
