@@ -108,13 +108,14 @@ def main() -> None:
                             f"{f_raw:.3f}",
                             f"{f_mit:.3f}",
                             f"{row['s']:.1f}",
-                        ]  # fmt: skip
+                        ]
                     ),
                     flush=True,
                 )
     print()
     print(
-        "| n | mixer | instances | mean P(opt) raw | mean P(opt) mitigated | mean feas raw | mean feas mitigated |"
+        "| n | mixer | instances | mean P(opt) raw | mean P(opt) mitigated | mean feas raw "
+        "| mean feas mitigated |"
     )
     print("|---|---|---|---|---|---|---|")
     for n in args.sizes:
