@@ -1,11 +1,23 @@
-"""Latency of the accept path: ``POST /optimize_portfolio`` under an open-loop load.
+"""Throughput and latency of the accept path, ``POST /optimize_portfolio``, against a bare FastAPI endpoint.
 
-Starts a real uvicorn API (no worker: only the accept path is measured) on the embedded default
-and on PostgreSQL + Redis, fires requests at a fixed rate from an asyncio client, and prints
-p50/p95/p99/max latency and the achieved rate. Open loop: requests are sent on schedule whatever
-the server's speed, so queueing delay shows up in the figures instead of hiding in the client.
+Everything in one run on one machine, so the ratio is meaningful on a loaded machine:
+
+1. **bare**: ``benchmarks.bare_app`` (a FastAPI endpoint that parses a small pydantic body),
+   one uvicorn process, saturated with ``wrk -t2 -c64``;
+2. **accept (moments, 8 assets)**: the real API, one uvicorn process, on PostgreSQL + RedisHuey
+   (no worker: only the accept path is measured), saturated the same way;
+3. **accept (prices, 20 × 755)**: the same API with a 20-asset × 755-row price history body;
+4. **open loop**: the 8-asset body at a fixed rate (default 300 req/s) from an asyncio client;
+   requests are sent on schedule whatever the server's speed, so queueing delay shows up in
+   the percentiles instead of hiding in the client (wrk is closed-loop; wrk2 is not packaged).
+
+``--embedded`` adds the open-loop row on the embedded default (SQLite + SqliteHuey); ``--auth``
+adds rows with an API key (``QHYBRID_API_KEYS``) and a rate limit too high to refuse anything
+(``QHYBRID_RATE_LIMIT``, counted in Redis), to measure what authentication and limiting cost.
+The load average before and after is printed: the machine is shared with other work.
 
 Run: ``.venv/bin/python -m benchmarks.accept_latency [--rate 300] [--seconds 10]``
+(needs ``wrk`` on the PATH: ``apt-get install wrk``).
 """
 
 from __future__ import annotations
@@ -14,53 +26,154 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-import httpx
+import numpy as np
 import psycopg
 import redis
 
 from benchmarks.report import machine, markdown_table
+
+try:
+    import uvloop as _uvloop
+
+    uvloop: Any = _uvloop
+except ImportError:  # uvicorn[standard] brings it; the client works without it, only slower
+    uvloop = None
 from qhybrid.demo import sample_request
 from tests.support.processes import free_port, start_process
 
 POSTGRES_ADMIN = os.environ.get("QHYBRID_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("QHYBRID_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+{headers}
+local f = io.open("{body}", "rb")
+wrk.body = f:read("*a")
+f:close()
+"""
 
-async def _fire(url: str, rate: float, seconds: float, body: bytes) -> tuple[list[float], int, float]:
+
+def moments_body(n: int = 8) -> dict[str, Any]:
+    """An ``n``-asset request given as moments (μ and a PSD Σ), as a bank's risk system sends it."""
+    rng = np.random.default_rng(12)
+    factors = rng.normal(size=(n, n)) * 0.01
+    sigma = factors @ factors.T + np.eye(n) * 1e-4
+    return {
+        "assets": [
+            {"name": f"A{i:02d}", "expected_return": round(float(rng.normal(0.001, 0.0005)), 6)}
+            for i in range(n)
+        ],
+        "covariance": [[round(float(v), 10) for v in row] for row in (sigma + sigma.T) / 2],
+        "risk_aversion": 0.5,
+        "budget": n // 2,
+        "backend": "emulated-cloud",
+        "shots": 1024,
+    }
+
+
+def prices_body() -> dict[str, Any]:
+    """The demo's request on all 20 bundled tickers and 755 daily closes."""
+    from qhybrid.portfolio.data import load_sp500
+
+    names, _, _ = load_sp500()
+    return sample_request(tickers=tuple(names[:20]), days=755)
+
+
+def _wrk(
+    url: str, body_file: Path, seconds: float, connections: int, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    script = body_file.with_suffix(".lua")
+    extra = "\n".join(f'wrk.headers["{name}"] = "{value}"' for name, value in (headers or {}).items())
+    script.write_text(_WRK_SCRIPT.format(body=body_file, headers=extra))
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds:.0f}s", "--latency", "-s", str(script), url],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    latency = dict(re.findall(r"\s+(50|99)(?:\.000)?%\s+([\d.]+\w+)", out))
+    return {
+        "req/s": round(rate),
+        "requests": total,
+        "non-2xx": int(bad.group(1)) if bad else 0,
+        "socket errors": errors.group(0).split(":", 1)[1].strip() if errors else "0",
+        "p50": latency.get("50", "?"),
+        "p99": latency.get("99", "?"),
+    }
+
+
+async def _fire(
+    host: str, port: int, path: str, rate: float, seconds: float, body: bytes, headers: dict[str, str]
+) -> tuple[list[float], int, float]:
+    """Send ``rate`` requests a second for ``seconds``, each on schedule; latencies and errors.
+
+    A raw HTTP/1.1 client over keep-alive connections (a new one whenever none is idle): httpx
+    costs about a millisecond of CPU per request, which on a loaded 2-core machine made the client,
+    not the server, the bottleneck. Each latency runs from the request's scheduled send time, so a
+    client that falls behind shows up in the figures (no coordinated omission).
+    """
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n{extra}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    opened: list[asyncio.StreamWriter] = []
     latencies: list[float] = []
     errors = 0
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-    async with httpx.AsyncClient(timeout=30.0, limits=limits, trust_env=False) as client:
 
-        async def one() -> None:
-            nonlocal errors
-            started = time.perf_counter()
-            try:
-                response = await client.post(url, content=body, headers={"content-type": "application/json"})
-                if response.status_code != 202:
-                    errors += 1
-                    return
-            except httpx.HTTPError:
-                errors += 1
-                return
-            latencies.append(time.perf_counter() - started)
+    async def one(scheduled: float) -> None:
+        nonlocal errors
+        try:
+            if idle:
+                reader, writer = idle.pop()
+            else:
+                reader, writer = await asyncio.open_connection(host, port)
+                opened.append(writer)
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length)
+        except (OSError, asyncio.IncompleteReadError, ValueError, AttributeError):
+            errors += 1
+            return
+        idle.append((reader, writer))
+        if status != 202:
+            errors += 1
+            return
+        latencies.append(time.perf_counter() - scheduled)
 
-        tasks: list[asyncio.Task[None]] = []
-        total = int(rate * seconds)
-        begin = time.perf_counter()
-        for index in range(total):
-            delay = begin + index / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one()))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - begin
+    tasks: list[asyncio.Task[None]] = []
+    total = int(rate * seconds)
+    begin = time.perf_counter()
+    for index in range(total):
+        scheduled = begin + index / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(scheduled)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - begin
+    for writer in opened:
+        writer.close()
     return latencies, errors, total / elapsed
 
 
@@ -69,75 +182,156 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def _run(
-    name: str, env: dict[str, str], rate: float, seconds: float, folder: Path, workers: int
-) -> dict[str, object]:
-    port = free_port()
-    api = start_process(
-        f"api-{name}",
-        ["-m", "qhybrid", "serve", "--port", str(port), "--log-level", "warning", "--workers", str(workers)],
-        log_dir=folder,
-        env=env,
-        health_url=f"http://127.0.0.1:{port}/readyz",
-    )
-    try:
-        body = json.dumps(sample_request()).encode()
-        url = f"http://127.0.0.1:{port}/optimize_portfolio"
-        asyncio.run(_fire(url, min(rate, 50), 1.0, body))  # warm-up: connections, caches
-        latencies, errors, achieved = asyncio.run(_fire(url, rate, seconds, body))
-    finally:
-        api.stop()
-    ms = [value * 1000 for value in latencies]
+def _open_loop(
+    port: int, body: bytes, rate: float, seconds: float, headers: dict[str, str]
+) -> dict[str, Any]:
+    run = uvloop.run if uvloop is not None else asyncio.run
+    path = "/optimize_portfolio"
+    run(_fire("127.0.0.1", port, path, min(rate, 50), 1.0, body, headers))  # warm-up
+    latencies, errors, achieved = run(_fire("127.0.0.1", port, path, rate, seconds, body, headers))
+    ms = [value * 1000 for value in latencies] or [float("nan")]
     return {
-        "setup": name,
-        "api procs": workers,
-        "target/s": rate,
-        "achieved/s": round(achieved, 1),
-        "ok": len(ms),
-        "errors": errors,
-        "p50 ms": round(_percentile(ms, 0.50), 1),
-        "p95 ms": round(_percentile(ms, 0.95), 1),
-        "p99 ms": round(_percentile(ms, 0.99), 1),
-        "max ms": round(max(ms), 1),
+        "req/s": f"{achieved:.0f} (target {rate:.0f})",
+        "requests": len(latencies) + errors,
+        "non-2xx": errors,
+        "socket errors": "-",
+        "p50": f"{_percentile(ms, 0.50):.1f}ms",
+        "p99": f"{_percentile(ms, 0.99):.1f}ms",
     }
 
 
+@contextmanager
+def _postgres_and_redis() -> Iterator[dict[str, str]]:
+    database = f"qhybrid_bench_{uuid.uuid4().hex[:8]}"
+    queue_name = f"bench-{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database}"')
+    base = POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        yield {
+            "QHYBRID_DATABASE_URL": f"{base}/{database}",
+            "QHYBRID_REDIS_URL": REDIS_URL,
+            "QHYBRID_QUEUE_NAME": queue_name,
+        }
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(match=f"*{queue_name}*"))
+        if keys:
+            client.delete(*keys)
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.2f} (1 min), {five:.2f} (5 min)"
+
+
 def main() -> None:
-    """Measure both setups and print a Markdown table."""
+    """Measure the bare endpoint and the accept path in one run; print a Markdown table and the ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
-    parser.add_argument("--seconds", type=float, default=10.0, help="duration of the measured run")
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn processes")
+    parser.add_argument("--rate", type=float, default=300.0, help="open-loop requests per second")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each measured run")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument(
+        "--embedded", action="store_true", help="add the open-loop row on SQLite + SqliteHuey"
+    )
+    parser.add_argument(
+        "--auth", action="store_true", help="add rows with an API key and a (never reached) rate limit"
+    )
     args = parser.parse_args()
-    rows = []
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not on the PATH (apt-get install wrk)")
+    load_before = _load()
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        embedded = {"QHYBRID_DATA_DIR": str(folder / "embedded")}
-        rows.append(_run("sqlite + SqliteHuey", embedded, args.rate, args.seconds, folder, args.workers))
-        database = f"qhybrid_bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{database}"')
+        bodies = {
+            "bare": json.dumps({"name": "AAPL", "value": 0.0012}).encode(),
+            "moments": json.dumps(moments_body(8)).encode(),
+            "prices": json.dumps(prices_body()).encode(),
+        }
+        files = {}
+        for name, data in bodies.items():
+            files[name] = folder / f"{name}.json"
+            files[name].write_bytes(data)
+
+        port = free_port()
+        bare = start_process(
+            "bare",
+            ["-m", "uvicorn", "benchmarks.bare_app:app", "--port", str(port), "--log-level", "warning"],
+            log_dir=folder,
+            env={},
+            health_url=f"http://127.0.0.1:{port}/docs",
+        )
         try:
-            base = POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-            env = {
-                "QHYBRID_DATA_DIR": str(folder / "production"),
-                "QHYBRID_DATABASE_URL": f"{base}/{database}",
-                "QHYBRID_REDIS_URL": REDIS_URL,
-                "QHYBRID_QUEUE_NAME": f"bench-{uuid.uuid4().hex[:8]}",
-            }
-            rows.append(_run("postgresql + RedisHuey", env, args.rate, args.seconds, folder, args.workers))
+            url = f"http://127.0.0.1:{port}/bare"
+            _wrk(url, files["bare"], 2, args.connections)  # warm-up
+            rows.append(
+                {"row": "bare FastAPI endpoint (small pydantic body)", "body bytes": len(bodies["bare"])}
+                | _wrk(url, files["bare"], args.seconds, args.connections)
+            )
         finally:
-            with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            client = redis.Redis.from_url(REDIS_URL)
-            keys = list(client.scan_iter(match=f"*{env['QHYBRID_QUEUE_NAME']}*"))
-            if keys:
-                client.delete(*keys)
+            bare.stop()
+
+        setups: list[tuple[str, dict[str, str], dict[str, str]]] = []
+        with _postgres_and_redis() as production:
+            setups.append(("postgresql + RedisHuey", production, {}))
+            if args.auth:
+                key = uuid.uuid4().hex
+                auth_env = {
+                    **production,
+                    "QHYBRID_API_KEYS": f"bench:{key}",
+                    "QHYBRID_RATE_LIMIT": "1000000/second",
+                }
+                label = "postgresql + RedisHuey, API key + rate limit"
+                setups.append((label, auth_env, {"Authorization": f"Bearer {key}"}))
+            if args.embedded:
+                setups.append(("sqlite + SqliteHuey", {}, {}))
+            for index, (label, env, headers) in enumerate(setups):
+                port = free_port()
+                data_dir = folder / f"data-{uuid.uuid4().hex[:6]}"
+                api = start_process(
+                    f"api-{uuid.uuid4().hex[:6]}",
+                    ["-m", "qhybrid", "serve", "--port", str(port), "--log-level", "warning"],
+                    log_dir=folder,
+                    env={"QHYBRID_DATA_DIR": str(data_dir), **env},
+                    health_url=f"http://127.0.0.1:{port}/healthz",
+                )
+                try:
+                    url = f"http://127.0.0.1:{port}/optimize_portfolio"
+                    if env:
+                        _wrk(url, files["moments"], 2, args.connections, headers)  # warm-up
+                        rows.append(
+                            {
+                                "row": f"accept, moments 8 assets, {label}",
+                                "body bytes": len(bodies["moments"]),
+                            }
+                            | _wrk(url, files["moments"], args.seconds, args.connections, headers)
+                        )
+                    rows.append(
+                        {
+                            "row": f"accept open loop, moments 8 assets, {label}",
+                            "body bytes": len(bodies["moments"]),
+                        }
+                        | _open_loop(port, bodies["moments"], args.rate, args.seconds, headers)
+                    )
+                    if index == 0:
+                        rows.append(
+                            {"row": f"accept, prices 20 × 755, {label}", "body bytes": len(bodies["prices"])}
+                            | _wrk(url, files["prices"], args.seconds, args.connections, headers)
+                        )
+                finally:
+                    api.stop()
+    bare_rate = rows[0]["req/s"]
+    accept_rate = rows[1]["req/s"]
     print(
-        f"# accept latency, {args.seconds:.0f} s at {args.rate:.0f} req/s, {args.workers} uvicorn process(es)"
+        f"# accept path vs bare FastAPI, wrk -t2 -c{args.connections} -d{args.seconds:.0f}s; "
+        "one uvicorn process each"
     )
-    print(f"# {machine()}, {sys.platform}")
+    print(f"# {machine()}, {sys.platform}; load average before {load_before}, after {_load()}")
     print("\n".join(markdown_table(rows)))
+    print(f"\nratio accept (moments, PostgreSQL + Redis) / bare: {accept_rate / bare_rate:.1%}")
 
 
 if __name__ == "__main__":

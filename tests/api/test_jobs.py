@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+from typing import Any
+
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from qhybrid.api.main import create_app
 from qhybrid.core.config import Settings
+from qhybrid.demo import sample_request
+from qhybrid.domain.request import JobRequest
+from qhybrid.domain.result import JobResult
+from qhybrid.domain.states import JobState
+from qhybrid.jobs.models import Job, utcnow
+from qhybrid.jobs.pipeline import estimate, fall_back
+from qhybrid.jobs.store import JobStore
 from tests.api.conftest import valid_request
 
 
@@ -125,3 +137,163 @@ def test_openapi_documents_the_routes(client: TestClient) -> None:
         "/readyz",
     } <= set(spec["paths"])
     assert client.get("/docs").status_code == 200
+
+
+# ------------------------------------------------------------------------- ergonomics (issue 11)
+
+
+def complete_with_a_real_result(client: TestClient, job_id: str) -> dict[str, Any]:
+    """Write a real classical result (the pipeline's own fallback answer) into the job's row."""
+    settings: Settings = client.app.state.services.settings  # type: ignore[attr-defined]
+    request = JobRequest.model_validate(valid_request())
+    result = fall_back(request, estimate(request), seed=7, reason="test: no QPU", settings=settings)
+    document = result.model_dump(mode="json", exclude_unset=True)
+    store: JobStore = client.app.state.services.store  # type: ignore[attr-defined]
+    with store.db.write() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(state=JobState.COMPLETED.value, result=document, finished_at=utcnow())
+        )
+    return document
+
+
+def test_a_price_history_job_document_is_small_unless_the_request_is_asked_for(client: TestClient) -> None:
+    body = sample_request()  # the demo's 10 assets × 756 daily closes
+    assert len(body["prices"]["assets"]) == 10 and len(body["prices"]["values"]) >= 755
+    accepted = client.post("/optimize_portfolio", json=body)
+    assert accepted.status_code == 202
+    location = accepted.headers["location"]
+    lean = client.get(location)
+    assert lean.json()["request"] is None
+    assert len(lean.content) < 20_000
+    full = client.get(location, params={"include": "request"})
+    assert full.json()["request"]["prices"]["assets"] == body["prices"]["assets"]
+    assert len(full.content) > 50_000  # the price history is what made it large
+    refused = client.get(location, params={"include": "everything"})
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["field"] == "include[0]"
+
+
+def test_retry_after_is_sent_while_a_job_is_unfinished(client: TestClient) -> None:
+    accepted = client.post("/optimize_portfolio", json=valid_request())
+    assert accepted.headers["retry-after"] == "1"
+    location = accepted.headers["location"]
+    assert int(client.get(location).headers["retry-after"]) >= 1
+    client.post(f"{location}/cancel")
+    assert "retry-after" not in client.get(location).headers
+
+
+def test_the_result_route_answers_the_typed_result_or_says_why_not(client: TestClient) -> None:
+    assert client.get("/jobs/nope/result").status_code == 404
+    job_id = submit(client)
+    early = client.get(f"/jobs/{job_id}/result")
+    assert early.status_code == 409
+    assert early.json()["errors"][0]["field"] == "status"
+    assert "accepted" in early.json()["message"]
+    assert early.headers["retry-after"] == "1"
+    stored = complete_with_a_real_result(client, job_id)
+    answer = client.get(f"/jobs/{job_id}/result")
+    assert answer.status_code == 200
+    result = JobResult.model_validate(answer.json())
+    assert result.selected == stored["selected"]
+    assert result.source == "classical_fallback"
+    cancelled = submit(client)
+    client.post(f"/jobs/{cancelled}/cancel")
+    assert client.get(f"/jobs/{cancelled}/result").status_code == 409
+
+
+def test_the_status_filter_takes_several_values_and_list_items_carry_the_selection(
+    client: TestClient,
+) -> None:
+    accepted, cancelled, completed = submit(client), submit(client), submit(client)
+    client.post(f"/jobs/{cancelled}/cancel")
+    stored = complete_with_a_real_result(client, completed)
+
+    def listed(params: dict[str, Any] | list[tuple[str, str]]) -> set[str]:
+        response = client.get("/jobs", params=params)
+        assert response.status_code == 200, response.text
+        return {item["job_id"] for item in response.json()["items"]}
+
+    assert listed([("status", "accepted"), ("status", "cancelled")]) == {accepted, cancelled}
+    assert listed({"status": "completed,cancelled"}) == {completed, cancelled}
+    assert listed({"status": "accepted"}) == {accepted}
+    items = {item["job_id"]: item for item in client.get("/jobs").json()["items"]}
+    assert items[completed]["selected"] == stored["selected"]
+    assert items[accepted]["selected"] is None
+    refused = client.get("/jobs", params=[("status", "accepted"), ("status", "asleep")])
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["field"] == "status"
+    assert "asleep" in refused.json()["message"]
+
+
+def read_events(client: TestClient, url: str, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Parse a finite event stream into its messages (comments and retry lines left out)."""
+    messages: list[dict[str, Any]] = []
+    with client.stream("GET", url, headers=headers or {}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        current: dict[str, Any] = {}
+        for line in response.iter_lines():
+            if not line:
+                if "event" in current:
+                    messages.append(current)
+                current = {}
+            elif line.startswith(("id:", "event:", "data:")):
+                name, value = line.split(":", 1)
+                current[name] = json.loads(value) if name == "data" else value.strip()
+    return messages
+
+
+def test_the_event_stream_of_a_finished_job_replays_its_transitions_and_resumes(client: TestClient) -> None:
+    job_id = submit(client)
+    client.post(f"/jobs/{job_id}/cancel")
+    messages = read_events(client, f"/jobs/{job_id}/events")
+    assert [m["event"] for m in messages] == ["transition", "transition", "end"]
+    assert [m["data"]["status"] for m in messages] == ["accepted", "cancelled", "cancelled"]
+    document = client.get(f"/jobs/{job_id}").json()
+    assert [int(m["id"]) for m in messages[:2]] == [e["id"] for e in document["events"]]
+    resumed = read_events(client, f"/jobs/{job_id}/events", {"Last-Event-ID": messages[0]["id"]})
+    assert [m["data"]["status"] for m in resumed] == ["cancelled", "cancelled"]
+    assert client.get("/jobs/nope/events").status_code == 404
+    bad = client.get(f"/jobs/{job_id}/events", headers={"Last-Event-ID": "x"})
+    assert bad.status_code == 422
+
+
+def test_the_frontier_is_long_only_efficient_and_places_the_answer(client: TestClient) -> None:
+    job_id = submit(client)
+    before = client.get(f"/jobs/{job_id}/frontier").json()
+    assert before["chosen"] is None
+    assert [a["name"] for a in before["assets"]] == ["AAPL", "MSFT", "KO"]
+    points = before["points"]
+    assert len(points) == 30
+    returns = [p["expected_return"] for p in points]
+    vols = [p["volatility"] for p in points]
+    assert returns == sorted(returns)
+    assert all(b >= a - 1e-9 for a, b in itertools.pairwise(vols))  # the efficient branch
+    for point in points:
+        assert all(w >= 0 for w in point["weights"].values())
+        assert abs(sum(point["weights"].values()) - 1) < 1e-4
+    assert abs(returns[-1] - 0.0012) < 1e-9  # ends on the best asset alone
+    stored = complete_with_a_real_result(client, job_id)
+    after = client.get(f"/jobs/{job_id}/frontier", params={"points": 5}).json()
+    assert len(after["points"]) == 5
+    chosen = after["chosen"]
+    assert chosen["selected"] == stored["selected"]
+    # No long-only portfolio beats the frontier: the answer lies on or below it.
+    assert chosen["volatility"] >= min(vols) - 1e-9
+    assert client.get("/jobs/nope/frontier").status_code == 404
+
+
+def test_swagger_ui_and_the_dashboard_are_served_from_the_wheel(client: TestClient) -> None:
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    assert "/static/swagger-ui/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text.lower() and "https://" not in docs.text
+    assert "default-src 'self'" in docs.headers["content-security-policy"]
+    for asset in ("swagger-ui/swagger-ui-bundle.js", "swagger-ui/swagger-ui.css", "dashboard/favicon.svg"):
+        assert client.get(f"/static/{asset}").status_code == 200, asset
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert client.get("/redoc").status_code == 404

@@ -76,7 +76,15 @@ def test_location_auth_and_operation_ids_are_documented(client: TestClient) -> N
     )
     assert submit["security"]
     ids = {op["operationId"] for methods in spec["paths"].values() for op in methods.values()}
-    assert {"submit_job", "get_job", "list_jobs", "cancel_job"} <= ids
+    assert {
+        "submit_job",
+        "get_job",
+        "list_jobs",
+        "cancel_job",
+        "get_job_result",
+        "stream_job_events",
+        "get_job_frontier",
+    } <= ids
     assert not [name for name in ids if "__" in name]
 
 
@@ -84,8 +92,9 @@ def test_a_served_document_validates_against_its_schema(client: TestClient) -> N
     from qhybrid.api.schemas import JobDocument
 
     accepted = client.post("/optimize_portfolio", json=valid_request())
-    document = client.get(accepted.headers["location"]).json()
+    document = client.get(accepted.headers["location"], params={"include": "request"}).json()
     typed = JobDocument.model_validate(document)
+    assert typed.request is not None
     assert typed.request == JobRequest.model_validate({**valid_request(), "privacy": typed.request.privacy})
 
 
@@ -94,3 +103,26 @@ def test_descriptions_are_markdown_not_restructuredtext(client: TestClient) -> N
     assert "``" not in text  # Swagger rendered the docstrings' double backticks literally
     submit = client.get("/openapi.json").json()["paths"]["/optimize_portfolio"]["post"]
     assert "`GET /jobs/{id}`" in submit["description"]
+
+
+def test_the_new_routes_are_documented(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    result = paths["/jobs/{job_id}/result"]["get"]
+    ok = result["responses"]["200"]["content"]["application/json"]["schema"]
+    assert _resolve(spec, ok)["title"] == "JobResult"
+    assert "409" in result["responses"]
+    events = paths["/jobs/{job_id}/events"]["get"]
+    assert "text/event-stream" in events["responses"]["200"]["content"]
+    assert any(p["name"] == "Last-Event-ID" for p in events["parameters"])
+    frontier = paths["/jobs/{job_id}/frontier"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert {"assets", "points", "chosen"} <= set(_resolve(spec, frontier["schema"])["properties"])
+    assert "Retry-After" in paths["/jobs/{job_id}"]["get"]["responses"]["200"]["headers"]
+    assert "Retry-After" in paths["/optimize_portfolio"]["post"]["responses"]["202"]["headers"]
+    status = next(p for p in paths["/jobs"]["get"]["parameters"] if p["name"] == "status")
+    assert _resolve(spec, status["schema"])["type"] == "array"
+    include = next(p for p in paths["/jobs/{job_id}"]["get"]["parameters"] if p["name"] == "include")
+    item = _resolve(spec, include["schema"])["items"]
+    assert item.get("enum", [item.get("const")]) == ["request"]
+    summary = spec["components"]["schemas"]["JobSummary"]["properties"]
+    assert "selected" in summary

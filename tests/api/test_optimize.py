@@ -20,7 +20,7 @@ def test_accepts_and_points_to_the_job(client: TestClient) -> None:
     body = response.json()
     assert body["status"] == "accepted"
     assert response.headers["location"] == f"/jobs/{body['job_id']}"
-    job = client.get(response.headers["location"]).json()
+    job = client.get(response.headers["location"], params={"include": "request"}).json()
     assert job["status"] == "accepted"
     assert job["request"]["assets"][0]["name"] == "AAPL"
     assert [e["status"] for e in job["events"]] == ["accepted"]
@@ -34,7 +34,7 @@ def test_defaults_are_filled_in(client: TestClient) -> None:
     request = valid_request()
     del request["shots"], request["backend"], request["risk_aversion"]
     job_id = client.post("/optimize_portfolio", json=request).json()["job_id"]
-    stored = client.get(f"/jobs/{job_id}").json()
+    stored = client.get(f"/jobs/{job_id}", params={"include": "request"}).json()
     assert stored["shots"] == 2048
     assert stored["backend"] == "emulated-cloud"  # the emulated cloud, formerly named "local"
     assert stored["request"]["risk_aversion"] == 0.5
@@ -298,7 +298,7 @@ def test_bad_input_is_refused_with_the_field_named_and_nothing_stored(
 def test_prices_are_accepted_instead_of_moments(client: TestClient) -> None:
     response = client.post("/optimize_portfolio", json=prices_request(estimator="sample", returns="log"))
     assert response.status_code == 202, response.text
-    stored = client.get(response.headers["location"]).json()["request"]
+    stored = client.get(response.headers["location"], params={"include": "request"}).json()["request"]
     assert stored["prices"]["assets"] == ["AAPL", "MSFT", "KO"]
     assert stored["estimator"] == "sample" and stored["returns"] == "log"
     assert stored["assets"] is None
@@ -307,7 +307,7 @@ def test_prices_are_accepted_instead_of_moments(client: TestClient) -> None:
 def test_weights_are_accepted_with_bounds(client: TestClient) -> None:
     response = client.post("/optimize_portfolio", json=weights_request(lot_bounds={"AAPL": [1, 3]}))
     assert response.status_code == 202, response.text
-    stored = client.get(response.headers["location"]).json()["request"]
+    stored = client.get(response.headers["location"], params={"include": "request"}).json()["request"]
     assert stored["formulation"] == "weights"
     assert stored["lot_bounds"] == {"AAPL": [1, 3]}
 

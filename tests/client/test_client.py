@@ -55,7 +55,8 @@ def test_submit_returns_a_job_that_answers_status_events_cancel_and_result(api: 
         assert job.status() is JobState.ACCEPTED
         (event,) = job.events()
         assert (event.from_status, event.status) == (None, JobState.ACCEPTED)
-        document = job.document()
+        assert job.document().request is None  # left out unless asked for
+        document = job.document(include_request=True)
         assert isinstance(document, JobDocument)
         assert document.request is not None and document.request["shots"] == 1000
         assert document.raw["job_id"] == job.id  # the JSON as the API sent it

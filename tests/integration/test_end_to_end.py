@@ -116,6 +116,7 @@ def test_weights_over_http_match_the_exact_optimum(start_stack: Callable[..., St
     request.update(formulation="weights", budget=6, max_lots=3, lot_bounds={"KO": [1, 2]})
     with Client(stack.api_url) as client:
         job = client.submit(request).wait(timeout=120).raw
+        job["request"] = client.get(job["job_id"], include_request=True).raw["request"]
     assert job["status"] == "completed", stack.logs()
     result = job["result"]
     assert sum(result["lots"].values()) == 6

@@ -84,6 +84,28 @@ def test_kick_reaches_a_consumer(running: tuple[JobQueue, threading.Event], seen
     assert seen == ["job-now"]
 
 
+def test_kick_many_reaches_a_consumer(running: tuple[JobQueue, threading.Event], seen: list[str]) -> None:
+    # The accept path's group commit kicks its jobs together (one LPUSH on Redis, batches of ten on SQS).
+    queue, _ = running
+    job_ids = [f"job-{index}" for index in range(23)]
+    queue.kick_many(job_ids)
+    deadline = time.monotonic() + 20
+    while len(seen) < len(job_ids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(seen) == sorted(job_ids)
+
+
+@pytest.mark.parametrize("queue_settings", ["sqlite", "redis"], indirect=True)
+def test_huey_kick_many_sends_the_same_messages_as_kick(queue_settings: Settings) -> None:
+    queue = HueyQueue(make_huey(queue_settings))
+    queue.kick_many(["job-1", "job-2", "job-3"])
+    queue.kick("job-4")
+    pending = queue.huey.pending()
+    assert [(t.name, t.args, t.kwargs, t.eta) for t in pending] == [
+        ("advance", (job_id,), {}, None) for job_id in ["job-1", "job-2", "job-3", "job-4"]
+    ]
+
+
 def test_kick_at_waits_for_its_time(running: tuple[JobQueue, threading.Event], seen: list[str]) -> None:
     queue, arrived = running
     started = time.monotonic()

@@ -221,3 +221,32 @@ def test_reconciler_query_finds_expired_leases_and_overdue_polls(store: JobStore
     assert due == {expired, overdue}
     # With no grace, an ACCEPTED job whose kick may have been lost is due as well.
     assert fresh in set(store.due_for_reconcile(grace_seconds=0))
+
+
+def test_transitions_are_counted_with_the_time_spent_in_the_state_left(store: JobStore) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    moved = {"from_state": "accepted", "to_state": "preparing"}
+    before = sample("qhybrid_job_transitions_total", **moved)
+    timed = sample("qhybrid_job_state_seconds_count", state="accepted")
+    job_id = new_job(store)
+    assert store.transition(job_id, owner=None, source=JobState.ACCEPTED, target=JobState.PREPARING)
+    assert sample("qhybrid_job_transitions_total", **moved) == before + 1
+    assert sample("qhybrid_job_state_seconds_count", state="accepted") == timed + 1
+    # A move that loses its race is not counted.
+    assert not store.transition(job_id, owner=None, source=JobState.ACCEPTED, target=JobState.PREPARING)
+    assert sample("qhybrid_job_transitions_total", **moved) == before + 1
+    assert store.count_by_state()[JobState.PREPARING] >= 1
+
+
+def test_events_after_reads_only_the_new_ones(store: JobStore) -> None:
+    job_id = new_job(store)
+    state, events = store.events_after(job_id) or (None, [])
+    assert state is JobState.ACCEPTED and [e.to_state for e in events] == ["ACCEPTED"]
+    store.transition(job_id, owner=None, source=JobState.ACCEPTED, target=JobState.PREPARING)
+    state, newer = store.events_after(job_id, events[-1].id) or (None, [])
+    assert state is JobState.PREPARING and [e.to_state for e in newer] == ["PREPARING"]
+    assert store.events_after("no-such-job") is None

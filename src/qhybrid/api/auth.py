@@ -1,8 +1,9 @@
 """Who is calling: API keys to tenants, checked in the ASGI layer before any body is read.
 
 Once any key exists (``QHYBRID_API_KEYS`` or ``qhybrid keys create``), every route but
-``/healthz`` needs ``Authorization: Bearer <key>``, the documentation and ``/openapi.json``
-included. The check runs in :class:`TenantAuth`, the outermost middleware: a request without a
+``/healthz`` and the dashboard's page and files (``/``, ``/static/…``: no data in them) needs
+``Authorization: Bearer <key>``, the documentation and ``/openapi.json`` included. The check
+runs in :class:`TenantAuth`, the outermost middleware after the request counter: a request without a
 valid key is answered 401 (and its connection closed) before one byte of its body is received,
 so unauthenticated uploads cost neither memory nor parsing. The tenant of a valid key is put in
 the request's scope, where :func:`qhybrid.api.deps.current_tenant` reads it.
@@ -28,8 +29,10 @@ log = logging.getLogger("qhybrid.api")
 
 #: Where the tenant of a request is kept in its ASGI scope (``scope["state"]``).
 TENANT_STATE = "qhybrid_tenant"
-#: Routes that answer without a key: the liveness probe only.
-OPEN_PATHS = frozenset({"/healthz"})
+#: Routes that answer without a key: the liveness probe, and the dashboard's page and static files
+#: (the same for everyone, no data: the page asks for a key and sends it with every API call).
+OPEN_PATHS = frozenset({"/healthz", "/"})
+OPEN_PREFIXES = ("/static/",)
 #: How long a database key, once found, is trusted without asking again: a revoked key stops
 #: working within this time; the accept path makes no database round trip per request for it.
 KEY_CACHE_SECONDS = 2.0
@@ -144,7 +147,8 @@ class TenantAuth:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope.get("path") in OPEN_PATHS:
+        path = scope.get("path") or ""
+        if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
         auth: Authenticator = scope["app"].state.services.auth

@@ -125,6 +125,7 @@ def install_error_handlers(app: FastAPI) -> None:
 _DESCRIPTIONS = {
     400: "Malformed JSON, or a malformed header.",
     401: "A valid 'Authorization: Bearer <api key>' header is required.",
+    403: "The key is valid but not for this route (e.g. /metrics is the operations tenant's).",
     404: "No such job (or another tenant's).",
     408: "The body did not arrive within QHYBRID_BODY_TIMEOUT_SECONDS.",
     409: "Conflict with the job's state or with an earlier use of the Idempotency-Key.",

@@ -10,8 +10,12 @@ from __future__ import annotations
 from pydantic import Field
 
 from qhybrid.domain.jobs import (
+    ChosenPoint,
     ErrorBody,
     ErrorItem,
+    Frontier,
+    FrontierAsset,
+    FrontierPoint,
     JobAccepted,
     JobDocumentBase,
     JobEvent,
@@ -23,8 +27,12 @@ from qhybrid.domain.jobs import (
 from qhybrid.domain.request import JobRequest
 
 __all__ = [
+    "ChosenPoint",
     "ErrorBody",
     "ErrorItem",
+    "Frontier",
+    "FrontierAsset",
+    "FrontierPoint",
     "JobAccepted",
     "JobDocument",
     "JobEvent",
@@ -38,6 +46,8 @@ __all__ = [
 class JobDocument(JobDocumentBase):
     """Everything known about a job."""
 
-    request: JobRequest = Field(
-        description="The request as accepted, with the deployment's defaults filled in."
+    request: JobRequest | None = Field(
+        default=None,
+        description="The request as accepted, with the deployment's defaults filled in; only with "
+        "``?include=request`` (a price history makes it most of the document).",
     )

@@ -72,6 +72,11 @@ def submit_headers(idempotency_key: str | None) -> dict[str, str]:
     return {"Idempotency-Key": idempotency_key} if idempotency_key else {}
 
 
+def document_params(include_request: bool) -> dict[str, str]:
+    """Query parameters of ``GET /jobs/{id}``: the request (a price history) is left out unless asked for."""
+    return {"include": "request"} if include_request else {}
+
+
 def list_params(limit: int, cursor: str | None, status: str | None) -> dict[str, str | int]:
     """Query parameters of ``GET /jobs``."""
     params: dict[str, str | int] = {"limit": limit}

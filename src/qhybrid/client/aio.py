@@ -91,9 +91,10 @@ class AsyncClient:
         """A handle on an existing job (no request is made)."""
         return AsyncJob(self, job_id)
 
-    async def get(self, job_id: str) -> JobDocument:
-        """The job document (``GET /jobs/{id}``)."""
-        return JobDocument.from_json(await self._call("GET", f"/jobs/{job_id}"))
+    async def get(self, job_id: str, *, include_request: bool = False) -> JobDocument:
+        """The job document (``GET /jobs/{id}``); the request as accepted only if ``include_request``."""
+        params = protocol.document_params(include_request)
+        return JobDocument.from_json(await self._call("GET", f"/jobs/{job_id}", params=params))
 
     async def cancel(self, job_id: str) -> JobDocument:
         """Ask for the job to be cancelled; the document as of the request."""
@@ -191,9 +192,9 @@ class AsyncJob:
     def __repr__(self) -> str:
         return f"AsyncJob({self.id!r})"
 
-    async def document(self) -> JobDocument:
-        """The full job document, fetched now."""
-        return await self._client.get(self.id)
+    async def document(self, *, include_request: bool = False) -> JobDocument:
+        """The job document, fetched now (with the request as accepted if ``include_request``)."""
+        return await self._client.get(self.id, include_request=include_request)
 
     async def status(self) -> JobState:
         """The job's state now."""

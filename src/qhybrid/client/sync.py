@@ -98,9 +98,10 @@ class Client:
         """A handle on an existing job (no request is made)."""
         return Job(self, job_id)
 
-    def get(self, job_id: str) -> JobDocument:
-        """The job document (``GET /jobs/{id}``)."""
-        return JobDocument.from_json(self._call("GET", f"/jobs/{job_id}"))
+    def get(self, job_id: str, *, include_request: bool = False) -> JobDocument:
+        """The job document (``GET /jobs/{id}``); the request as accepted only if ``include_request``."""
+        params = protocol.document_params(include_request)
+        return JobDocument.from_json(self._call("GET", f"/jobs/{job_id}", params=params))
 
     def cancel(self, job_id: str) -> JobDocument:
         """Ask for the job to be cancelled; the document as of the request.
@@ -216,9 +217,9 @@ class Job:
     def __repr__(self) -> str:
         return f"Job({self.id!r})"
 
-    def document(self) -> JobDocument:
-        """The full job document, fetched now."""
-        return self._client.get(self.id)
+    def document(self, *, include_request: bool = False) -> JobDocument:
+        """The job document, fetched now (with the request as accepted if ``include_request``)."""
+        return self._client.get(self.id, include_request=include_request)
 
     def status(self) -> JobState:
         """The job's state now (``JobState.REMOTE_QUEUED``...; ``.api_name`` is the API's word)."""

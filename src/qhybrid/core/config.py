@@ -225,6 +225,24 @@ class Settings(BaseSettings):
         "their jobs to another worker (SIGINT releases them at once).",
     )
     backend_timeout_seconds: float = Field(default=30.0, gt=0)
+    events_poll_seconds: float = Field(
+        default=0.5, gt=0, le=10, description="How often GET /jobs/{id}/events looks for new transitions."
+    )
+    events_heartbeat_seconds: float = Field(
+        default=15.0, gt=0, description="A comment line on a quiet event stream, so proxies keep it open."
+    )
+    metrics_tenant: str = Field(
+        default="operations",
+        min_length=1,
+        description="Once API keys exist, only this tenant's keys read GET /metrics "
+        "(the whole deployment's counts).",
+    )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of a worker's own Prometheus /metrics; unset: none (see docs/operations.md).",
+    )
     exact_time_limit_seconds: float = Field(
         default=30.0, gt=0, description="Time limit of the exact classical baseline (SCIP) per job."
     )

@@ -43,6 +43,10 @@ class JobAccepted(_Answer):
 class JobEvent(_Answer):
     """One transition of a job, as the worker recorded it."""
 
+    id: int | None = Field(
+        default=None,
+        description="The event's number: increasing within a job; the stream's Last-Event-ID.",
+    )
     at: datetime
     from_status: JobStatus | None = None
     status: JobStatus
@@ -116,6 +120,7 @@ class JobSummary(_Answer):
     updated_at: datetime
     finished_at: datetime | None = None
     objective: float | None = None
+    selected: list[str] | None = Field(default=None, description="Once completed: the assets held.")
 
 
 class JobPage(_Answer):
@@ -123,6 +128,45 @@ class JobPage(_Answer):
 
     items: list[JobSummary]
     next_cursor: str | None = None
+
+
+class FrontierAsset(_Answer):
+    """One asset of the universe, alone."""
+
+    name: str
+    expected_return: float = Field(description="μ of the asset (per period of the request's data).")
+    volatility: float = Field(description="√Σᵢᵢ.")
+
+
+class FrontierPoint(_Answer):
+    """A long-only minimum-variance portfolio for one target return."""
+
+    expected_return: float = Field(description="wᵀμ.")
+    volatility: float = Field(description="√(wᵀΣw).")
+    weights: dict[str, float] = Field(description="Share of each asset (≥ 0, summing to 1).")
+
+
+class ChosenPoint(_Answer):
+    """The job's answer, placed on the same axes."""
+
+    expected_return: float
+    volatility: float
+    selected: list[str]
+    weights: dict[str, float]
+
+
+class Frontier(_Answer):
+    """The efficient frontier of a job's universe, computed classically in the trusted zone.
+
+    Long-only mean-variance portfolios (weights ≥ 0, summing to 1) of minimum variance for target
+    returns from the minimum-variance portfolio's return to the best asset's; the same μ and Σ
+    the job was judged on.
+    """
+
+    job_id: str
+    assets: list[FrontierAsset]
+    points: list[FrontierPoint] = Field(description="Ordered by expected return.")
+    chosen: ChosenPoint | None = Field(default=None, description="The job's answer, once completed.")
 
 
 class ErrorItem(_Answer):

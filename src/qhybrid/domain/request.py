@@ -68,14 +68,20 @@ class PriceHistory(BaseModel):
     def _valid_values(cls, rows: list[list[float]], info: ValidationInfo) -> list[list[float]]:
         names = info.data.get("assets")
         width = len(names) if names is not None else len(rows[0])
-        for index, row in enumerate(rows):
-            if len(row) != width:
-                raise PydanticCustomError(
-                    "dimensions",
-                    "row {row} has {length} prices, expected one per asset ({n})",
-                    {"row": index, "length": len(row), "n": width},
-                )
-        array = np.array(rows, dtype=np.float64)
+        try:
+            # One conversion checks the shape of every row at once; a ragged list fails it.
+            array = np.array(rows, dtype=np.float64)
+        except ValueError:
+            array = None
+        if array is None or array.ndim != 2 or array.shape[1] != width:
+            for index, row in enumerate(rows):
+                if len(row) != width:
+                    raise PydanticCustomError(
+                        "dimensions",
+                        "row {row} has {length} prices, expected one per asset ({n})",
+                        {"row": index, "length": len(row), "n": width},
+                    )
+            array = np.array(rows, dtype=np.float64)
         if not np.isfinite(array).all():
             raise PydanticCustomError("finite", "prices must be finite numbers")
         if (array <= 0).any():

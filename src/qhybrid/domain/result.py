@@ -197,6 +197,22 @@ class SampleReport(_Part):
     optimum_in_samples: bool | None
 
 
+class TopSample(_Part):
+    """One of the most frequent measured outcomes, de-obfuscated and judged on the true problem.
+
+    Built in the trusted zone after the counts came back; the provider only ever saw the
+    obfuscated bit strings.
+    """
+
+    selected: list[str] = Field(description="Assets held by this outcome.")
+    bits: list[int]
+    lots: dict[str, int] | None = Field(default=None, description="weights: lots per asset.")
+    count: int = Field(description="Shots that measured this outcome.")
+    objective: float = Field(description="True objective; lower is better.")
+    feasible: bool = Field(description="Whether it meets the budget (or every lot bound).")
+    optimum: bool = Field(description="Whether it is the classical baseline's best portfolio.")
+
+
 class SamplerReport(_Part):
     """What one sampler's shots achieved on the true problem (same shots for every sampler)."""
 
@@ -279,6 +295,10 @@ class QuantumRun(_Part):
     best_share: float = Field(description="Share of shots on the circuit's best sample.")
     optimum_share: float | None = Field(description="Share of shots on the proven optimum, when known.")
     optimum_in_samples: bool | None
+    top_samples: list[TopSample] | None = Field(
+        default=None, description="The most frequent outcomes, most frequent first (at most 12)."
+    )
+
     contribution: Contribution | None = Field(
         default=None, description="The circuit's samples against classical samplers with the same shots."
     )

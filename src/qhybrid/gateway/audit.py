@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
+from qhybrid.core.metrics import AUDIT_ENTRIES
+
 #: ``prev`` of the first entry.
 GENESIS = "0" * 64
 
@@ -300,7 +302,7 @@ class AuditLog:
         except OSError as exc:
             raise AuditWriteError(f"cannot open the audit log {self._path}: {exc}") from exc
         try:
-            return self._append_locked(
+            entry = self._append_locked(
                 descriptor,
                 {
                     "time": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
@@ -316,10 +318,15 @@ class AuditLog:
                     "note": note,
                 },
             )
-        except OSError as exc:
+        except (OSError, AuditWriteError) as exc:
+            AUDIT_ENTRIES.labels("failed").inc()
+            if isinstance(exc, AuditWriteError):
+                raise
             raise AuditWriteError(f"cannot write the audit log {self._path}: {exc}") from exc
         finally:
             os.close(descriptor)  # also releases the lock
+        AUDIT_ENTRIES.labels("written").inc()
+        return entry
 
     def _append_locked(self, descriptor: int, fields: dict[str, Any]) -> AuditEntry:
         # Exclusive across processes and threads alike: each open() has its own lock owner.

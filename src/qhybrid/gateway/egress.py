@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
+from qhybrid.core.metrics import EGRESS_BYTES, EGRESS_REQUESTS, status_class
 from qhybrid.gateway.audit import AuditLog, AuditWriteError
 from qhybrid.gateway.context import get_current_job
 from qhybrid.gateway.payload import PayloadError
@@ -465,10 +466,16 @@ class EgressClient:
         try:
             route = configured.routes.check(method.upper(), target, json, has_body=json is not None)
         except (RouteError, PayloadError) as exc:
+            EGRESS_REQUESTS.labels(destination, "refused").inc()
             raise EgressPayloadError(f"request refused at the boundary: {exc}") from exc
         exchange.path = target
         exchange.note = "; ".join(part for part in (route.name, note) if part)
-        return self._send(http, request, destination)
+        response = self._send(http, request, destination)
+        EGRESS_BYTES.labels(destination, "sent").inc(len(body) if json is not None else 0)
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit():
+            EGRESS_BYTES.labels(destination, "received").inc(int(declared))
+        return response
 
     def _checked_destination(self, url: str) -> tuple[str, str, Destination]:
         """``(host:port, scheme, destination)`` of a URL this client may reach."""
@@ -490,7 +497,12 @@ class EgressClient:
         try:
             response = http.send(request)
         except TlsPolicyError as exc:
+            EGRESS_REQUESTS.labels(destination, "refused").inc()
             raise EgressTlsPolicyError(str(exc)) from exc
+        except Exception:
+            EGRESS_REQUESTS.labels(destination, "error").inc()
+            raise
+        EGRESS_REQUESTS.labels(destination, status_class(response.status_code)).inc()
         facts = response.extensions.get("qhybrid_tls")
         if isinstance(facts, TlsFacts):
             with self._lock:

@@ -52,7 +52,10 @@ def create_db_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # The pool keeps about as many connections as threads that use one at once (FastAPI's thread pool
+    # for the API's reads, a worker's threads): an overflow connection is closed when returned,
+    # so an undersized pool opens a fresh connection per request under load.
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
 class Database:

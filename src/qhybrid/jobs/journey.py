@@ -27,6 +27,7 @@ from qhybrid.backends.base import PermanentBackendError, QuantumBackend, TaskRes
 from qhybrid.backends.registry import BackendRegistry
 from qhybrid.core.config import Settings
 from qhybrid.core.logging import log_context, set_log_state
+from qhybrid.core.metrics import FALLBACKS, PROVIDER_TASK_SECONDS, REMOTE_RESUBMISSIONS, STEP_RETRIES
 from qhybrid.domain.errors import PermanentError, TransientError
 from qhybrid.domain.request import JobRequest, load_stored_request
 from qhybrid.domain.result import JobResult, Prepared
@@ -34,6 +35,7 @@ from qhybrid.domain.states import (
     HAS_REMOTE_TASK,
     REMOTE_STATES,
     TERMINAL_STATES,
+    TERMINAL_TASK_STATES,
     UNSUCCESSFUL_TASK_STATES,
     JobState,
     TaskState,
@@ -314,6 +316,10 @@ class Journey(DecomposedSteps):
             polls=row.polls + 1,
         )
         state = JobState(job.state)
+        if status.state in TERMINAL_TASK_STATES and row.submitted_at is not None:
+            PROVIDER_TASK_SECONDS.labels(job.backend, status.state.value.lower()).observe(
+                max(0.0, (utcnow() - row.submitted_at).total_seconds())
+            )
         if status.state is TaskState.COMPLETED:
             outcome = backend.result(row.task_id)
             self.store.update_remote_task(
@@ -329,6 +335,7 @@ class Journey(DecomposedSteps):
             reason = f"provider task {row.task_id} {status.state.value.lower()}: {why}"
             if job.attempt < self.settings.max_remote_attempts:
                 self._move(job, owner, JobState.SUBMITTING, detail=reason, attempt=job.attempt + 1)
+                REMOTE_RESUBMISSIONS.labels(job.backend).inc()
                 self._submit(self._reload(job.id, owner), owner)
                 return False
             self._give_up(job.id, owner, f"{reason} (after {job.attempt} attempts)", job=job)
@@ -431,6 +438,7 @@ class Journey(DecomposedSteps):
         if self.store.release(
             job_id, owner=owner, step_failures=failures, last_error=_describe(exc), next_poll_at=when
         ):
+            STEP_RETRIES.labels(JobState(job.state).api_name).inc()
             self.queue.kick_at(job_id, when)
 
     def _give_up(self, job_id: str, owner: str, reason: str, *, job: Job | None = None) -> None:
@@ -462,6 +470,7 @@ class Journey(DecomposedSteps):
         )
         if not moved:
             return
+        FALLBACKS.labels(state.api_name).inc()
         try:
             self._run(job_id, owner)
         except _LostLeaseError:

@@ -47,6 +47,7 @@ from qhybrid.domain.result import (
     Refined,
     SampleReport,
     Source,
+    TopSample,
 )
 from qhybrid.jobs import attribution
 from qhybrid.portfolio import baselines
@@ -528,6 +529,7 @@ def finish(
                     )
                 ),
                 "samples": samples,
+                "top_samples": top_samples(formulation, judged, classical.best.bits),
                 "best_share": processed.quantum_best_share,
                 "optimum_share": processed.optimum_share,
                 "optimum_in_samples": processed.optimum_in_samples,
@@ -544,6 +546,37 @@ def finish(
         run=run,
         report=moments.report,
     )
+
+
+#: Outcomes a result lists in ``quantum.top_samples``.
+TOP_SAMPLES = 12
+
+
+def top_samples(
+    formulation: Formulation, judged: Judged, optimum_bits: tuple[int, ...], limit: int = TOP_SAMPLES
+) -> list[TopSample]:
+    """The most frequent de-obfuscated outcomes, judged on the true problem, most frequent first.
+
+    Ties in frequency go to the lower objective, so the list does not depend on the counts' order.
+    """
+    objectives = formulation.objective(judged.unique)
+    order = np.lexsort((objectives, -judged.counts))[:limit]
+    optimum = tuple(int(b) for b in optimum_bits)
+    samples = []
+    for k in order:
+        portfolio = _portfolio(formulation, judged.unique[k])
+        samples.append(
+            TopSample(
+                selected=portfolio.selected,
+                bits=portfolio.bits,
+                lots=portfolio.lots,
+                count=int(judged.counts[k]),
+                objective=portfolio.objective,
+                feasible=bool(judged.feasible[k]),
+                optimum=tuple(portfolio.bits) == optimum,
+            )
+        )
+    return samples
 
 
 def fall_back(

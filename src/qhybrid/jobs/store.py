@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, text, update
+from sqlalchemy import Insert, Table, Text, and_, bindparam, cast, func, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
+from qhybrid.core.metrics import JOB_TRANSITIONS, STATE_SECONDS
 from qhybrid.domain.request import REQUEST_VERSION
 from qhybrid.domain.states import TERMINAL_STATES, JobState, check_transition
 from qhybrid.jobs.database import Database
@@ -27,6 +30,72 @@ from qhybrid.jobs.tenants import DEFAULT_TENANT
 
 #: No job is older than this; a cursor before it was not written by the API.
 MIN_CURSOR_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """An ACCEPTED job to insert, as the API decided it.
+
+    Attributes:
+        request_json: The request document as JSON text: serialised once, hashed and stored as is.
+    """
+
+    id: str
+    request_json: str
+    request_hash: str
+    backend: str
+    shots: int
+    deadline_at: datetime
+    idempotency_key: str | None = None
+    cost: dict[str, Any] | None = None
+    request_version: int = REQUEST_VERSION
+    tenant: str = DEFAULT_TENANT
+
+    @property
+    def estimated_cost(self) -> float | None:
+        """The cost estimate in USD, summed by the tenant's daily cap."""
+        estimated = (self.cost or {}).get("estimated")
+        return float(estimated) if isinstance(estimated, int | float) else None
+
+    def row(self, created_at: datetime) -> dict[str, Any]:
+        """The ``jobs`` row's values; the request as ``request_text`` (JSON, see ``JobStore``)."""
+        return {
+            "id": self.id,
+            "tenant": self.tenant,
+            "estimated_cost": self.estimated_cost,
+            "state": JobState.ACCEPTED.value,
+            "backend": self.backend,
+            "shots": self.shots,
+            "request_text": self.request_json,
+            "request_version": self.request_version,
+            "request_hash": self.request_hash,
+            "idempotency_key": self.idempotency_key,
+            "attempt": 0,
+            "step_failures": 0,
+            "cancel_requested": False,
+            "deadline_at": self.deadline_at,
+            "cost": self.cost,
+            "version": 1,
+            "created_at": created_at,
+            "updated_at": created_at,
+        }
+
+    def as_job(self, created_at: datetime, *, request: dict[str, Any] | None = None) -> Job:
+        """The row as stored (a detached ``Job``); ``request`` is left unset unless given."""
+        values = self.row(created_at)
+        del values["request_text"]
+        return Job(**values, request=request)
+
+
+def _table(model: type[Job] | type[JobEvent]) -> Table:
+    """The Core table of a mapped class (typed as a ``Table``, which it is)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+#: The first event of every job (executemany: one statement for a whole group commit).
+_INSERT_EVENTS = insert(_table(JobEvent))
 
 
 class IdempotencyConflictError(Exception):
@@ -86,6 +155,20 @@ class CancelOutcome:
     immediate: bool
 
 
+@dataclass(frozen=True)
+class _Moved:
+    """A transition written in the current transaction, to count once it commits."""
+
+    source: JobState
+    target: JobState
+    seconds_in_source: float | None
+
+    def count(self) -> None:
+        JOB_TRANSITIONS.labels(self.source.api_name, self.target.api_name).inc()
+        if self.seconds_in_source is not None:
+            STATE_SECONDS.labels(self.source.api_name).observe(max(0.0, self.seconds_in_source))
+
+
 def _encode_cursor(job: Job) -> str:
     raw = f"{job.created_at.isoformat()}|{job.id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -124,6 +207,11 @@ class JobStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # The request arrives as JSON text: PostgreSQL casts it to JSONB itself and SQLite stores
+        # the text, so the document is not decoded and encoded again on the way in.
+        text_param = bindparam("request_text", type_=Text)
+        request_value = text_param if db.is_sqlite else cast(text_param, JSONB)
+        self._insert_jobs: Insert = insert(_table(Job)).values(request=request_value)
 
     # ----------------------------------------------------------------------------- API side
 
@@ -131,7 +219,7 @@ class JobStore:
         self,
         *,
         job_id: str,
-        request: dict[str, Any],
+        request: dict[str, Any] | str,
         request_hash: str,
         backend: str,
         shots: int,
@@ -146,6 +234,19 @@ class JobStore:
 
         Idempotency keys are the tenant's own: the same key sent by another tenant is a new job.
 
+        Args:
+            job_id: The new job's id.
+            request: The request document, or its JSON text (serialised once by the caller).
+            request_hash: Hash of the request, compared when an idempotency key is reused.
+            backend: Backend name.
+            shots: Shots, with the deployment's default resolved.
+            deadline_at: When the job answers classically if the QPU has not.
+            idempotency_key: The client's ``Idempotency-Key``, if any.
+            cost: The cost estimate, as JSON.
+            request_version: Version of the request document.
+            tenant: The tenant the job belongs to.
+            caps: The tenant's caps, checked in the inserting transaction.
+
         Returns:
             The job and whether it was created now (False: an earlier job with the same key).
 
@@ -154,71 +255,118 @@ class JobStore:
             TenantCapError: If the new job would break one of the tenant's ``caps`` (a replay of
                 an idempotency key never does: it creates nothing).
         """
+        new = NewJob(
+            id=job_id,
+            request_json=request if isinstance(request, str) else json.dumps(request),
+            request_hash=request_hash,
+            backend=backend,
+            shots=shots,
+            deadline_at=deadline_at,
+            idempotency_key=idempotency_key,
+            cost=cost,
+            request_version=request_version,
+            tenant=tenant,
+        )
         if idempotency_key is not None:
-            existing = self._by_idempotency_key(tenant, idempotency_key, request_hash)
+            existing = self._by_idempotency_key(new)
             if existing is not None:
                 return existing, False
-        now = utcnow()
-        estimated = (cost or {}).get("estimated")
-        values: dict[str, Any] = {
-            "id": job_id,
-            "tenant": tenant,
-            "estimated_cost": float(estimated) if isinstance(estimated, int | float) else None,
-            "state": JobState.ACCEPTED.value,
-            "backend": backend,
-            "shots": shots,
-            "request": request,
-            "request_version": request_version,
-            "request_hash": request_hash,
-            "idempotency_key": idempotency_key,
-            "attempt": 0,
-            "step_failures": 0,
-            "cancel_requested": False,
-            "deadline_at": deadline_at,
-            "cost": cost,
-            "version": 1,
-            "created_at": now,
-            "updated_at": now,
-        }
         try:
-            # Plain INSERTs rather than the ORM unit of work: this is the accept path, where every
-            # round trip and every millisecond of CPU shows up in the p99.
-            with self.db.write() as session:
-                if caps is not None and (caps.max_active is not None or caps.max_cost_per_day is not None):
-                    self._check_caps(session, tenant, caps, values["estimated_cost"], now)
-                session.execute(insert(Job).values(**values))
-                session.execute(
-                    insert(JobEvent).values(
-                        job_id=job_id, at=now, from_state=None, to_state=JobState.ACCEPTED.value
-                    )
-                )
+            created_at, (refused,) = self.create_jobs([new], caps)
         except IntegrityError:
             # Two retries of one request raced; the loser returns the winner's job.
             if idempotency_key is None:
                 raise
-            existing = self._by_idempotency_key(tenant, idempotency_key, request_hash)
+            existing = self._by_idempotency_key(new)
             if existing is None:
                 raise
             return existing, False
-        return Job(**values), True
+        if refused is not None:
+            raise refused
+        return new.as_job(created_at, request=json.loads(new.request_json)), True
 
-    def _check_caps(
-        self, session: Session, tenant: str, caps: TenantCaps, estimated: float | None, now: datetime
-    ) -> None:
-        # Checked in the transaction that inserts, so two concurrent submissions cannot both pass:
-        # SQLite's writers are serialised by BEGIN IMMEDIATE; PostgreSQL takes a transaction-level
-        # advisory lock per tenant (released at commit), so other tenants never wait.
-        if not self.db.is_sqlite:
+    def create_jobs(
+        self, jobs: Sequence[NewJob], caps: TenantCaps | None = None
+    ) -> tuple[datetime, list[TenantCapError | None]]:
+        """Insert ACCEPTED jobs and their first events in one transaction.
+
+        The accept path's group commit: one transaction and two multi-row INSERTs, whatever the
+        number of jobs. A job that would break its tenant's ``caps`` is left out (the caps count
+        the jobs of the group before it); idempotency keys are not looked up (``create_job`` does).
+
+        Returns:
+            The creation time, and per job ``None`` (stored) or the cap it would break.
+
+        Raises:
+            sqlalchemy.exc.IntegrityError: If an id or an idempotency key exists already (then
+                nothing is stored).
+        """
+        now = utcnow()
+        refused: list[TenantCapError | None] = [None] * len(jobs)
+        if not jobs:
+            return now, refused
+        checked = caps is not None and (caps.max_active is not None or caps.max_cost_per_day is not None)
+        with self.db.write() as session:
+            if checked:
+                assert caps is not None
+                # Jobs of the group already let through count against their tenant's caps.
+                pending: dict[str, tuple[int, float]] = {}
+                self._lock_tenants(session, sorted({new.tenant for new in jobs}))
+                for index, new in enumerate(jobs):
+                    count, cost = pending.get(new.tenant, (0, 0.0))
+                    try:
+                        self._check_caps(session, new.tenant, caps, new.estimated_cost, now, count, cost)
+                    except TenantCapError as exc:
+                        refused[index] = exc
+                        continue
+                    pending[new.tenant] = (count + 1, cost + (new.estimated_cost or 0.0))
+            stored = [new for new, problem in zip(jobs, refused, strict=True) if problem is None]
+            if stored:
+                # Core INSERTs on the tables rather than the ORM unit of work: this is the accept
+                # path, where every round trip and every millisecond of CPU shows up in the p99.
+                session.execute(self._insert_jobs, [new.row(now) for new in stored])
+                session.execute(
+                    _INSERT_EVENTS,
+                    [
+                        {"job_id": new.id, "at": now, "from_state": None, "to_state": JobState.ACCEPTED.value}
+                        for new in stored
+                    ],
+                )
+        return now, refused
+
+    def _lock_tenants(self, session: Session, tenants: Sequence[str]) -> None:
+        # The caps are checked in the transaction that inserts, so two concurrent submissions
+        # cannot both pass: SQLite's writers are serialised by BEGIN IMMEDIATE; PostgreSQL takes a
+        # transaction-level advisory lock per tenant (released at commit), so other tenants never
+        # wait. In sorted order: two groups locking the same tenants cannot deadlock.
+        if self.db.is_sqlite:
+            return
+        for tenant in tenants:
             session.execute(
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"tenant:{tenant}"}
             )
+
+    def _check_caps(
+        self,
+        session: Session,
+        tenant: str,
+        caps: TenantCaps,
+        estimated: float | None,
+        now: datetime,
+        pending_jobs: int = 0,
+        pending_cost: float = 0.0,
+    ) -> None:
         if caps.max_active is not None:
-            active = session.scalar(
-                select(func.count())
-                .select_from(Job)
-                .where(Job.tenant == tenant, Job.state.not_in([s.value for s in TERMINAL_STATES]))
+            active = int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(Job)
+                    .where(Job.tenant == tenant, Job.state.not_in([s.value for s in TERMINAL_STATES]))
+                )
+                or 0
             )
-            if int(active or 0) >= caps.max_active:
+            active += pending_jobs
+            if active >= caps.max_active:
                 raise TenantCapError(
                     "max_active_jobs",
                     f"the tenant has {active} unfinished jobs; at most {caps.max_active} are allowed "
@@ -230,28 +378,38 @@ class JobStore:
                     Job.tenant == tenant, Job.created_at >= now - timedelta(days=1)
                 )
             )
-            total = float(spent or 0.0) + (estimated or 0.0)
+            before = float(spent or 0.0) + pending_cost
+            total = before + (estimated or 0.0)
             if total > caps.max_cost_per_day:
                 raise TenantCapError(
                     "max_cost_per_day",
                     f"estimated cost {total:.2f} USD in the last 24 hours with this job "
-                    f"({float(spent or 0.0):.2f} before it); at most {caps.max_cost_per_day:g} "
+                    f"({before:.2f} before it); at most {caps.max_cost_per_day:g} "
                     "are allowed (QHYBRID_MAX_COST_PER_DAY)",
                 )
 
-    def _by_idempotency_key(self, tenant: str, key: str, request_hash: str) -> Job | None:
+    def _by_idempotency_key(self, new: NewJob) -> Job | None:
         with self.db.read() as session:
             job = session.scalars(
-                select(Job).where(Job.tenant == tenant, Job.idempotency_key == key)
+                select(Job).where(Job.tenant == new.tenant, Job.idempotency_key == new.idempotency_key)
             ).one_or_none()
-        if job is not None and job.request_hash != request_hash:
+        # A job accepted by an older API may have hashed its document differently: the documents
+        # themselves decide then, so an upgrade never turns a genuine retry into a conflict.
+        if (
+            job is not None
+            and job.request_hash != new.request_hash
+            and job.request != json.loads(new.request_json)
+        ):
             raise IdempotencyConflictError("Idempotency-Key was already used for a different request body")
         return job
 
-    def get_job(self, job_id: str) -> Job | None:
-        """The job row, or ``None``."""
+    def get_job(self, job_id: str, *, tenant: str | None = None) -> Job | None:
+        """The job row, or ``None`` (also when ``tenant`` is given and another tenant owns it)."""
         with self.db.read() as session:
-            return session.get(Job, job_id)
+            job = session.get(Job, job_id)
+        if job is None or (tenant is not None and job.tenant != tenant):
+            return None
+        return job
 
     def view(self, job_id: str, *, tenant: str | None = None) -> JobView | None:
         """The job with its events and remote tasks, or ``None`` (also when another tenant owns it).
@@ -280,9 +438,20 @@ class JobStore:
         limit: int,
         cursor: str | None = None,
         state: JobState | None = None,
+        states: Collection[JobState] = (),
         tenant: str | None = None,
     ) -> tuple[list[Job], str | None]:
         """One page of jobs, newest first; only ``tenant``'s when given.
+
+        Only the columns a list shows are loaded: a job's request (its price history) and its
+        program stay in the database.
+
+        Args:
+            limit: Jobs per page.
+            cursor: The previous page's next cursor.
+            state: Only jobs in this state.
+            states: Only jobs in one of these states (with ``state``: in any of them).
+            tenant: Only this tenant's jobs; ``None``: every tenant's.
 
         Returns:
             The jobs and the cursor of the next page (``None`` on the last page).
@@ -290,9 +459,26 @@ class JobStore:
         Raises:
             InvalidCursorError: If ``cursor`` is malformed.
         """
-        query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-        if state is not None:
-            query = query.where(Job.state == state.value)
+        query = (
+            select(Job)
+            .options(
+                load_only(
+                    Job.id,
+                    Job.state,
+                    Job.backend,
+                    Job.created_at,
+                    Job.updated_at,
+                    Job.finished_at,
+                    Job.result,
+                    raiseload=True,
+                )
+            )
+            .order_by(Job.created_at.desc(), Job.id.desc())
+            .limit(limit + 1)
+        )
+        wanted = {s.value for s in states} | ({state.value} if state is not None else set())
+        if wanted:
+            query = query.where(Job.state.in_(sorted(wanted)))
         if tenant is not None:
             query = query.where(Job.tenant == tenant)
         if cursor:
@@ -305,6 +491,40 @@ class JobStore:
         if len(jobs) > limit:
             return jobs[:limit], _encode_cursor(jobs[limit - 1])
         return jobs, None
+
+    def events_after(
+        self, job_id: str, after: int = 0, *, tenant: str | None = None
+    ) -> tuple[JobState, list[JobEvent]] | None:
+        """The job's state and its events with an id above ``after``, oldest first.
+
+        What a stream of the job's transitions reads: the event ids only grow, so the last id
+        sent is all a reader has to remember.
+
+        Args:
+            job_id: The job.
+            after: The last event id already read.
+            tenant: Only a job of this tenant; ``None``: any.
+
+        Returns:
+            ``None`` when there is no such job (or another tenant owns it).
+        """
+        query = select(Job.state).where(Job.id == job_id)
+        if tenant is not None:
+            query = query.where(Job.tenant == tenant)
+        with self.db.read() as session:
+            state = session.scalar(query)
+            if state is None:
+                return None
+            events = session.scalars(
+                select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after).order_by(JobEvent.id)
+            ).all()
+            return JobState(state), list(events)
+
+    def count_by_state(self) -> dict[JobState, int]:
+        """How many jobs are in each state (states without a job are left out)."""
+        with self.db.read() as session:
+            rows = session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
+        return {JobState(state): int(count) for state, count in rows}
 
     def count_jobs(self) -> int:
         """How many jobs exist."""
@@ -335,18 +555,24 @@ class JobStore:
                     actor=actor,
                     fields={"cancel_requested": True},
                 )
-                if moved:
+                if moved is not None:
                     session.flush()
                     session.refresh(job)
-                    return CancelOutcome(job=job, accepted=True, immediate=True)
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.state.not_in([s.value for s in TERMINAL_STATES]))
-                .values(cancel_requested=True, updated_at=now, version=Job.version + 1)
-            )
-            session.flush()
-            session.refresh(job)
-            return CancelOutcome(job=job, accepted=True, immediate=False)
+                    outcome = CancelOutcome(job=job, accepted=True, immediate=True)
+            else:
+                moved = None
+            if moved is None:
+                session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.state.not_in([s.value for s in TERMINAL_STATES]))
+                    .values(cancel_requested=True, updated_at=now, version=Job.version + 1)
+                )
+                session.flush()
+                session.refresh(job)
+                outcome = CancelOutcome(job=job, accepted=True, immediate=False)
+        if moved is not None:
+            moved.count()  # committed: now it happened
+        return outcome
 
     # -------------------------------------------------------------------------- worker side
 
@@ -391,7 +617,7 @@ class JobStore:
             True if the job moved; False if another actor changed it first.
         """
         with self.db.write() as session:
-            return self._move(
+            moved = self._move(
                 session,
                 job_id,
                 source,
@@ -402,6 +628,10 @@ class JobStore:
                 actor=owner,
                 fields=fields,
             )
+        if moved is None:
+            return False
+        moved.count()  # after the commit: a rolled-back move is not counted
+        return True
 
     def _move(
         self,
@@ -415,7 +645,7 @@ class JobStore:
         detail: str | None,
         actor: str | None,
         fields: dict[str, Any],
-    ) -> bool:
+    ) -> _Moved | None:
         check_transition(source, target)
         values: dict[str, Any] = {"state": target.value, "updated_at": now, "version": Job.version + 1}
         if target in TERMINAL_STATES:
@@ -426,7 +656,11 @@ class JobStore:
             update(Job).where(Job.id == job_id, Job.state == source.value, lease_condition).values(**values)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
-            return False
+            return None
+        # When the job entered ``source``: its latest event (an index lookup on job_events.job_id).
+        entered = session.scalar(
+            select(JobEvent.at).where(JobEvent.job_id == job_id).order_by(JobEvent.id.desc()).limit(1)
+        )
         session.add(
             JobEvent(
                 job_id=job_id,
@@ -437,7 +671,7 @@ class JobStore:
                 actor=actor,
             )
         )
-        return True
+        return _Moved(source, target, None if entered is None else (now - entered).total_seconds())
 
     def update_job(self, job_id: str, *, owner: str, **fields: Any) -> bool:
         """Change fields of a live job whose lease ``owner`` holds; no state change.

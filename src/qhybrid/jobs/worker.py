@@ -16,6 +16,7 @@ from collections import Counter
 
 from qhybrid.backends.registry import BackendRegistry
 from qhybrid.core.config import Settings
+from qhybrid.core.metrics import serve_worker_metrics
 from qhybrid.jobs.database import Database
 from qhybrid.jobs.journey import Journey, owner_prefix
 from qhybrid.jobs.queue import make_queue
@@ -78,6 +79,7 @@ class Worker:
             on_stop=self._on_stop,
         )
         reconciler.start()
+        metrics = serve_worker_metrics(self.settings.worker_metrics_port)
         log.info(
             "worker ready: database=%s queue=%s threads=%d",
             self.db.engine.url.get_backend_name(),
@@ -89,6 +91,9 @@ class Worker:
         finally:
             stopping = self._stop_started or time.monotonic()
             reconciler.stop()
+            if metrics is not None:
+                metrics.shutdown()
+                metrics.server_close()
             released = self.release_in_flight()
             self.backends.close()
             self.db.dispose()

@@ -9,7 +9,7 @@ released untouched).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -62,6 +62,11 @@ class JobQueue(ABC):
     @abstractmethod
     def kick(self, job_id: str) -> None:
         """Ask a worker to look at the job now."""
+
+    def kick_many(self, job_ids: Sequence[str]) -> None:
+        """Ask workers to look at several jobs now; engines that can send them in one round trip do."""
+        for job_id in job_ids:
+            self.kick(job_id)
 
     @abstractmethod
     def kick_at(self, job_id: str, when: datetime) -> None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from huey import RedisHuey, SqliteHuey
 from huey.api import Huey
 from huey.consumer import Consumer as HueyConsumer
-from huey.storage import SqliteStorage
+from huey.storage import RedisStorage, SqliteStorage
 
 from qhybrid.core.config import Settings
 from qhybrid.jobs.models import utcnow
@@ -85,6 +86,17 @@ class HueyQueue(JobQueue):
     def kick(self, job_id: str) -> None:
         """Ask a worker to look at the job now."""
         self._advance(job_id)
+
+    def kick_many(self, job_ids: Sequence[str]) -> None:
+        """Ask workers to look at several jobs now: one ``LPUSH`` of every message on Redis."""
+        storage: Any = self.huey.storage
+        if type(storage) is not RedisStorage or len(job_ids) < 2:
+            super().kick_many(job_ids)
+            return
+        # What Huey's enqueue does for each task (this queue sets no priority, expiry or signal
+        # handler), with the messages sent together.
+        messages = [self.huey.serialize_task(self._advance.s(job_id)) for job_id in job_ids]
+        storage.conn.lpush(storage.queue_key, *messages)
 
     def kick_at(self, job_id: str, when: datetime) -> None:
         """Ask a worker to look at the job at ``when`` (kept in Huey's durable schedule)."""

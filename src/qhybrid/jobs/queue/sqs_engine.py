@@ -38,6 +38,7 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
@@ -233,6 +234,24 @@ class SqsQueue(JobQueue):
     def kick(self, job_id: str) -> None:
         """Ask a worker to look at the job now."""
         self.client.send_message(QueueUrl=self.url, MessageBody=job_id)
+
+    def kick_many(self, job_ids: Sequence[str]) -> None:
+        """Ask workers to look at several jobs now: ``SendMessageBatch``, ten messages a call.
+
+        Raises:
+            RuntimeError: If SQS refused some of the messages (the jobs are stored; the
+                reconciler kicks them later).
+        """
+        refused: list[str] = []
+        for start in range(0, len(job_ids), 10):
+            chunk = job_ids[start : start + 10]
+            answer = self.client.send_message_batch(
+                QueueUrl=self.url,
+                Entries=[{"Id": str(index), "MessageBody": job_id} for index, job_id in enumerate(chunk)],
+            )
+            refused += [chunk[int(failed["Id"])] for failed in answer.get("Failed", [])]
+        if refused:
+            raise RuntimeError(f"SQS refused the messages of {len(refused)} job(s): {', '.join(refused)}")
 
     def kick_at(self, job_id: str, when: datetime) -> None:
         """Ask a worker to look at the job at ``when``: ``DelaySeconds``, in hops beyond 15 minutes."""
