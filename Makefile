@@ -4,7 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest browser bench clean
+
+# The dashboard's browser tests drive Debian's chromium through Playwright (which never downloads a
+# browser of its own). As root it is installed when missing; otherwise the message says how.
+CHROMIUM ?= /usr/bin/chromium
 
 # The stamp depends on pyproject.toml, so a changed dependency list rebuilds the environment.
 # pip shows its progress: the first install downloads about 1.4 GB and takes a few minutes.
@@ -28,8 +32,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+browser:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium for the dashboard's browser tests (apt-get)..."; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "the dashboard's browser tests need chromium at $(CHROMIUM): run 'sudo apt-get install -y chromium' (or set CHROMIUM=/path; with CI=true a missing chromium fails them)"; \
+	fi
+
+pytest: $(STAMP) browser
+	QHYBRID_TEST_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
@@ -42,4 +55,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.accept_latency
 
 clean:
-	rm -rf $(VENV) .qhybrid .qhybrid-cloud .qhybrid-demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .qhybrid .qhybrid-cloud .qhybrid-demo .pytest_cache .mypy_cache .ruff_cache tmp

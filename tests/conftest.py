@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from pydantic import SecretStr
 
 from qhybrid.core.config import Settings
 from tests.support.cloud import CloudServer, start_cloud
@@ -174,7 +175,7 @@ def cloud_settings(settings: Settings, cloud_process: CloudServer) -> Settings:
     return settings.model_copy(
         update={
             "cloud_url": cloud_process.base_url,
-            "cloud_token": cloud_process.token,
+            "cloud_token": SecretStr(cloud_process.token),
             "cloud_ca_file": cloud_process.ca_file,
         }
     )

@@ -56,6 +56,20 @@ def test_rate_limit_per_tenant_answers_429_with_retry_after(settings: Settings) 
         assert len(client.get("/jobs", headers=A).json()["items"]) == 2
 
 
+def test_wrong_keys_from_one_address_get_429_past_the_limit(settings: Settings) -> None:
+    with TestClient(create_app(_keyed(settings, auth_failure_limit="3/minute"))) as client:
+        wrong = {"Authorization": "Bearer guess"}
+        assert [client.get("/jobs", headers=wrong).status_code for _ in range(3)] == [401, 401, 401]
+        refused = client.post("/optimize_portfolio", json=valid_request(), headers=wrong)
+        assert refused.status_code == 429
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert refused.json()["errors"][0]["field"] == "authorization"
+        assert "QHYBRID_AUTH_FAILURE_LIMIT" in refused.json()["message"]
+        assert client.get("/jobs").status_code == 429  # no key at all counts as a failure too
+        # Only failures count: a valid key from the same address still works.
+        assert client.get("/jobs", headers=A).status_code == 200
+
+
 @pytest.fixture
 def limit_queue(queue_name: str, redis_server: str) -> Iterator[str]:
     """A Huey queue name on Redis; the limiter's keys under it are removed afterwards."""
@@ -88,6 +102,9 @@ def test_rate_limit_setting_is_validated() -> None:
         Settings(rate_limit="lots")
     with pytest.raises(ValueError, match="rate_limit"):
         Settings(rate_limit="0/minute")
+    with pytest.raises(ValueError, match="auth_failure_limit"):
+        Settings(auth_failure_limit="often")
+    assert Settings().auth_failure_limit == "60/minute"
 
 
 # ------------------------------------------------------------------------------------ caps

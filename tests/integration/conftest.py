@@ -102,7 +102,7 @@ def start_stack(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[
                 ["-m", "qhybrid", "serve", "--port", str(api_port)],
                 log_dir=stack.folder,
                 env=stack_vars,
-                health_url=f"{stack.api_url}/readyz",
+                health_url=f"{stack.api_url}/healthz",  # /readyz needs a key once keys exist
             )
         )
         stack.start_worker()

@@ -47,7 +47,9 @@ def test_a_worker_run_logs_json_lines_naming_the_job_and_its_state(start_stack: 
     # Each step's lines carry the state the job was in, in journey order.
     assert states[0] == "accepted" and states[-1] == "finalizing"
     assert {"preparing", "submitting", "submitted"} <= set(states)
-    assert all(line["tenant"] is None for line in worker)  # no tenants yet
+    # The job's lines name its tenant (the open API's "default"); lines outside a job name none.
+    assert {line["tenant"] for line in about_the_job} == {"default"}
+    assert all(line["tenant"] is None for line in worker if line["job_id"] is None)
     # The noise is gone: no third-party INFO line (qiskit's transpiler wrote 192 of 239 before).
     noisy = [line for line in worker if not line["logger"].startswith("qhybrid.") and line["level"] == "INFO"]
     assert noisy == []

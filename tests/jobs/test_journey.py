@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import SecretStr
 
 from qhybrid.backends.base import QuantumBackend, TaskStatus
 from qhybrid.core.config import Settings
@@ -171,7 +172,7 @@ def test_unreachable_provider_gets_the_classical_fallback(settings: Settings, co
 
 
 def test_refused_credentials_fail_at_once(cloud_settings: Settings, consumer_for: Any) -> None:
-    services = build(cloud_settings.model_copy(update={"cloud_token": "wrong-token"}))
+    services = build(cloud_settings.model_copy(update={"cloud_token": SecretStr("wrong-token")}))
     consumer_for(services)
     job_id = services.new_job(fallback=False)
     services.queue.kick(job_id)

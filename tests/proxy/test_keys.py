@@ -8,8 +8,18 @@ import stat
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from qhybrid.proxy.keys import KeyVault, KeyVaultError, load_kek
+from qhybrid.proxy.keys import (
+    KekMissingError,
+    KeyVault,
+    KeyVaultError,
+    kek_id,
+    load_kek,
+    load_keyring,
+    sealed_kid,
+    write_keyring,
+)
 from qhybrid.proxy.obfuscation import ObfuscationKey
 
 KEY = ObfuscationKey(3, 5, (4, 0, 2), (True, False, True, False, False), (True, False), 1.7, -0.2, "high")
@@ -116,3 +126,71 @@ def test_load_kek_refuses_a_corrupt_key_file(tmp_path: Path) -> None:
     os.chmod(path, 0o600)
     with pytest.raises(ValueError, match="key file"):
         load_kek(None, path)
+
+
+# ------------------------------------------------------------------- key ids and the keyring
+
+
+def test_a_sealed_key_names_the_kek_that_sealed_it() -> None:
+    vault = KeyVault(KEK)
+    blob = vault.seal(KEY, job_id="j")
+    assert blob[:4] == b"QHK2"
+    assert sealed_kid(blob) == kek_id(KEK) == vault.kid
+    assert len(vault.kid) == 16 and vault.kid not in KEK.hex()
+
+
+def test_keys_sealed_before_key_ids_still_open() -> None:
+    nonce = bytes(12)
+    legacy = b"QHK1" + nonce + AESGCM(KEK).encrypt(nonce, KEY.to_bytes(), b"QHK1" + b"job-7")
+    vault = KeyVault([bytes(32), KEK])  # sealed under an older KEK of the ring
+    assert sealed_kid(legacy) is None
+    assert vault.open(legacy, job_id="job-7") == KEY
+    resealed = vault.reseal(legacy, job_id="job-7")
+    assert sealed_kid(resealed) == kek_id(bytes(32))
+    assert vault.open(resealed, job_id="job-7") == KEY
+    with pytest.raises(KeyVaultError, match="does not open"):
+        vault.open(legacy, job_id="job-8")
+
+
+def test_a_ring_opens_keys_of_every_kek_and_seals_with_the_first() -> None:
+    old, new = KeyVault(KEK), KeyVault([bytes(32), KEK])
+    blob = old.seal(KEY, job_id="j")
+    assert new.open(blob, job_id="j") == KEY
+    assert sealed_kid(new.seal(KEY, job_id="j")) == kek_id(bytes(32))
+    assert new.reseal(new.seal(KEY, job_id="j"), job_id="j")[:12] == b"QHK2" + bytes.fromhex(new.kid)
+
+
+def test_an_unknown_kek_is_named_and_the_ring_reloaded_once() -> None:
+    blob = KeyVault(bytes(32)).seal(KEY, job_id="j")
+    with pytest.raises(
+        KeyVaultError, match=f"key-encryption key {kek_id(bytes(32))}, which is not in the keyring"
+    ):
+        KeyVault(KEK).open(blob, job_id="j")
+    reloads: list[int] = []
+
+    def reload() -> list[bytes]:
+        reloads.append(1)
+        return [bytes(32), KEK]
+
+    vault = KeyVault(KEK, reload=reload)
+    assert vault.open(blob, job_id="j") == KEY  # a rotation happened meanwhile: the file is read again
+    assert vault.open(blob, job_id="j") == KEY
+    assert reloads == [1]
+
+
+def test_a_missing_key_file_is_not_recreated_while_keys_are_sealed(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "kek"
+    with pytest.raises(KekMissingError, match=rf"{path} is missing, but 3 job\(s\) hold keys sealed with it"):
+        load_keyring(None, path, sealed_keys=3)
+    assert not path.exists()
+    assert len(load_keyring(None, path, sealed_keys=0)) == 1  # nothing sealed yet: created
+
+
+def test_the_key_file_and_the_setting_hold_a_ring(tmp_path: Path) -> None:
+    path = tmp_path / "kek"
+    write_keyring(path, [bytes(32), KEK])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_keyring(None, path) == [bytes(32), KEK]
+    assert load_kek(None, path) == bytes(32)
+    setting = f"{base64.b64encode(KEK).decode()}, {base64.b64encode(bytes(32)).decode()}"
+    assert load_keyring(setting, path) == [KEK, bytes(32)]

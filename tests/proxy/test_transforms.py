@@ -71,6 +71,19 @@ def test_rescale_is_affine() -> None:
         rescale(ising, 0.0, 0.0)
 
 
+@pytest.mark.parametrize(
+    ("factor", "shift"), [(-0.8312345, 0.0), (0.8312345, float("nan")), (float("inf"), 1.25)]
+)
+def test_a_refused_rescale_keeps_its_values_out_of_the_message(factor: float, shift: float) -> None:
+    """The factor and shift are key material: the message reaches job events and worker logs."""
+    with pytest.raises(ValueError) as caught:
+        rescale(random_ising(4, 2), factor, shift)
+    text = str(caught.value)
+    assert "positive and finite" in text
+    for secret in ("0.831", "8312345", "1.25", "inf", "nan"):
+        assert secret not in text
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_add_noise_adds_the_returned_noise_problem(seed: int) -> None:
     ising = random_ising(6, seed)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from pydantic import SecretStr
+
 from qhybrid.backends.registry import BackendRegistry
 from qhybrid.core.config import Settings
 from qhybrid.domain.request import JobRequest
@@ -98,7 +100,11 @@ def build(settings: Settings) -> Services:
 def on(settings: Settings, cloud: CloudServer) -> Settings:
     """Settings pointed at ``cloud``."""
     return settings.model_copy(
-        update={"cloud_url": cloud.base_url, "cloud_token": cloud.token, "cloud_ca_file": cloud.ca_file}
+        update={
+            "cloud_url": cloud.base_url,
+            "cloud_token": SecretStr(cloud.token),
+            "cloud_ca_file": cloud.ca_file,
+        }
     )
 
 

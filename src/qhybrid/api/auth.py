@@ -22,6 +22,7 @@ import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from qhybrid.api.middleware import send_error
+from qhybrid.api.ratelimit import RateLimiter
 from qhybrid.core.config import Settings
 from qhybrid.jobs.tenants import DEFAULT_TENANT, KeyStore
 
@@ -156,6 +157,27 @@ class TenantAuth:
         # A known key answers without a thread; anything else asks the database off the loop.
         tenant = auth.cached(token) or await anyio.to_thread.run_sync(auth.resolve, token)
         if tenant is None:
+            # Guessing keys is futile (256 bits) but costs a database lookup each: past the
+            # limit, an address's failures are answered 429 without one.
+            failures: RateLimiter = scope["app"].state.services.auth_failures
+            client = scope.get("client")
+            address = str(client[0]) if client else "unknown"
+            wait = (
+                await anyio.to_thread.run_sync(failures.hit, address)
+                if failures.shared
+                else failures.hit(address)
+            )
+            if wait is not None:
+                await send_error(
+                    send,
+                    429,
+                    "rate_limited",
+                    f"authorization: too many requests without a valid key from this address "
+                    f"(QHYBRID_AUTH_FAILURE_LIMIT {failures.text}); retry in {wait} s",
+                    field="authorization",
+                    headers=[(b"retry-after", str(wait).encode()), (b"connection", b"close")],
+                )
+                return
             # Connection: close: the unread body is never received, the client cannot go on
             # streaming into this connection.
             await send_error(

@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from qhybrid.api.auth import TENANT_STATE, Authenticator
 from qhybrid.api.errors import ApiError
-from qhybrid.api.limits import SubmissionLimiter
+from qhybrid.api.ratelimit import RateLimiter
 from qhybrid.core.config import Settings
 from qhybrid.jobs.database import Database
 from qhybrid.jobs.intake import Intake
@@ -32,7 +32,8 @@ class AppServices:
     store: JobStore
     queue: JobQueue
     auth: Authenticator
-    limiter: SubmissionLimiter
+    limiter: RateLimiter
+    auth_failures: RateLimiter
     intake: Intake
 
 

@@ -15,8 +15,9 @@ from qhybrid import __version__
 from qhybrid.api.auth import Authenticator, TenantAuth
 from qhybrid.api.deps import AppServices
 from qhybrid.api.errors import install_error_handlers
-from qhybrid.api.limits import SubmissionLimiter, SubmissionRateLimit
+from qhybrid.api.limits import SubmissionRateLimit
 from qhybrid.api.middleware import BodySizeLimit, RequestMetrics
+from qhybrid.api.ratelimit import RateLimiter
 from qhybrid.api.routes import health, jobs, metrics, optimize, ui
 from qhybrid.backends.registry import warm_up
 from qhybrid.core.config import Settings, get_settings
@@ -55,7 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store=store,
             queue=queue,
             auth=auth,
-            limiter=SubmissionLimiter(settings),
+            limiter=RateLimiter(settings),
+            auth_failures=RateLimiter(settings, settings.auth_failure_limit or "", namespace="auth-failure"),
             intake=intake,
         )
         auth.warn_if_open()

@@ -32,7 +32,7 @@ from qhybrid.backends.pricing import (
     braket_pricing,
     estimate_qpu_seconds,
 )
-from qhybrid.core.config import Settings
+from qhybrid.core.config import DEV_CLOUD_TOKEN, Settings, is_loopback_url
 from qhybrid.domain.device import Pricing
 from qhybrid.domain.request import DEFAULT_BACKEND
 from qhybrid.gateway.audit import AuditLog
@@ -71,6 +71,21 @@ class BackendName:
 
     kind: str
     device: str
+
+
+def cloud_token(settings: Settings) -> str:
+    """The emulated cloud's bearer token.
+
+    Raises:
+        PermanentBackendError: For the development token and a cloud that is not on loopback
+            (settings copied without validation reach here too).
+    """
+    token = settings.cloud_token.get_secret_value()
+    if token == DEV_CLOUD_TOKEN and not is_loopback_url(settings.cloud_url):
+        raise PermanentBackendError(
+            f"the default development token is refused for {settings.cloud_url}: set QHYBRID_CLOUD_TOKEN"
+        )
+    return token
 
 
 def parse_backend_name(name: str) -> BackendName:
@@ -266,7 +281,7 @@ class BackendRegistry:
         cloud = Destination(
             settings.cloud_url,
             emulated_cloud_routes(submissions),
-            authorization=f"Bearer {settings.cloud_token}",
+            authorization=f"Bearer {cloud_token(settings)}",
         )
         self._egress = EgressClient(
             [cloud],

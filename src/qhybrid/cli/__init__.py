@@ -1,4 +1,4 @@
-"""The ``qhybrid`` command: serve, worker, cloud, demo, sample, submit, jobs, keys, audit, reconcile.
+"""The ``qhybrid`` command: serve, worker, cloud, demo, sample, submit, jobs, keys, kek, audit, reconcile.
 
 The server commands are here; the client commands (``submit``, ``jobs ...``) are in
 :mod:`qhybrid.cli.jobs`, what they print and their exit codes in :mod:`qhybrid.cli.output`.
@@ -20,10 +20,12 @@ from rich.console import Console
 from qhybrid import __version__
 from qhybrid.cli.jobs import jobs_app
 from qhybrid.cli.jobs import submit as submit_command
+from qhybrid.cli.kek import kek_app
 from qhybrid.cli.keys import keys_app
 from qhybrid.cli.output import EXIT_CODES_HELP, ExitCode, fail, print_result, stderr, stdout
 from qhybrid.cli.settings import checked_database, checked_settings
 from qhybrid.core.config import unknown_variables
+from qhybrid.core.files import UMASK
 from qhybrid.core.logging import configure_logging, logging_config
 
 app = typer.Typer(
@@ -39,6 +41,7 @@ app = typer.Typer(
 )
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(keys_app, name="keys")
+app.add_typer(kek_app, name="kek")
 app.command("submit")(submit_command)
 
 #: Commands that configure logging: they log the unknown-variable warnings in the log format.
@@ -59,7 +62,9 @@ def _main(
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = False,
 ) -> None:
-    """Run before every command: warn about misspelled `QHYBRID_*` variables."""
+    """Run before every command: private files, and a warning about misspelled `QHYBRID_*` variables."""
+    # Everything a command creates (databases, logs, audit, keys, a library's files) is private.
+    os.umask(UMASK)
     if ctx.invoked_subcommand not in _LOGGING_COMMANDS:
         for warning in unknown_variables():
             stderr().print(f"qhybrid: warning: {warning}", markup=False, soft_wrap=True)
@@ -116,11 +121,17 @@ def worker(
 ) -> None:
     """Run a worker: the queue consumer and the reconciler (SIGTERM lets running steps finish)."""
     from qhybrid.jobs.worker import Worker
+    from qhybrid.proxy.keys import KekMissingError
 
     _start_logging(log_level)
     settings = checked_settings()
     checked_database(settings)
-    Worker(settings).run(threads=threads)
+    try:
+        started = Worker(settings)
+    except KekMissingError as exc:
+        # No job is lost: nothing was created or changed; restoring the key lets the worker start.
+        fail(str(exc), ExitCode.REFUSED)
+    started.run(threads=threads)
     # The process is about to end: collecting its heap (numpy, qiskit, scipy...) at interpreter
     # exit took about a second, after the worker had already stopped. Frozen objects are skipped.
     gc.freeze()

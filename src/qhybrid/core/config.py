@@ -9,16 +9,19 @@ Unset, everything falls back to the embedded default: SQLite files under ``./.qh
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from qhybrid.core.files import private_dir
 from qhybrid.domain.device import Pricing
 from qhybrid.domain.privacy import PrivacyLevel
 
@@ -45,6 +48,37 @@ def parse_rate(text: str) -> tuple[int, int] | None:
     if multiple < 1:
         return None
     return int(match.group(1)), multiple * _UNIT_SECONDS[match.group(3).lower()]
+
+
+#: The emulated cloud's development token; refused unless the cloud is on loopback.
+DEV_CLOUD_TOKEN = "local-dev-token"  # noqa: S105 - public on purpose, and refused off loopback
+#: Settings holding URLs that may carry a password; ``repr`` masks it.
+_URL_FIELDS = frozenset({"database_url", "redis_url", "queue_url", "cloud_url", "ibm_url"})
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url``'s host is ``localhost`` or a loopback address."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def mask_url(url: str) -> str:
+    """``url`` with the password of its user part replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparsable URL>"
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 #: URL schemes ``QHYBRID_QUEUE_URL`` accepts.
@@ -75,7 +109,10 @@ class Settings(BaseSettings):
         default=None,
         description="PEM certificate to verify the cloud with (the emulated cloud's is self-signed).",
     )
-    cloud_token: str = Field(default="local-dev-token", description="Bearer token for the cloud.")
+    cloud_token: SecretStr = Field(
+        default=SecretStr(DEV_CLOUD_TOKEN),
+        description="Bearer token for the cloud; the default is refused unless the cloud is on loopback.",
+    )
     cloud_device: str = Field(default="emulator", description="Device name on the emulated cloud.")
     cloud_price_per_task: float = Field(default=0.0, ge=0, description="Price list of the emulated cloud.")
     cloud_price_per_shot: float = Field(default=0.0, ge=0, description="Price list of the emulated cloud.")
@@ -140,6 +177,10 @@ class Settings(BaseSettings):
         default=None,
         description="Submissions per tenant, e.g. '60/minute' (also second, hour, day); unset: no limit. "
         "Counted in Redis when the queue is Redis, else in each API process.",
+    )
+    auth_failure_limit: str | None = Field(
+        default="60/minute",
+        description="Requests without a valid key per client address (then 429); unset: no limit.",
     )
     max_active_jobs_per_tenant: int | None = Field(
         default=None, ge=1, description="Jobs a tenant may have unfinished at once; unset: no cap."
@@ -273,14 +314,15 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "auth_failure_limit")
     @classmethod
-    def _rate(cls, value: str | None) -> str | None:
+    def _rate(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or not value.strip():
             return None
         if parse_rate(value) is None:
             raise ValueError(
-                f"rate_limit: expected '<count>/<second|minute|hour|day>' (e.g. '60/minute'), got {value!r}"
+                f"{info.field_name}: expected '<count>/<second|minute|hour|day>' (e.g. '60/minute'), "
+                f"got {value!r}"
             )
         return value.strip()
 
@@ -295,6 +337,22 @@ class Settings(BaseSettings):
                 f"queue_url: the scheme must be one of {', '.join(sorted(QUEUE_SCHEMES))}, got {scheme!r}"
             )
         return value.strip()
+
+    @model_validator(mode="after")
+    def _dev_token_on_loopback_only(self) -> Settings:
+        # The development token is public (it is in this file): sending it to a real host would
+        # authenticate nothing, or worse, authenticate as whoever else uses it.
+        if self.cloud_token.get_secret_value() == DEV_CLOUD_TOKEN and not is_loopback_url(self.cloud_url):
+            raise ValueError(
+                f"cloud_token: the default development token is accepted only for a cloud on loopback; "
+                f"set QHYBRID_CLOUD_TOKEN for {self.cloud_url}"
+            )
+        return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """The fields as ``repr`` shows them: passwords inside URLs masked (secrets already are)."""
+        for name, value in super().__repr_args__():
+            yield name, mask_url(value) if name in _URL_FIELDS and isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _one_queue(self) -> Settings:
@@ -365,8 +423,8 @@ class Settings(BaseSettings):
         return self.data_dir / "queue.db"
 
     def ensure_dirs(self) -> None:
-        """Create the data directory for the embedded default."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """Create the data directory for the embedded default, ``0700`` (tightened if it exists)."""
+        private_dir(self.data_dir)
 
 
 #: ``QHYBRID_*`` variables that are not settings fields: read by the command line, the client and

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
+
+from qhybrid.core.files import DIR_MODE, FILE_MODE, private_file
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant works; it only has to be the same for every qhybrid process on one database.
@@ -42,13 +45,17 @@ def _configure_sqlite(engine: Engine) -> None:
 def create_db_engine(url: str) -> Engine:
     """An engine for ``url`` with the settings qhybrid relies on.
 
-    SQLite files get WAL mode, a 30 s busy timeout and immediate write transactions; their parent
-    folder is created. PostgreSQL connections are pre-pinged, so a restarted server is survived.
+    SQLite files get WAL mode, a 30 s busy timeout and immediate write transactions; the file is
+    created ``0600`` (its parent folder ``0700``) before SQLite opens it. PostgreSQL connections
+    are pre-pinged, so a restarted server is survived.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            Path(parsed.database).parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            # Names and amounts are in there in clear: 0600 before SQLite first opens it (its
+            # -wal and -shm files take the database file's mode).
+            private_file(Path(parsed.database))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _configure_sqlite(engine)
         return engine
@@ -107,7 +114,8 @@ class Database:
                 yield
                 return
             lock_path = Path(database).with_suffix(".migrate.lock")
-            with lock_path.open("a") as handle:
+            descriptor = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+            with os.fdopen(descriptor, "a") as handle:
                 fcntl.flock(handle, fcntl.LOCK_EX)
                 try:
                     yield

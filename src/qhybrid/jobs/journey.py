@@ -47,7 +47,7 @@ from qhybrid.jobs.models import Job, RemoteTask, utcnow
 from qhybrid.jobs.queue import JobQueue
 from qhybrid.jobs.sizing import is_decomposed
 from qhybrid.jobs.store import JobStore
-from qhybrid.proxy.keys import KeyVault, load_kek
+from qhybrid.proxy.keys import KekMissingError, KeyVault, load_keyring, sealed_kid
 
 log = logging.getLogger("qhybrid.worker")
 
@@ -99,10 +99,39 @@ def _sampling_seconds(row: RemoteTask) -> tuple[float | None, str]:
     return max(0.0, (row.updated_at - row.submitted_at).total_seconds()), "task_wall_time"
 
 
-def vault_from(settings: Settings) -> KeyVault:
-    """The key vault: ``QHYBRID_KEY_ENCRYPTION_KEY``, else a key file under the data dir (0600)."""
+def vault_from(settings: Settings, store: JobStore | None = None) -> KeyVault:
+    """The key vault: ``QHYBRID_KEY_ENCRYPTION_KEY``, else the key file under the data dir (0600).
+
+    With ``store``, the start is refused rather than a job lost: a missing key file is not
+    re-created while any job holds a sealed key, and every unfinished job's key must open with
+    the keyring.
+
+    Raises:
+        KekMissingError: Naming the missing file, or the KEK ids unfinished jobs need.
+    """
     value = settings.key_encryption_key.get_secret_value() if settings.key_encryption_key else None
-    return KeyVault(load_kek(value, settings.kek_path))
+    sealed = store.count_sealed_keys() if store is not None and value is None else 0
+    path = settings.kek_path
+    vault = KeyVault(
+        load_keyring(value, path, sealed_keys=sealed),
+        # A rotation while this process runs: a key sealed under the new KEK reloads the file.
+        reload=None if value is not None else lambda: load_keyring(None, path, sealed_keys=1),
+    )
+    if store is not None:
+        held = set(vault.kids)
+        needed: dict[str, int] = {}
+        for sealed_key in store.sealed_keys(unfinished_only=True):
+            kid = sealed_kid(sealed_key.blob)
+            if kid is not None and kid not in held:
+                needed[kid] = needed.get(kid, 0) + 1
+        if needed:
+            listed = ", ".join(f"{kid} ({count} key(s))" for kid, count in sorted(needed.items()))
+            origin = "QHYBRID_KEY_ENCRYPTION_KEY" if value is not None else str(path)
+            raise KekMissingError(
+                f"unfinished jobs hold keys sealed with key-encryption keys that {origin} does not "
+                f"hold: {listed}; restore them and start again"
+            )
+    return vault
 
 
 def _request(job: Job) -> JobRequest:
@@ -171,7 +200,7 @@ class Journey(DecomposedSteps):
         self.store = store
         self.queue = queue
         self.backends = backends
-        self.vault = vault or vault_from(settings)
+        self.vault = vault or vault_from(settings, store)
 
     # ------------------------------------------------------------------ the entry point
 
@@ -186,11 +215,11 @@ class Journey(DecomposedSteps):
             current_job(job_id),
             log_context(job_id=job_id, tenant=job.tenant, state=JobState(job.state).api_name),
         ):
-            self._advance_claimed(job_id, owner)
+            self._advance_claimed(job_id, owner, job)
 
-    def _advance_claimed(self, job_id: str, owner: str) -> None:
+    def _advance_claimed(self, job_id: str, owner: str, claimed: Job) -> None:
         try:
-            self._run(job_id, owner)
+            self._run(job_id, owner, claimed)
         except _LostLeaseError:
             log.info("job %s changed under worker %s; leaving it", job_id, owner)
         except PERMANENT_ERRORS as exc:
@@ -202,9 +231,11 @@ class Journey(DecomposedSteps):
                 log.exception("job %s: unexpected error", job_id)
             self._retry_later(job_id, owner, exc)
 
-    def _run(self, job_id: str, owner: str) -> None:
+    def _run(self, job_id: str, owner: str, claimed: Job | None = None) -> None:
+        """Run steps until the job waits or ends; ``claimed``: the row as the claim returned it."""
         while True:
-            job = self.store.get_job(job_id)
+            # The claim returned the row as it stands under our lease: the first step needs no read.
+            job, claimed = (claimed, None) if claimed is not None else (self.store.get_job(job_id), None)
             if job is None or job.lease_owner != owner:
                 raise _LostLeaseError(job_id)
             state = JobState(job.state)
@@ -307,14 +338,13 @@ class Journey(DecomposedSteps):
         if row.task_id is None:
             raise PermanentBackendError("remote task has no id in a polling state")
         status = backend.status(row.task_id)
-        self.store.update_remote_task(
-            row.id,
-            state=status.state.value,
-            provider_state=status.provider_state,
-            queue_position=status.queue_position,
-            message=status.message,
-            polls=row.polls + 1,
-        )
+        seen = {
+            "state": status.state.value,
+            "provider_state": status.provider_state,
+            "queue_position": status.queue_position,
+            "message": status.message,
+            "polls": row.polls + 1,
+        }
         state = JobState(job.state)
         if status.state in TERMINAL_TASK_STATES and row.submitted_at is not None:
             PROVIDER_TASK_SECONDS.labels(job.backend, status.state.value.lower()).observe(
@@ -322,14 +352,24 @@ class Journey(DecomposedSteps):
             )
         if status.state is TaskState.COMPLETED:
             outcome = backend.result(row.task_id)
-            self.store.update_remote_task(
-                row.id,
-                counts=outcome.counts,
-                details={"shots": outcome.shots, **outcome.metadata, "link": backend.link()},
-            )
             cost = actual_cost(job.cost, backend, outcome)
-            self._move(job, owner, JobState.FINALIZING, detail=f"task {row.task_id} completed", cost=cost)
+            # The status, the counts and the move to FINALIZING in one transaction: a worker that
+            # dies before it leaves the job polling, and the next poll asks the provider again.
+            counts = {
+                **seen,
+                "counts": outcome.counts,
+                "details": {"shots": outcome.shots, **outcome.metadata, "link": backend.link()},
+            }
+            self._move(
+                job,
+                owner,
+                JobState.FINALIZING,
+                detail=f"task {row.task_id} completed",
+                task_update=(row.id, counts),
+                cost=cost,
+            )
             return True
+        self.store.update_remote_task(row.id, **seen)
         if status.state in UNSUCCESSFUL_TASK_STATES:
             why = status.message or "no reason given"
             reason = f"provider task {row.task_id} {status.state.value.lower()}: {why}"
@@ -345,7 +385,7 @@ class Journey(DecomposedSteps):
         )
         next_poll = utcnow() + timedelta(seconds=interval)
         target = JobState.REMOTE_RUNNING if status.state is TaskState.RUNNING else JobState.REMOTE_QUEUED
-        schedule = {"next_poll_at": next_poll, "poll_interval": interval}
+        schedule: dict[str, Any] = {"next_poll_at": next_poll, "poll_interval": interval}
         if target is not state and not (
             state is JobState.REMOTE_RUNNING and target is JobState.REMOTE_QUEUED
         ):
@@ -536,15 +576,25 @@ class Journey(DecomposedSteps):
         *,
         detail: str | None = None,
         release: bool = False,
+        task_update: tuple[int, dict[str, Any]] | None = None,
         **fields: Any,
     ) -> None:
-        """Transition, resetting the retry bookkeeping; ``release`` also hands back the lease."""
+        """Transition, resetting the retry bookkeeping; ``release`` also hands back the lease.
+
+        ``task_update`` (a remote task row's id and fields) is written in the same transaction.
+        """
         values: dict[str, Any] = {"step_failures": 0, "last_error": None, "next_poll_at": None}
         if release:
             values.update(lease_owner=None, lease_expires_at=None)
         values.update(fields)
         moved = self.store.transition(
-            job.id, owner=owner, source=JobState(job.state), target=target, detail=detail, **values
+            job.id,
+            owner=owner,
+            source=JobState(job.state),
+            target=target,
+            detail=detail,
+            task_update=task_update,
+            **values,
         )
         if not moved:
             raise _LostLeaseError(job.id)

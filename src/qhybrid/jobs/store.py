@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -129,6 +129,22 @@ class TenantCaps:
 
 class InvalidCursorError(ValueError):
     """A paging cursor that this store did not produce."""
+
+
+@dataclass(frozen=True)
+class SealedKey:
+    """A sealed obfuscation key as stored.
+
+    Attributes:
+        job_id: The job it belongs to.
+        part: ``None`` for the job's own key; ``(round, part)`` for a decomposed job's sub-problem,
+            whose key is sealed for that task too (``jobs.subproblems.task_name``).
+        blob: The sealed bytes.
+    """
+
+    job_id: str
+    part: tuple[int, int] | None
+    blob: bytes
 
 
 @dataclass(frozen=True)
@@ -584,7 +600,9 @@ class JobStore:
         """
         now = utcnow()
         with self.db.write() as session:
-            result = session.execute(
+            # One statement: the conditional UPDATE hands the claimed row back (RETURNING), where
+            # an UPDATE and a SELECT were two round trips on every step of every job.
+            return session.scalars(
                 update(Job)
                 .where(
                     Job.id == job_id,
@@ -592,10 +610,9 @@ class JobStore:
                     or_(_lease_free(now), Job.lease_owner == owner),
                 )
                 .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds))
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                return None
-            return session.get(Job, job_id)
+                .returning(Job),
+                execution_options={"synchronize_session": False},
+            ).one_or_none()
 
     def transition(
         self,
@@ -605,17 +622,20 @@ class JobStore:
         source: JobState,
         target: JobState,
         detail: str | None = None,
+        task_update: tuple[int, dict[str, Any]] | None = None,
         **fields: Any,
     ) -> bool:
         """Move the job ``source -> target`` if it is still in ``source`` under ``owner``'s lease.
 
         ``owner=None`` moves a job that nobody holds a live lease on. Entering a terminal state
         clears the lease and the poll schedule and stamps ``finished_at``. The event row is
-        written in the same transaction.
+        written in the same transaction, and so is ``task_update`` (a remote task row's id and
+        fields), only if the job moved.
 
         Returns:
             True if the job moved; False if another actor changed it first.
         """
+        now = utcnow()
         with self.db.write() as session:
             moved = self._move(
                 session,
@@ -623,11 +643,16 @@ class JobStore:
                 source,
                 target,
                 owner=owner,
-                now=utcnow(),
+                now=now,
                 detail=detail,
                 actor=owner,
                 fields=fields,
             )
+            if moved is not None and task_update is not None:
+                row_id, task_fields = task_update
+                session.execute(
+                    update(RemoteTask).where(RemoteTask.id == row_id).values(updated_at=now, **task_fields)
+                )
         if moved is None:
             return False
         moved.count()  # after the commit: a rolled-back move is not counted
@@ -764,6 +789,74 @@ class JobStore:
             session.execute(
                 update(RemoteTask).where(RemoteTask.id == task_row_id).values(updated_at=utcnow(), **fields)
             )
+
+    # ------------------------------------------------------------------------- sealed keys
+
+    def count_sealed_keys(self) -> int:
+        """How many sealed obfuscation keys exist: jobs' and sub-problems' (finished jobs included)."""
+        with self.db.read() as session:
+            jobs = session.scalar(select(func.count()).select_from(Job).where(Job.proxy_key.is_not(None)))
+            tasks = session.scalar(
+                select(func.count()).select_from(RemoteTask).where(RemoteTask.proxy_key.is_not(None))
+            )
+        return int(jobs or 0) + int(tasks or 0)
+
+    def sealed_keys(self, *, unfinished_only: bool = False) -> list[SealedKey]:
+        """Every sealed key (a job's, or a decomposed job's sub-problem's), or the unfinished jobs' only."""
+        unfinished = Job.state.not_in([s.value for s in TERMINAL_STATES])
+        jobs = select(Job.id, Job.proxy_key).where(Job.proxy_key.is_not(None))
+        tasks = (
+            select(RemoteTask.job_id, RemoteTask.round, RemoteTask.part, RemoteTask.proxy_key)
+            .join(Job, Job.id == RemoteTask.job_id)
+            .where(RemoteTask.proxy_key.is_not(None))
+        )
+        if unfinished_only:
+            jobs, tasks = jobs.where(unfinished), tasks.where(unfinished)
+        with self.db.read() as session:
+            found = [SealedKey(str(row.id), None, bytes(row.proxy_key)) for row in session.execute(jobs)]
+            found += [
+                SealedKey(str(row.job_id), (int(row.round), int(row.part)), bytes(row.proxy_key))
+                for row in session.execute(tasks)
+            ]
+        return found
+
+    def reseal_keys(self, reseal: Callable[[SealedKey], bytes]) -> tuple[int, int]:
+        """Replace every sealed key (jobs' and sub-problems') by ``reseal(key)``, in one transaction.
+
+        Rows are locked while it runs (PostgreSQL: ``FOR UPDATE``; SQLite: the write lock), so a
+        worker sealing a new key meanwhile waits and writes after; if any key fails to re-seal,
+        nothing changes.
+
+        Returns:
+            How many sealed keys there are, and how many changed.
+        """
+        changed = total = 0
+        with self.db.write() as session:
+            jobs = session.execute(
+                select(Job.id, Job.proxy_key).where(Job.proxy_key.is_not(None)).with_for_update()
+            ).all()
+            for row in jobs:
+                blob = bytes(row.proxy_key)
+                new = reseal(SealedKey(str(row.id), None, blob))
+                total += 1
+                if new != blob:
+                    session.execute(update(Job).where(Job.id == row.id).values(proxy_key=new))
+                    changed += 1
+            tasks = session.execute(
+                select(
+                    RemoteTask.id, RemoteTask.job_id, RemoteTask.round, RemoteTask.part, RemoteTask.proxy_key
+                )
+                .where(RemoteTask.proxy_key.is_not(None))
+                .with_for_update()
+            ).all()
+            for task in tasks:
+                blob = bytes(task.proxy_key)
+                new = reseal(SealedKey(str(task.job_id), (int(task.round), int(task.part)), blob))
+                total += 1
+                if new != blob:
+                    session.execute(update(RemoteTask).where(RemoteTask.id == task.id).values(proxy_key=new))
+                    changed += 1
+        return total, changed
 
     # --------------------------------------------------------------------------- reconciler
 

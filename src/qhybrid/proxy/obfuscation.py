@@ -295,7 +295,7 @@ class ObfuscationKey:
                 level=_checked_level(str(document["level"])),
             )
         except (KeyError, TypeError) as error:
-            raise ValueError(f"incomplete obfuscation key: {error}") from error
+            raise ValueError(f"incomplete obfuscation key ({type(error).__name__})") from error
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,8 @@ def flip_spins(ising: Ising, flips: BoolArray) -> Ising:
 def rescale(ising: Ising, factor: float, shift: float) -> Ising:
     """``E' = factor·E + shift`` (``factor > 0`` keeps the order of all energies)."""
     if not factor > 0.0 or not np.isfinite(factor) or not np.isfinite(shift):
-        raise ValueError(f"factor must be positive and finite, got {factor}")
+        # The values are key material: they must never reach an error text, an event or a log.
+        raise ValueError("factor must be positive and finite, and shift finite (values withheld)")
     return Ising(
         h=factor * ising.h,
         couplings=factor * ising.couplings,

@@ -19,6 +19,7 @@ from huey.consumer import Consumer as HueyConsumer
 from huey.storage import RedisStorage, SqliteStorage
 
 from qhybrid.core.config import Settings
+from qhybrid.core.files import private_file
 from qhybrid.jobs.models import utcnow
 from qhybrid.jobs.queue.base import Consumer, JobHandler, JobQueue, StopHandler
 
@@ -60,6 +61,7 @@ def make_huey(settings: Settings) -> Huey:
     if redis_url:
         return RedisHuey(name=settings.queue_name, url=redis_url, results=False, utc=True)
     settings.ensure_dirs()
+    private_file(settings.queue_path)  # job ids and their timing: the owner's only
     return _SqliteHuey(
         name=settings.queue_name, filename=str(settings.queue_path), results=False, utc=True, timeout=30
     )
