@@ -43,7 +43,14 @@ from qhybrid.client import (
     JobTimeoutError,
     JobUpdate,
 )
-from qhybrid.domain.result import Contribution, JobResult, Portfolio, QuantumRun, SamplerReport
+from qhybrid.domain.result import (
+    Contribution,
+    Decomposition,
+    JobResult,
+    Portfolio,
+    QuantumRun,
+    SamplerReport,
+)
 
 
 class ExitCode(IntEnum):
@@ -240,6 +247,9 @@ def print_result(console: Console, job: JobDocument) -> None:
     table.add_row("variance", *(f"{column.variance:.6g}" for _, column in columns))
     table.add_row("objective", *(f"{column.objective:.6g}" for _, column in columns))
     console.print(table)
+    if result.decomposition is not None and result.fallback is None:
+        _print_decomposition(console, result, result.decomposition)
+        return
     if result.fallback is not None or result.quantum is None:
         reason = result.fallback.reason if result.fallback is not None else "no QPU run"
         console.print(
@@ -295,6 +305,19 @@ def print_contribution(console: Console, contribution: Contribution) -> None:
     console.print(table)
     verdict = "[green]circuit helped[/]" if contribution.circuit_helped else "[yellow]circuit did not help[/]"
     console.print(f"{verdict}: {escape(contribution.verdict)}", soft_wrap=True)
+
+
+def _print_decomposition(console: Console, result: JobResult, block: Decomposition) -> None:
+    taken = sum(len(r.improved_parts) for r in block.rounds)
+    round_note = "" if block.final_round is None else f" (round {block.final_round})"
+    console.print(
+        f"{result.source}: decomposed, {block.assets} assets in sub-problems of at most "
+        f"{block.subproblem_qubits} qubits; {block.subproblems_sent} sub-problems sent to the QPU in "
+        f"{len(block.rounds)} rounds, {taken} of their sampled answers improved the portfolio\n"
+        f"classical start {block.start.objective:.6g} ({block.start.method}) -> {block.final_objective:.6g}; "
+        f"the answer comes from: {block.final_step}{round_note}",
+        soft_wrap=True,
+    )
 
 
 def _print_quantum_run(console: Console, result: JobResult, quantum: QuantumRun) -> None:

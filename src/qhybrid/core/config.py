@@ -239,7 +239,10 @@ class Settings(BaseSettings):
         default=4, ge=1, le=100, description="Rounds of a decomposed job at most."
     )
     decomposition_seconds: float = Field(
-        default=30.0, gt=0, description="No new round of a decomposed job starts after this many seconds."
+        default=30.0,
+        gt=0,
+        description="Time budget of a decomposed job's rounds: no new round starts that would, at the "
+        "rounds' average pace, end later than this after the classical start.",
     )
     decomposition_start_seconds: float = Field(
         default=2.0, gt=0, description="Swap-move annealing time of a decomposed job's classical start."
