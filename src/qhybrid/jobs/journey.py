@@ -401,6 +401,12 @@ class Journey(DecomposedSteps):
     def _finalize(self, job: Job, owner: str) -> None:
         """Judge the samples on the true problem, refine, compare with the classical baselines."""
         request = _request(job)
+        if job.fallback_reason is not None and is_decomposed(request, self.settings, None):
+            # Fell back before the decomposition began (e.g. the provider was unreachable in
+            # PREPARING): a universe this large gets the decomposition's classical start, not
+            # the single program's exhaustive baselines.
+            self._finalize_decomposed(job, owner)
+            return
         seed = pipeline.job_seed(request, job.id)
         prepared = None if job.prepared is None else Prepared.model_validate(job.prepared)
         moments = (
