@@ -7,6 +7,7 @@ What needs a worker and a cloud (a result, a classical fallback) is in
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -173,3 +174,32 @@ def test_async_unreachable_is_typed() -> None:
 
     with pytest.raises(ApiUnreachableError):
         asyncio.run(scenario())
+
+
+def test_the_event_stream_yields_every_transition_and_ends_with_the_job(api: str) -> None:
+    with Client(api, KEY) as client:
+        job = client.submit(valid_request())
+        seen: list[JobState] = []
+
+        def follow() -> None:
+            seen.extend(event.status for event in job.stream(timeout=60))
+
+        reader = threading.Thread(target=follow)
+        reader.start()
+        job.cancel()  # no worker: cancelled at once, which ends the stream
+        reader.join(timeout=60)
+        assert not reader.is_alive()
+        assert seen == [JobState.ACCEPTED, JobState.CANCELLED]
+        with pytest.raises(ApiRequestError) as missing:
+            list(client.job("no-such-job").stream(timeout=10))
+        assert missing.value.status_code == 404
+
+    async def follow_async() -> list[tuple[int | None, JobState]]:
+        async with AsyncClient(api, KEY) as client:
+            job = await client.submit(valid_request())
+            await job.cancel()
+            return [(event.id, event.status) async for event in job.stream(timeout=60)]
+
+    events = asyncio.run(follow_async())
+    assert [status for _, status in events] == [JobState.ACCEPTED, JobState.CANCELLED]
+    assert all(event_id is not None for event_id, _ in events)

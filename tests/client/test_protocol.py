@@ -128,3 +128,23 @@ def test_polling_backs_off_while_nothing_changes_and_starts_over_on_a_change() -
     assert interval == 0.1
     with pytest.raises(ValueError, match="initial <= maximum"):
         Pacing(1.0, 0.5)
+
+
+def test_the_event_parser_reads_messages_and_skips_heartbeats() -> None:
+    from qhybrid.client._protocol import EventParser, ServerEvent
+
+    parser = EventParser()
+    lines = [
+        "retry: 1000",
+        "",
+        ": heartbeat",
+        "",
+        "id: 7",
+        "event: transition",
+        'data: {"a":',
+        "data: 1}",
+        "",
+    ]
+    messages = [message for line in lines if (message := parser.feed(line)) is not None]
+    assert messages == [ServerEvent("transition", '{"a":\n1}', "7")]
+    assert parser.feed("data:x") is None and parser.feed("") == ServerEvent("message", "x", None)

@@ -17,8 +17,10 @@ from qhybrid.domain.states import JobState, TaskState
 from qhybrid.jobs import subproblems
 from qhybrid.portfolio.factor_model import factor_problem
 from qhybrid.proxy.keys import KeyVaultError
+from tests.api.test_large_universes import prices_request
 from tests.support.cloud import CloudServer, start_cloud
 from tests.support.journey import build, on
+from tests.support.processes import free_port
 
 #: Sub-problems of 8 qubits on a 40-asset universe: 3 parts a round, 2 rounds (fast tests).
 SMALL = {
@@ -64,7 +66,8 @@ def slow_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudServer
 def test_a_large_selection_is_solved_by_sub_problems_on_the_qpu_path(
     cloud_settings: Settings, cloud_process: CloudServer, consumer_for: Any
 ) -> None:
-    services = build(cloud_settings.model_copy(update=SMALL))
+    priced = {"cloud_price_per_task": 0.25, "cloud_price_per_shot": 0.001}
+    services = build(cloud_settings.model_copy(update={**SMALL, **priced}))
     consumer_for(services)
     request = decomposed_request()
     job_id = services.complete(request)
@@ -95,6 +98,9 @@ def test_a_large_selection_is_solved_by_sub_problems_on_the_qpu_path(
         assert result.objective == pytest.approx(block.start.objective)
     path = [e.to_state for e in view.events]
     assert path.count("SUBMITTING") == 2 and path[-2:] == ["FINALIZING", "COMPLETED"]
+    # Every sub-problem task is paid for: 0.25 per task + 0.001 per shot.
+    assert view.job.cost is not None
+    assert view.job.cost["actual"] == pytest.approx(len(tasks) * (0.25 + 0.001 * 256))
 
 
 def test_each_sub_problem_key_opens_only_its_own_task(cloud_settings: Settings, consumer_for: Any) -> None:
@@ -226,3 +232,43 @@ def test_the_deadline_answers_with_the_classical_start_marked_as_such(
     assert np.array(result.bits).sum() == 4
     for task in services.store.round_tasks(job_id, 1):
         assert task.state == TaskState.CANCELLED.value
+
+
+def test_an_unreachable_provider_gets_the_classical_start_of_a_large_universe(
+    settings: Settings, consumer_for: Any
+) -> None:
+    # The device cannot even be asked for its size: PREPARING gives up before the loop began.
+    dead = f"https://127.0.0.1:{free_port()}"
+    services = build(settings.model_copy(update={**SMALL, "cloud_url": dead, "max_step_retries": 1}))
+    consumer_for(services)
+    job_id = services.new_job(decomposed_request())
+    services.queue.kick(job_id)
+    assert services.wait_for(job_id, {JobState.FAILED, JobState.COMPLETED}, timeout=60) == "COMPLETED"
+    job = services.store.get_job(job_id)
+    assert job is not None and job.result is not None
+    result = JobResult.model_validate(job.result)
+    assert result.source == "classical_fallback" and result.fallback is not None
+    assert result.decomposition is not None and result.decomposition.rounds == []
+    assert result.decomposition.final_step == "classical_start"
+    assert result.objective == pytest.approx(result.decomposition.start.objective)
+    assert result.found_by in ("greedy+local_search", "swap_annealing")
+
+
+def test_a_large_price_history_is_estimated_here_and_decomposed(
+    cloud_settings: Settings, consumer_for: Any
+) -> None:
+    services = build(cloud_settings.model_copy(update={**SMALL, "decomposition_rounds": 1}))
+    consumer_for(services)
+    body = {**prices_request(40, rows=80), "shots": 256, "options": {"reps": 1, "seed": 2, "maxiter": 20}}
+    job_id = services.complete(body)
+    job = services.store.get_job(job_id)
+    assert job is not None and job.result is not None
+    result = JobResult.model_validate(job.result)
+    assert result.decomposition is not None and result.decomposition.subproblems_sent >= 1
+    assert result.estimate is not None
+    assert (result.estimate.estimator, result.estimate.assets, result.estimate.observations) == (
+        "ledoit_wolf",
+        40,
+        79,
+    )
+    assert len(result.selected) == 4

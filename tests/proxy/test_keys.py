@@ -50,6 +50,20 @@ def test_wrong_job_id_fails() -> None:
         vault.open(blob, job_id="job-2")
 
 
+def test_a_task_key_opens_only_for_its_own_task_of_its_own_job() -> None:
+    vault = KeyVault(KEK)
+    blob = vault.seal(KEY, job_id="job-1", task="r1p0")
+    assert vault.open(blob, job_id="job-1", task="r1p0") == KEY
+    for job_id, task in (("job-1", "r1p1"), ("job-1", "r2p0"), ("job-1", None), ("job-2", "r1p0")):
+        with pytest.raises(KeyVaultError, match="does not open"):
+            vault.open(blob, job_id=job_id, task=task)
+    # Nor does the job's single key open as one of its tasks.
+    with pytest.raises(KeyVaultError):
+        vault.open(vault.seal(KEY, job_id="job-1"), job_id="job-1", task="r1p0")
+    with pytest.raises(ValueError, match="task"):
+        vault.seal(KEY, job_id="job-1", task="")
+
+
 def test_wrong_kek_fails() -> None:
     blob = KeyVault(KEK).seal(KEY, job_id="j")
     with pytest.raises(KeyVaultError):

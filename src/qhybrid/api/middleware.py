@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 
 import anyio
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qhybrid.core.metrics import HTTP_DURATION, HTTP_REQUESTS
@@ -156,6 +157,8 @@ class RequestMetrics:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._durations: dict[tuple[str, str], Histogram] = {}
+        self._counts: dict[tuple[str, str, int], Counter] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the request, then count it."""
@@ -171,8 +174,7 @@ class RequestMetrics:
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 # Streams (server-sent events) last as long as the job: time to the headers.
-                route, method = _route_of(scope), scope["method"]
-                HTTP_DURATION.labels(route, method).observe(time.perf_counter() - started)
+                self._duration(_route_of(scope), scope["method"]).observe(time.perf_counter() - started)
                 timed = True
             await send(message)
 
@@ -181,8 +183,24 @@ class RequestMetrics:
         finally:
             route = _route_of(scope)
             if not timed:
-                HTTP_DURATION.labels(route, scope["method"]).observe(time.perf_counter() - started)
-            HTTP_REQUESTS.labels(route, scope["method"], str(status)).inc()
+                self._duration(route, scope["method"]).observe(time.perf_counter() - started)
+            self._requests(route, scope["method"], status).inc()
+
+    # The labelled children, kept: ``labels()`` takes a lock and builds a key on every call.
+    # Routes, methods and codes are few, so these dictionaries stay small.
+    def _duration(self, route: str, method: str) -> Histogram:
+        key = (route, method)
+        child = self._durations.get(key)
+        if child is None:
+            child = self._durations[key] = HTTP_DURATION.labels(route, method)
+        return child
+
+    def _requests(self, route: str, method: str, status: int) -> Counter:
+        key = (route, method, status)
+        child = self._counts.get(key)
+        if child is None:
+            child = self._counts[key] = HTTP_REQUESTS.labels(route, method, str(status))
+        return child
 
 
 def _route_of(scope: Scope) -> str:

@@ -167,6 +167,59 @@ class Tracker:
         return JobUpdate(job=job, events=new_events, retrying=retrying)
 
 
+#: Pause before reconnecting a dropped event stream (the server's ``retry`` field says the same).
+STREAM_RETRY_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class ServerEvent:
+    """One message of a ``text/event-stream``."""
+
+    event: str
+    data: str
+    id: str | None
+
+
+class EventParser:
+    """Reads a server-sent event stream line by line (the WHATWG rules this API needs).
+
+    Comment lines (heartbeats) and ``retry`` are skipped; a message ends at a blank line.
+    """
+
+    def __init__(self) -> None:
+        self._event = "message"
+        self._data: list[str] = []
+        self._id: str | None = None
+
+    def feed(self, line: str) -> ServerEvent | None:
+        """The message ``line`` completes, if it does."""
+        if not line:
+            message = None
+            if self._data:
+                message = ServerEvent(self._event, "\n".join(self._data), self._id)
+            self._event, self._data, self._id = "message", [], None
+            return message
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        elif name == "id":
+            self._id = value
+        return None
+
+
+def stream_headers(last_event_id: str | None) -> dict[str, str]:
+    """Headers of ``GET /jobs/{id}/events``, resuming after ``last_event_id`` when given."""
+    headers = {"Accept": "text/event-stream"}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    return headers
+
+
 def result_of(job: JobDocument, *, require_quantum: bool = False) -> JobResult:
     """The result of a finished job, or the exception that says why there is none.
 

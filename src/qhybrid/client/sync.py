@@ -155,6 +155,47 @@ class Client:
             if update is not None:
                 yield update
 
+    def stream(self, job_id: str, *, timeout: float | None = 600.0) -> Iterator[JobEvent]:
+        """Every transition of the job as the server records it, until the job ends.
+
+        Reads ``GET /jobs/{id}/events`` (server-sent events): no polling, and every transition,
+        however short the state. A dropped connection is resumed after the last event received
+        (``Last-Event-ID``), so nothing is missed or repeated.
+
+        Raises:
+            JobTimeoutError: The job had not ended after ``timeout`` seconds.
+            ApiRequestError: The API refused (404: no such job).
+            ApiUnreachableError: No answer from the API.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last_id: str | None = None
+        while True:
+            try:
+                with self._http.stream(
+                    "GET", f"/jobs/{job_id}/events", headers=protocol.stream_headers(last_id)
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        protocol.decode(response)
+                    parser = protocol.EventParser()
+                    for line in response.iter_lines():
+                        message = parser.feed(line)
+                        if message is not None:
+                            last_id = message.id or last_id
+                            if message.event == "end":
+                                return
+                            if message.event == "transition":
+                                yield JobEvent.model_validate_json(message.data)
+                        if deadline is not None and time.monotonic() > deadline:
+                            raise JobTimeoutError(self.get(job_id), timeout or 0.0)
+            except (httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                # The stream dropped (a proxy, a restart): resume after the last event.
+                if deadline is not None and time.monotonic() > deadline:
+                    raise JobTimeoutError(self.get(job_id), timeout or 0.0) from exc
+            except httpx.TransportError as exc:
+                raise protocol.unreachable(self.url, exc) from exc
+            time.sleep(protocol.STREAM_RETRY_SECONDS)
+
     def wait(
         self,
         job_id: str,
@@ -236,6 +277,10 @@ class Job:
     def updates(self, *, timeout: float | None = 600.0) -> Iterator[JobUpdate]:
         """Follow the job: every transition once, in order, until it ends."""
         return self._client.updates(self.id, timeout=timeout)
+
+    def stream(self, *, timeout: float | None = 600.0) -> Iterator[JobEvent]:
+        """Every transition as the server records it (server-sent events), until the job ends."""
+        return self._client.stream(self.id, timeout=timeout)
 
     def wait(
         self, *, timeout: float | None = 600.0, on_update: Callable[[JobUpdate], None] | None = None

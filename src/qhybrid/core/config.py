@@ -147,6 +147,13 @@ class Settings(BaseSettings):
     egress_allow_plaintext: bool = Field(
         default=False, description="Allow http:// egress (development only)."
     )
+    egress_keepalive_seconds: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=60.0,
+        description="Keep an egress connection this long for the next request to the same provider "
+        "(each request still audited, with that connection's TLS facts); 0: a fresh handshake per request.",
+    )
 
     egress_allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -239,7 +246,10 @@ class Settings(BaseSettings):
         default=4, ge=1, le=100, description="Rounds of a decomposed job at most."
     )
     decomposition_seconds: float = Field(
-        default=30.0, gt=0, description="No new round of a decomposed job starts after this many seconds."
+        default=30.0,
+        gt=0,
+        description="Time budget of a decomposed job's rounds: no new round starts that would, at the "
+        "rounds' average pace, end later than this after the classical start.",
     )
     decomposition_start_seconds: float = Field(
         default=2.0, gt=0, description="Swap-move annealing time of a decomposed job's classical start."

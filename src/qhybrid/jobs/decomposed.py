@@ -26,6 +26,7 @@ from typing import Any
 from qhybrid.backends.base import PermanentBackendError
 from qhybrid.backends.registry import BackendRegistry
 from qhybrid.core.config import Settings
+from qhybrid.core.metrics import PROVIDER_TASK_SECONDS
 from qhybrid.domain.device import DeviceTarget
 from qhybrid.domain.errors import PermanentError
 from qhybrid.domain.request import JobRequest, load_stored_request
@@ -198,6 +199,10 @@ class DecomposedSteps:
                 message=status.message,
                 polls=row.polls + 1,
             )
+            if status.state in TERMINAL_TASK_STATES and row.submitted_at is not None:
+                PROVIDER_TASK_SECONDS.labels(job.backend, status.state.value.lower()).observe(
+                    max(0.0, (utcnow() - row.submitted_at).total_seconds())
+                )
             if status.state is TaskState.COMPLETED:
                 outcome = backend.result(row.task_id)
                 self.store.update_remote_task(
@@ -272,12 +277,26 @@ class DecomposedSteps:
         return False
 
     def _finalize_decomposed(self, job: Job, owner: str) -> None:
-        """FINALIZING: the loop's answer against the classical baselines (or the classical start)."""
+        """FINALIZING: the loop's answer against the classical baselines (or the classical start).
+
+        A job that fell back before PREPARING began the loop gets its classical start computed now.
+        """
         request = _stored_request(job)
-        state = subproblems.LoopState.model_validate(job.decomposition)
+        moments = self._moments(job, request)
+        if job.decomposition is None:
+            state = subproblems.begin(
+                request,
+                moments,
+                seed=pipeline.job_seed(request, job.id),
+                settings=self.settings,
+                capacity=None,
+                now=utcnow(),
+            )
+        else:
+            state = subproblems.LoopState.model_validate(job.decomposition)
         result = subproblems.result(
             request,
-            self._moments(job, request),
+            moments,
             state,
             settings=self.settings,
             fallback_reason=job.fallback_reason,
@@ -293,7 +312,33 @@ class DecomposedSteps:
             JobState.COMPLETED,
             detail=detail,
             result=result.model_dump(mode="json", exclude_unset=True),
+            cost=self._actual_cost(job),
         )
+
+    def _actual_cost(self, job: Job) -> dict[str, Any]:
+        """The cost record: the estimate kept, the actual summed over the completed sub-problem tasks.
+
+        Per task as for a single task: the shots taken and, for per-second prices, the seconds the
+        provider reports it billed (``usage_seconds``), else the adapter's estimate.
+        """
+        record = dict(job.cost or {"currency": "USD", "estimated": None})
+        backend = self.backends.get(job.backend)
+        pricing = backend.pricing()
+        if pricing is None:
+            record["actual"] = 0.0
+            return record
+        view = self.store.view(job.id)
+        total = seconds = 0.0
+        for row in [] if view is None else view.remote_tasks:
+            if row.round < 1 or row.state != TaskState.COMPLETED.value or not row.details:
+                continue
+            shots = int(row.details.get("shots", job.shots))
+            reported = row.details.get("usage_seconds")
+            used = float(reported) if isinstance(reported, int | float) else backend.estimated_seconds(shots)
+            total += pricing.estimate(shots, used)
+            seconds += used
+        record.update(actual=total, actual_seconds=seconds, currency=pricing.currency)
+        return record
 
     def _cancel_round(self, job: Job) -> str | None:
         """Cancel every task of the current round that has not ended; their ids, comma-separated."""

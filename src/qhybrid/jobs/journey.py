@@ -215,11 +215,11 @@ class Journey(DecomposedSteps):
             current_job(job_id),
             log_context(job_id=job_id, tenant=job.tenant, state=JobState(job.state).api_name),
         ):
-            self._advance_claimed(job_id, owner)
+            self._advance_claimed(job_id, owner, job)
 
-    def _advance_claimed(self, job_id: str, owner: str) -> None:
+    def _advance_claimed(self, job_id: str, owner: str, claimed: Job) -> None:
         try:
-            self._run(job_id, owner)
+            self._run(job_id, owner, claimed)
         except _LostLeaseError:
             log.info("job %s changed under worker %s; leaving it", job_id, owner)
         except PERMANENT_ERRORS as exc:
@@ -231,9 +231,11 @@ class Journey(DecomposedSteps):
                 log.exception("job %s: unexpected error", job_id)
             self._retry_later(job_id, owner, exc)
 
-    def _run(self, job_id: str, owner: str) -> None:
+    def _run(self, job_id: str, owner: str, claimed: Job | None = None) -> None:
+        """Run steps until the job waits or ends; ``claimed``: the row as the claim returned it."""
         while True:
-            job = self.store.get_job(job_id)
+            # The claim returned the row as it stands under our lease: the first step needs no read.
+            job, claimed = (claimed, None) if claimed is not None else (self.store.get_job(job_id), None)
             if job is None or job.lease_owner != owner:
                 raise _LostLeaseError(job_id)
             state = JobState(job.state)
@@ -336,14 +338,13 @@ class Journey(DecomposedSteps):
         if row.task_id is None:
             raise PermanentBackendError("remote task has no id in a polling state")
         status = backend.status(row.task_id)
-        self.store.update_remote_task(
-            row.id,
-            state=status.state.value,
-            provider_state=status.provider_state,
-            queue_position=status.queue_position,
-            message=status.message,
-            polls=row.polls + 1,
-        )
+        seen = {
+            "state": status.state.value,
+            "provider_state": status.provider_state,
+            "queue_position": status.queue_position,
+            "message": status.message,
+            "polls": row.polls + 1,
+        }
         state = JobState(job.state)
         if status.state in TERMINAL_TASK_STATES and row.submitted_at is not None:
             PROVIDER_TASK_SECONDS.labels(job.backend, status.state.value.lower()).observe(
@@ -351,14 +352,24 @@ class Journey(DecomposedSteps):
             )
         if status.state is TaskState.COMPLETED:
             outcome = backend.result(row.task_id)
-            self.store.update_remote_task(
-                row.id,
-                counts=outcome.counts,
-                details={"shots": outcome.shots, **outcome.metadata, "link": backend.link()},
-            )
             cost = actual_cost(job.cost, backend, outcome)
-            self._move(job, owner, JobState.FINALIZING, detail=f"task {row.task_id} completed", cost=cost)
+            # The status, the counts and the move to FINALIZING in one transaction: a worker that
+            # dies before it leaves the job polling, and the next poll asks the provider again.
+            counts = {
+                **seen,
+                "counts": outcome.counts,
+                "details": {"shots": outcome.shots, **outcome.metadata, "link": backend.link()},
+            }
+            self._move(
+                job,
+                owner,
+                JobState.FINALIZING,
+                detail=f"task {row.task_id} completed",
+                task_update=(row.id, counts),
+                cost=cost,
+            )
             return True
+        self.store.update_remote_task(row.id, **seen)
         if status.state in UNSUCCESSFUL_TASK_STATES:
             why = status.message or "no reason given"
             reason = f"provider task {row.task_id} {status.state.value.lower()}: {why}"
@@ -374,7 +385,7 @@ class Journey(DecomposedSteps):
         )
         next_poll = utcnow() + timedelta(seconds=interval)
         target = JobState.REMOTE_RUNNING if status.state is TaskState.RUNNING else JobState.REMOTE_QUEUED
-        schedule = {"next_poll_at": next_poll, "poll_interval": interval}
+        schedule: dict[str, Any] = {"next_poll_at": next_poll, "poll_interval": interval}
         if target is not state and not (
             state is JobState.REMOTE_RUNNING and target is JobState.REMOTE_QUEUED
         ):
@@ -390,6 +401,12 @@ class Journey(DecomposedSteps):
     def _finalize(self, job: Job, owner: str) -> None:
         """Judge the samples on the true problem, refine, compare with the classical baselines."""
         request = _request(job)
+        if job.fallback_reason is not None and is_decomposed(request, self.settings, None):
+            # Fell back before the decomposition began (e.g. the provider was unreachable in
+            # PREPARING): a universe this large gets the decomposition's classical start, not
+            # the single program's exhaustive baselines.
+            self._finalize_decomposed(job, owner)
+            return
         seed = pipeline.job_seed(request, job.id)
         prepared = None if job.prepared is None else Prepared.model_validate(job.prepared)
         moments = (
@@ -565,15 +582,25 @@ class Journey(DecomposedSteps):
         *,
         detail: str | None = None,
         release: bool = False,
+        task_update: tuple[int, dict[str, Any]] | None = None,
         **fields: Any,
     ) -> None:
-        """Transition, resetting the retry bookkeeping; ``release`` also hands back the lease."""
+        """Transition, resetting the retry bookkeeping; ``release`` also hands back the lease.
+
+        ``task_update`` (a remote task row's id and fields) is written in the same transaction.
+        """
         values: dict[str, Any] = {"step_failures": 0, "last_error": None, "next_poll_at": None}
         if release:
             values.update(lease_owner=None, lease_expires_at=None)
         values.update(fields)
         moved = self.store.transition(
-            job.id, owner=owner, source=JobState(job.state), target=target, detail=detail, **values
+            job.id,
+            owner=owner,
+            source=JobState(job.state),
+            target=target,
+            detail=detail,
+            task_update=task_update,
+            **values,
         )
         if not moved:
             raise _LostLeaseError(job.id)

@@ -600,7 +600,9 @@ class JobStore:
         """
         now = utcnow()
         with self.db.write() as session:
-            result = session.execute(
+            # One statement: the conditional UPDATE hands the claimed row back (RETURNING), where
+            # an UPDATE and a SELECT were two round trips on every step of every job.
+            return session.scalars(
                 update(Job)
                 .where(
                     Job.id == job_id,
@@ -608,10 +610,9 @@ class JobStore:
                     or_(_lease_free(now), Job.lease_owner == owner),
                 )
                 .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds))
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                return None
-            return session.get(Job, job_id)
+                .returning(Job),
+                execution_options={"synchronize_session": False},
+            ).one_or_none()
 
     def transition(
         self,
@@ -621,17 +622,20 @@ class JobStore:
         source: JobState,
         target: JobState,
         detail: str | None = None,
+        task_update: tuple[int, dict[str, Any]] | None = None,
         **fields: Any,
     ) -> bool:
         """Move the job ``source -> target`` if it is still in ``source`` under ``owner``'s lease.
 
         ``owner=None`` moves a job that nobody holds a live lease on. Entering a terminal state
         clears the lease and the poll schedule and stamps ``finished_at``. The event row is
-        written in the same transaction.
+        written in the same transaction, and so is ``task_update`` (a remote task row's id and
+        fields), only if the job moved.
 
         Returns:
             True if the job moved; False if another actor changed it first.
         """
+        now = utcnow()
         with self.db.write() as session:
             moved = self._move(
                 session,
@@ -639,11 +643,16 @@ class JobStore:
                 source,
                 target,
                 owner=owner,
-                now=utcnow(),
+                now=now,
                 detail=detail,
                 actor=owner,
                 fields=fields,
             )
+            if moved is not None and task_update is not None:
+                row_id, task_fields = task_update
+                session.execute(
+                    update(RemoteTask).where(RemoteTask.id == row_id).values(updated_at=now, **task_fields)
+                )
         if moved is None:
             return False
         moved.count()  # after the commit: a rolled-back move is not counted

@@ -304,10 +304,15 @@ def _optimum_among(problem: SelectionProblem, feasible: np.ndarray[Any, np.dtype
 
 
 def should_stop(state: LoopState, *, settings: Settings, now: datetime) -> str | None:
-    """Why no further round should start after the current one, or ``None``."""
+    """Why no further round should start after the current one (``state.round``), or ``None``.
+
+    ``time``: another round, as long as the rounds so far took on average, would end after
+    ``QHYBRID_DECOMPOSITION_SECONDS`` from the start, so the job's wall time stays bounded.
+    """
     if state.round >= settings.decomposition_rounds:
         return "rounds"
-    if (now - state.began_at).total_seconds() >= settings.decomposition_seconds:
+    elapsed = (now - state.began_at).total_seconds()
+    if elapsed * (state.round + 1) / state.round > settings.decomposition_seconds:
         return "time"
     return None
 

@@ -97,7 +97,8 @@ def _event(event: EventRow) -> JobEvent:
 def job_document(view: JobView, *, include_request: bool = False) -> JobDocument:
     """The API's picture of a job: the stored cost and result (and request) read back into the contract."""
     job = view.job
-    current = next((t for t in view.remote_tasks if t.attempt == job.attempt), None)
+    # The attempt's latest task: its only one, or a decomposed job's last sub-problem task.
+    current = next((t for t in reversed(view.remote_tasks) if t.attempt == job.attempt), None)
     return JobDocument(
         job_id=job.id,
         status=JobState(job.state),

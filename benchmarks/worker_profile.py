@@ -1,0 +1,271 @@
+"""A worker's CPU per small job, step by step, with the emulated cloud's own time left out.
+
+The journey runs in this process, in one thread, exactly as a worker thread runs it (real store,
+real queue, real backends and gateway: TLS handshake, audit log, route tables), against an emulated
+cloud started here with no queue or run delay. Each job is advanced until it waits on the cloud,
+then advanced again once its task is done, until COMPLETED. The CPU of this thread
+(``time.thread_time``) is summed per component by wrapping the functions below, so the figures
+are the worker's and never the cloud's (a separate process) or the database's.
+
+    .venv/bin/python -m benchmarks.worker_profile [--jobs 200] [--assets 6] [--database postgresql|sqlite]
+
+Components are nested (the TLS handshake happens inside submit, status and result; the transpile
+inside compile), so inclusive times overlap; "total" is the whole of each job's CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+
+from benchmarks.report import machine, markdown_table
+from qhybrid.core.config import Settings
+from qhybrid.domain.states import JobState
+from tests.support.cloud import start_cloud
+from tests.support.journey import build, on
+
+POSTGRES_ADMIN = os.environ.get("QHYBRID_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("QHYBRID_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+#: (label, module, attribute path) of every function whose CPU is summed.
+PROBES: list[tuple[str, str, str]] = [
+    ("journey: claim/get/transition (database)", "qhybrid.jobs.store", "JobStore.claim"),
+    ("journey: claim/get/transition (database)", "qhybrid.jobs.store", "JobStore.get_job"),
+    ("journey: claim/get/transition (database)", "qhybrid.jobs.store", "JobStore.transition"),
+    ("journey: claim/get/transition (database)", "qhybrid.jobs.store", "JobStore.release"),
+    ("journey: remote task rows (database)", "qhybrid.jobs.store", "JobStore.remote_task"),
+    ("journey: remote task rows (database)", "qhybrid.jobs.store", "JobStore.create_remote_task"),
+    ("journey: remote task rows (database)", "qhybrid.jobs.store", "JobStore.update_remote_task"),
+    ("queue: kick_at", "qhybrid.jobs.queue.huey_engine", "HueyQueue.kick_at"),
+    ("PREPARING (all)", "qhybrid.jobs.journey", "Journey._prepare"),
+    ("  estimate", "qhybrid.jobs.pipeline", "estimate"),
+    ("  formulate", "qhybrid.jobs.pipeline", "formulate"),
+    ("  obfuscate", "qhybrid.jobs.pipeline", "obfuscate"),
+    ("  plan (angles)", "qhybrid.jobs.pipeline", "plan"),
+    ("  compile (circuit, transpile, OpenQASM)", "qhybrid.jobs.pipeline", "compile_program"),
+    ("  key sealing", "qhybrid.proxy.keys", "KeyVault.seal"),
+    ("SUBMITTING (all)", "qhybrid.jobs.journey", "Journey._submit"),
+    ("polls and result (all)", "qhybrid.jobs.journey", "Journey._poll"),
+    ("FINALIZING (all)", "qhybrid.jobs.journey", "Journey._finalize"),
+    ("  classical baselines", "qhybrid.jobs.pipeline", "solve_classically"),
+    ("  judge + refine", "qhybrid.jobs.pipeline", "judge"),
+    ("  judge + refine", "qhybrid.jobs.pipeline", "refine"),
+    (
+        "  contribution (circuit vs classical samplers, swap annealing)",
+        "qhybrid.jobs.attribution",
+        "contribution",
+    ),
+    ("gateway: egress requests (all)", "qhybrid.gateway.egress", "EgressClient.request"),
+    ("gateway: TCP connect + TLS handshake", "qhybrid.gateway.tls", "PolicyNetworkBackend.connect_tcp"),
+    ("gateway: TCP connect + TLS handshake", "qhybrid.gateway.tls", "PlainStream.start_tls"),
+    ("gateway: audit append (fsync)", "qhybrid.gateway.audit", "AuditLog.append"),
+]
+
+
+class Meter:
+    """Sums this thread's CPU per label; nested calls of one label count once."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self._active: set[str] = set()
+
+    def wrap(self, label: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def measured(*args: Any, **kwargs: Any) -> Any:
+            if label in self._active:
+                return function(*args, **kwargs)
+            self._active.add(label)
+            started = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.thread_time() - started
+                self.calls[label] += 1
+                self._active.discard(label)
+
+        return measured
+
+
+@contextlib.contextmanager
+def probes(meter: Meter) -> Iterator[None]:
+    """Wrap every probe (where it exists in this version of the code); unwrap at the end."""
+    import importlib
+
+    undo: list[tuple[Any, str, Any]] = []
+    for label, module_name, path in PROBES:
+        try:
+            owner: Any = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        *parents, name = path.split(".")
+        for parent in parents:
+            owner = getattr(owner, parent, None)
+        original = getattr(owner, name, None) if owner is not None else None
+        if original is None:
+            continue
+        undo.append((owner, name, original))
+        setattr(owner, name, meter.wrap(label, original))
+    # Modules that imported a probed function by name keep the original: patch those too.
+    import qhybrid.jobs.pipeline as pipeline_module
+
+    for owner, name, original in list(undo):
+        if owner is pipeline_module:
+            continue
+        for module in list(sys.modules.values()):
+            if module is None or not getattr(module, "__name__", "").startswith("qhybrid."):
+                continue
+            if getattr(module, name, None) is original and module is not owner:
+                undo.append((module, name, original))
+                setattr(module, name, getattr(owner, name))
+    try:
+        yield
+    finally:
+        for owner, name, original in reversed(undo):
+            setattr(owner, name, original)
+
+
+def small_request(assets: int, seed: int) -> dict[str, Any]:
+    """An ``assets``-asset selection request given as moments, p = 1, 512 shots."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    factors = rng.normal(size=(assets, assets)) * 0.05
+    sigma = factors @ factors.T + np.eye(assets) * 0.01
+    return {
+        "assets": [
+            {"name": f"A{i}", "expected_return": float(rng.normal(0.01, 0.004))} for i in range(assets)
+        ],
+        "covariance": [[float(v) for v in row] for row in (sigma + sigma.T) / 2],
+        "risk_aversion": 0.5,
+        "budget": assets // 2,
+        "backend": "emulated-cloud",
+        "shots": 512,
+        "options": {"reps": 1, "seed": seed},
+    }
+
+
+def run(args: argparse.Namespace, work: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    cloud = start_cloud(work / "cloud", queue_delay=0.0, run_delay=0.0, token="profile-token")
+    database = f"qhybrid_profile_{uuid.uuid4().hex[:8]}"
+    queue_name = f"profile-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        data_dir=work / "data",
+        poll_initial_seconds=0.05,
+        poll_max_seconds=0.2,
+    )
+    if args.database == "postgresql":
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{database}"')
+        base = POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+        settings = settings.model_copy(
+            update={"database_url": f"{base}/{database}", "redis_url": REDIS_URL, "queue_name": queue_name}
+        )
+    settings = on(settings, cloud)
+    services = build(settings)
+    meter = Meter()
+    totals: list[float] = []
+    transitions: list[int] = []
+
+    def drive(job_id: str) -> float:
+        """Advance the job as a worker thread would, waiting for each scheduled poll; its CPU."""
+        spent = 0.0
+        while True:
+            started = time.thread_time()
+            services.journey.advance(job_id)
+            spent += time.thread_time() - started
+            job = services.store.get_job(job_id)
+            assert job is not None
+            if JobState(job.state) in (JobState.COMPLETED, JobState.FAILED):
+                break
+            if job.next_poll_at is not None:
+                time.sleep(max(0.0, (job.next_poll_at - job.updated_at).total_seconds()))
+        if job.state != "COMPLETED":
+            raise RuntimeError(f"job {job_id} {job.state}: {job.error}")
+        return spent
+
+    try:
+        # Warm-up: imports, caches, the first handshake; not counted.
+        for seed in range(3):
+            drive(services.new_job(small_request(args.assets, seed)))
+        with probes(meter):
+            for index in range(args.jobs):
+                job_id = services.new_job(small_request(args.assets, 100 + index))
+                totals.append(drive(job_id))
+                view = services.store.view(job_id)
+                assert view is not None
+                transitions.append(len(view.events))
+    finally:
+        cloud.stop()
+        services.store.db.dispose()
+        if args.database == "postgresql":
+            with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            client = redis.Redis.from_url(REDIS_URL)
+            keys = list(client.scan_iter(match=f"*{queue_name}*"))
+            if keys:
+                client.delete(*keys)
+    rows = []
+    for label in dict.fromkeys(label for label, _, _ in PROBES):
+        if label not in meter.seconds:
+            continue
+        rows.append(
+            {
+                "component": label,
+                "ms per job": f"{1000 * meter.seconds[label] / args.jobs:.2f}",
+                "calls per job": f"{meter.calls[label] / args.jobs:.1f}",
+            }
+        )
+    ordered = sorted(totals)
+    summary = {
+        "jobs": args.jobs,
+        "median ms": 1000 * statistics.median(totals),
+        "mean ms": 1000 * statistics.fmean(totals),
+        "p90 ms": 1000 * ordered[int(0.9 * (len(ordered) - 1))],
+        "transitions": statistics.fmean(transitions),
+    }
+    return rows, summary
+
+
+def main() -> None:
+    """Profile ``--jobs`` small jobs and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument(
+        "--assets", type=int, default=6, help="assets (= qubits with privacy off/low/standard)"
+    )
+    parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="qhybrid-profile-") as folder:
+        rows, summary = run(args, Path(folder))
+    load_after = os.getloadavg()
+    print(
+        f"# worker CPU per job: {summary['jobs']} jobs of {args.assets} assets (p = 1, 512 shots), "
+        f"{args.database}{' + Redis' if args.database == 'postgresql' else ' + SqliteHuey'}, emulated cloud "
+        "excluded (separate process, no delays)"
+    )
+    print(f"# {machine()}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (1 min)")
+    print(
+        f"# CPU per job: median {summary['median ms']:.1f} ms, mean {summary['mean ms']:.1f} ms, "
+        f"p90 {summary['p90 ms']:.1f} ms; {summary['transitions']:.1f} events per job"
+    )
+    print("\n".join(markdown_table(rows)))
+
+
+if __name__ == "__main__":
+    main()
