@@ -36,7 +36,8 @@ from tests.support.servers import FAKE_AWS_ENV, PostgresCluster, start_moto, sta
 TIMINGS = {
     "QHYBRID_POLL_INITIAL_SECONDS": "0.1",
     "QHYBRID_POLL_MAX_SECONDS": "0.5",
-    "QHYBRID_LOG_LEVEL": "WARNING",
+    # INFO, as deployed: the harness waits for the "worker ready" line, logged at INFO.
+    "QHYBRID_LOG_LEVEL": "INFO",
 }
 
 

@@ -398,3 +398,78 @@ def test_headers_beyond_the_allowed_ones_are_refused_before_sending(
         client.close()
     assert received(cloud) == before
     assert not audit.path.exists()
+
+
+def test_kept_alive_connection_carries_several_requests_each_audited(
+    cloud_process: CloudServer, tmp_path: Path
+) -> None:
+    cloud = cloud_process
+    audit = AuditLog(tmp_path / "egress.log")
+    client = egress_to(
+        cloud.base_url, token=cloud.token, ca_file=cloud.ca_file, audit=audit, keepalive_seconds=30
+    )
+    handshakes = len(cloud.tls_log())
+    try:
+        with current_job("job-7"):
+            response = client.request("POST", f"{cloud.base_url}/v1/tasks", json=submission(cloud))
+            task_id = response.json()["task_id"]
+            polls = [client.request("GET", f"{cloud.base_url}/v1/tasks/{task_id}") for _ in range(2)]
+    finally:
+        client.close()
+    assert [p.status_code for p in polls] == [200, 200]
+    facts = response.extensions["qhybrid_tls"]
+    assert isinstance(facts, TlsFacts) and facts.post_quantum
+    assert all(p.extensions["qhybrid_tls"] is facts for p in polls)  # the same connection's facts
+    # One handshake for three requests (the front logs it when the connection ends).
+    (record,) = handshakes_after(cloud, handshakes)
+    time.sleep(0.2)
+    assert len(cloud.tls_log()) == handshakes + 1
+    assert record["ok"] and record["group"] == "X25519MLKEM768"
+    entries = audit_lines(audit.path)
+    assert [e["method"] for e in entries] == ["POST", "GET", "GET"]
+    assert all((e["tls_version"], e["tls_group"]) == ("TLSv1.3", "X25519MLKEM768") for e in entries)
+    assert all(e["tls_cipher"] == facts.cipher and e["job_id"] == "job-7" for e in entries)
+    assert "kept-alive" not in entries[0]["note"]
+    assert all("kept-alive connection" in e["note"] for e in entries[1:])
+    assert verify(audit.path).ok
+
+
+def test_an_expired_kept_connection_is_not_reused(cloud_process: CloudServer, tmp_path: Path) -> None:
+    cloud = cloud_process
+    audit = AuditLog(tmp_path / "egress.log")
+    client = egress_to(
+        cloud.base_url, token=cloud.token, ca_file=cloud.ca_file, audit=audit, keepalive_seconds=0.2
+    )
+    try:
+        first = client.request("GET", f"{cloud.base_url}/healthz")
+        time.sleep(0.5)  # longer than the keep-alive: the next request needs a handshake of its own
+        second = client.request("GET", f"{cloud.base_url}/healthz")
+    finally:
+        client.close()
+    assert second.extensions["qhybrid_tls"] is not first.extensions["qhybrid_tls"]
+    entries = audit_lines(audit.path)
+    assert len(entries) == 2
+    assert not any("kept-alive" in e["note"] for e in entries)
+
+
+def test_a_kept_connection_sends_nothing_when_the_audit_fails(
+    cloud_process: CloudServer, tmp_path: Path
+) -> None:
+    cloud = cloud_process
+    path = tmp_path / "egress.log"
+    client = egress_to(
+        cloud.base_url, token=cloud.token, ca_file=cloud.ca_file, audit=AuditLog(path), keepalive_seconds=30
+    )
+    try:
+        client.request("GET", f"{cloud.base_url}/healthz")
+        path.unlink()
+        path.mkdir()  # the audit cannot be written any more
+        before = received(cloud)
+        token = TOKENS.mint()
+        with pytest.raises(EgressAuditError):
+            client.request("POST", f"{cloud.base_url}/v1/tasks", json=submission(cloud, token=token))
+    finally:
+        client.close()
+    time.sleep(0.2)
+    assert received(cloud) == before
+    assert token not in cloud.submissions()

@@ -290,6 +290,7 @@ class BackendRegistry:
             audit=self.audit,
             allow_plaintext=settings.egress_allow_plaintext,
             tokens=self.tokens,
+            keepalive_seconds=settings.egress_keepalive_seconds,
         )
         self._runner: DetachedTaskRunner | None = None
 

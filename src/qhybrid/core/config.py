@@ -147,6 +147,13 @@ class Settings(BaseSettings):
     egress_allow_plaintext: bool = Field(
         default=False, description="Allow http:// egress (development only)."
     )
+    egress_keepalive_seconds: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=60.0,
+        description="Keep an egress connection this long for the next request to the same provider "
+        "(each request still audited, with that connection's TLS facts); 0: a fresh handshake per request.",
+    )
 
     egress_allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

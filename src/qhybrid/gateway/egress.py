@@ -10,11 +10,15 @@ Every request made through :class:`EgressClient`, in this order:
    or for a submission exactly the payload contract, with a token this gateway minted);
 4. carries only the gateway's headers: a fixed ``User-Agent``, the configured ``Authorization``
    value, ``Accept: application/json`` if the caller asks;
-5. goes over a fresh connection (no keep-alive) whose TLS handshake is pyOpenSSL's under the
+5. goes over a connection whose TLS handshake was pyOpenSSL's under the
    :class:`~qhybrid.gateway.tls.TlsPolicy` (TLS 1.3, ``X25519MLKEM768`` offered, optionally
-   required), so each request's TLS facts are its own;
+   required): a fresh one per request by default (no keep-alive), so each request's TLS facts
+   are its own; with ``keepalive_seconds`` (the worker's ``QHYBRID_EGRESS_KEEPALIVE_SECONDS``)
+   a connection whose response was read to the end is kept that long for the next request to the
+   same destination, which then carries the facts of that connection's handshake;
 6. is written to the :class:`~qhybrid.gateway.audit.AuditLog` after the handshake (version and
-   group known) and before its first byte is sent; if that write fails, nothing is sent.
+   group known), or when it takes a kept-alive connection, and before its first byte is sent;
+   if that write fails, nothing is sent.
 
 Steps 5 and 6 hook into httpcore: the network backend does the handshake, and the request's
 ``trace`` extension sees ``connection.start_tls.complete`` (audit) and
@@ -27,7 +31,7 @@ import json as _json
 import os
 import ssl
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -152,6 +156,52 @@ class _ClosingStream(httpx.SyncByteStream):
             self._connection.close()
 
 
+def _core_request(request: httpx.Request) -> httpcore.Request:
+    assert isinstance(request.stream, httpx.SyncByteStream)
+    return httpcore.Request(
+        method=request.method,
+        url=httpcore.URL(
+            scheme=request.url.raw_scheme,
+            host=request.url.raw_host,
+            port=request.url.port,
+            target=request.url.raw_path,
+        ),
+        headers=request.headers.raw,
+        content=request.stream,
+        extensions=request.extensions,
+    )
+
+
+def _new_connection(
+    request: httpcore.Request, backend: PolicyNetworkBackend, keepalive_seconds: float | None = None
+) -> httpcore.HTTPConnection:
+    return httpcore.HTTPConnection(
+        origin=request.url.origin,
+        # httpcore sets ALPN on a stdlib context before start_tls; the policy backend ignores
+        # it and uses pyOpenSSL. A bare context avoids httpcore loading certifi for nothing.
+        ssl_context=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT),
+        network_backend=backend,
+        keepalive_expiry=keepalive_seconds,
+    )
+
+
+def _response(
+    response: httpcore.Response, stream: httpx.SyncByteStream, facts: TlsFacts | None
+) -> httpx.Response:
+    return httpx.Response(
+        status_code=response.status,
+        headers=response.headers,
+        stream=stream,
+        extensions={**response.extensions, "qhybrid_tls": facts},
+    )
+
+
+def _facts_of(response: httpcore.Response) -> TlsFacts | None:
+    stream = response.extensions.get("network_stream")
+    facts = stream.get_extra_info("qhybrid_tls") if stream is not None else None
+    return facts if isinstance(facts, TlsFacts) else None
+
+
 class _OneShotTransport(httpx.BaseTransport):
     """Each request on a connection of its own, opened through the policy backend, then closed."""
 
@@ -159,44 +209,134 @@ class _OneShotTransport(httpx.BaseTransport):
         self._backend = backend
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        assert isinstance(request.stream, httpx.SyncByteStream)
-        core_request = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=request.url.raw_scheme,
-                host=request.url.raw_host,
-                port=request.url.port,
-                target=request.url.raw_path,
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        connection = httpcore.HTTPConnection(
-            origin=core_request.url.origin,
-            # httpcore sets ALPN on a stdlib context before start_tls; the policy backend ignores
-            # it and uses pyOpenSSL. A bare context avoids httpcore loading certifi for nothing.
-            ssl_context=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT),
-            network_backend=self._backend,
-        )
+        core_request = _core_request(request)
+        connection = _new_connection(core_request, self._backend)
         try:
             with _as_httpx_errors():
                 response = connection.handle_request(core_request)
         except BaseException:
             connection.close()
             raise
-        stream = response.extensions.get("network_stream")
-        facts = stream.get_extra_info("qhybrid_tls") if stream is not None else None
         assert isinstance(response.stream, Iterable)
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.headers,
-            stream=_ClosingStream(response.stream, connection),
-            extensions={**response.extensions, "qhybrid_tls": facts},
-        )
+        return _response(response, _ClosingStream(response.stream, connection), _facts_of(response))
 
     def close(self) -> None:
         """Nothing pooled, nothing to close."""
+
+
+_Origin = tuple[bytes, bytes, int | None]
+
+
+class _KeptStream(httpx.SyncByteStream):
+    """A response body that, once read and closed, hands its connection back to the pool."""
+
+    def __init__(
+        self,
+        body: Iterable[bytes],
+        connection: httpcore.HTTPConnection,
+        pool: _KeepAliveTransport,
+        origin: _Origin,
+        facts: TlsFacts | None,
+    ) -> None:
+        self._body = body
+        self._connection = connection
+        self._pool = pool
+        self._origin = origin
+        self._facts = facts
+
+    def __iter__(self) -> Iterator[bytes]:
+        with _as_httpx_errors():
+            yield from self._body
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        except BaseException:
+            self._connection.close()
+            raise
+        self._pool.give_back(self._origin, self._connection, self._facts)
+
+
+class _KeepAliveTransport(httpx.BaseTransport):
+    """Requests over verified connections kept open for a few seconds, one request at a time each.
+
+    A new connection is opened exactly as by :class:`_OneShotTransport` (handshake under the
+    policy, audit entry when it completes). Once its response was read to the end, the connection
+    waits in the pool for at most ``keepalive_seconds``; the next request to the same origin takes
+    it, after checking that the server has not closed it, and is written to the audit log with the
+    TLS facts of that connection's handshake before a byte of it is sent (:meth:`_Exchange.reuse`).
+    A connection whose response was not read to the end, or that the server asked to close, is
+    closed.
+
+    Args:
+        backend: Opens connections under the TLS policy.
+        keepalive_seconds: How long an idle connection is kept.
+        max_idle: Idle connections kept per origin (the worker threads' number is plenty).
+    """
+
+    def __init__(self, backend: PolicyNetworkBackend, keepalive_seconds: float, max_idle: int = 16) -> None:
+        self._backend = backend
+        self._keepalive = keepalive_seconds
+        self._max_idle = max_idle
+        self._lock = threading.Lock()
+        self._idle: dict[_Origin, list[tuple[httpcore.HTTPConnection, TlsFacts | None]]] = {}
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        core_request = _core_request(request)
+        url = core_request.url
+        origin: _Origin = (url.scheme, url.host, url.port)
+        kept = self._take(origin)
+        if kept is not None:
+            connection, facts = kept
+            exchange = request.extensions.get("trace")
+            if not isinstance(exchange, _Exchange):
+                connection.close()
+                raise EgressPolicyError("a request without its audit exchange; not sent")
+            exchange.reuse(facts, connection.close)
+        else:
+            connection = _new_connection(core_request, self._backend, self._keepalive)
+        try:
+            with _as_httpx_errors():
+                response = connection.handle_request(core_request)
+        except BaseException:
+            connection.close()
+            raise
+        facts = _facts_of(response) if kept is None else kept[1]
+        assert isinstance(response.stream, Iterable)
+        return _response(response, _KeptStream(response.stream, connection, self, origin, facts), facts)
+
+    def _take(self, origin: _Origin) -> tuple[httpcore.HTTPConnection, TlsFacts | None] | None:
+        while True:
+            with self._lock:
+                idle = self._idle.get(origin)
+                if not idle:
+                    return None
+                connection, facts = idle.pop()
+            # has_expired: the keep-alive time is over, or the socket is readable while idle
+            # (the server closed it); either way it is not used again.
+            if connection.is_available() and not connection.has_expired():
+                return connection, facts
+            connection.close()
+
+    def give_back(self, origin: _Origin, connection: httpcore.HTTPConnection, facts: TlsFacts | None) -> None:
+        """Keep an idle connection for the next request to ``origin``, or close it."""
+        if connection.is_available() and not connection.has_expired():
+            with self._lock:
+                idle = self._idle.setdefault(origin, [])
+                if len(idle) < self._max_idle:
+                    idle.append((connection, facts))
+                    return
+        connection.close()
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        with self._lock:
+            idle = [connection for kept in self._idle.values() for connection, _ in kept]
+            self._idle.clear()
+        for connection in idle:
+            connection.close()
 
 
 class _Exchange:
@@ -238,8 +378,31 @@ class _Exchange:
             # Fail closed: a connection that skipped our handshake or our audit sends nothing.
             raise EgressPolicyError(f"no audit/TLS record for this request to {self.destination}; not sent")
 
+    def reuse(self, facts: TlsFacts | None, close: Callable[[], None]) -> None:
+        """Audit this request on a kept-alive connection, with the facts of its handshake.
+
+        Raises:
+            EgressAuditError: If the entry cannot be written (the connection is closed, nothing sent).
+        """
+        kept = "kept-alive connection"
+        if facts is None:
+            if self.scheme != "http":
+                close()
+                raise EgressPolicyError("a kept-alive https connection without TLS facts; not sent")
+            note = "; ".join(part for part in (self.note, kept, _PLAINTEXT_NOTE) if part)
+            self._record(None, None, None, None, note, close)
+            return
+        note = "; ".join(part for part in (self.note, kept) if part)
+        self._record(None, facts.version, facts.group, facts.cipher, note, close)
+
     def _record(
-        self, stream: Any, version: str | None, group: str | None, cipher: str | None, note: str
+        self,
+        stream: Any,
+        version: str | None,
+        group: str | None,
+        cipher: str | None,
+        note: str,
+        close: Callable[[], None] | None = None,
     ) -> None:
         if self.audit is not None:
             try:
@@ -256,6 +419,8 @@ class _Exchange:
                 )
             except AuditWriteError as exc:
                 _close(stream)
+                if close is not None:
+                    close()
                 raise EgressAuditError(
                     f"egress audit failed, request to {self.destination} not sent: {exc}"
                 ) from exc
@@ -268,7 +433,7 @@ def _close(stream: Any) -> None:
 
 
 def _outgoing_headers(
-    headers: Mapping[str, str] | None, *, has_body: bool, authorization: str | None
+    headers: Mapping[str, str] | None, *, has_body: bool, authorization: str | None, keep_alive: bool = False
 ) -> dict[str, str]:
     """Every header that leaves: fixed here, or one of :data:`CALLER_HEADERS` with its one value.
 
@@ -298,7 +463,8 @@ def _outgoing_headers(
         outgoing["Authorization"] = authorization
     if has_body:
         outgoing["Content-Type"] = "application/json"
-    outgoing["Connection"] = "close"  # one request per connection, see the transport
+    if not keep_alive:
+        outgoing["Connection"] = "close"  # one request per connection, see the transport
     return outgoing
 
 
@@ -319,6 +485,9 @@ class EgressClient:
         allow_plaintext: Allow ``http://`` destinations (development only).
         tokens: The gateway's client-token minter (:meth:`mint_token`); the route tables check
             tokens against the same minter.
+        keepalive_seconds: Keep a connection open this long after its response, for the next
+            request to the same destination (audited with that connection's TLS facts); ``0``
+            opens a fresh connection, with its own handshake, for every request.
     """
 
     def __init__(
@@ -331,7 +500,11 @@ class EgressClient:
         audit: AuditLog | None = None,
         allow_plaintext: bool = False,
         tokens: TokenMinter | None = None,
+        keepalive_seconds: float = 0.0,
     ) -> None:
+        if keepalive_seconds < 0:
+            raise ValueError(f"keepalive_seconds must be >= 0, got {keepalive_seconds}")
+        self._keepalive = keepalive_seconds
         self._destinations = {destination_of(d.base_url): d for d in destinations}
         self._allowed = frozenset(self._destinations)
         self._timeout = timeout
@@ -383,8 +556,13 @@ class EgressClient:
         with self._lock:
             if self._client is None:
                 # trust_env=False: a stray HTTP(S)_PROXY variable must not reroute egress silently.
+                transport: httpx.BaseTransport = (
+                    _KeepAliveTransport(self._backend, self._keepalive)
+                    if self._keepalive > 0
+                    else _OneShotTransport(self._backend)
+                )
                 self._client = httpx.Client(
-                    transport=_OneShotTransport(self._backend),
+                    transport=transport,
                     timeout=self._timeout,
                     trust_env=False,
                     follow_redirects=False,
@@ -441,7 +619,10 @@ class EgressClient:
         destination, scheme, configured = self._checked_destination(url)
         body = self._body(json)
         outgoing_headers = _outgoing_headers(
-            headers, has_body=json is not None, authorization=configured.authorization
+            headers,
+            has_body=json is not None,
+            authorization=configured.authorization,
+            keep_alive=self._keepalive > 0,
         )
         http = self._http()
         exchange = _Exchange(
