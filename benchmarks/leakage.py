@@ -37,7 +37,8 @@ variables with the key (approximation ratio over feasible portfolios, P(optimum)
 drawn, de-obfuscated with :func:`deobfuscate_counts` and post-processed on the true problem as a
 job is; ``gap`` is the returned portfolio's objective against the non-obfuscated run's.
 
-Run: ``.venv/bin/python -m benchmarks.leakage [--trials 20] [--assets 16] [--mixers x-warm xy] [--jobs 2]``
+Run: ``.venv/bin/python -m benchmarks.leakage [--trials 20] [--assets 16] [--mixers x-warm xy xy-warm]
+[--jobs 2]``
 (trials run in ``--jobs`` processes, one per core by default; about 4 minutes per trial and
 mixer on one core of the 2-core machine of ``docs/benchmarks.md``).
 """
@@ -75,7 +76,7 @@ from qhybrid.proxy.obfuscation import (
 )
 from qhybrid.quantum.decode import decode_counts
 from qhybrid.quantum.engine import final_distribution, plan_qaoa
-from qhybrid.quantum.spec import QaoaSpec
+from qhybrid.quantum.spec import WARM_MIXERS, XY_MIXERS, QaoaSpec
 
 IntArray = NDArray[np.int64]
 
@@ -199,7 +200,7 @@ def observe(sent: ObfuscatedProblem, mixer: str, level: str, rng: np.random.Gene
         h=factor * sent.ising.h,
         couplings=factor * sent.ising.couplings,
         warm_start=warm,
-        hamming_weight=sent.hamming_weight if mixer == "xy" else None,
+        hamming_weight=sent.hamming_weight if mixer in XY_MIXERS else None,
         mixer=mixer,
         num_decoys=sent.num_qubits - real,
         warm_noise=0.0 if level == CONTROL else LEVELS[level].warm_noise,  # type: ignore[index]
@@ -218,8 +219,8 @@ def obfuscate_for(
     trial: Trial, level: str, mixer: str, rng: np.random.Generator
 ) -> tuple[ObfuscatedProblem, ObfuscationKey]:
     """The service's obfuscation at ``level``, or the positive control (permute and scale only)."""
-    weight = trial.problem.budget if mixer == "xy" else None
-    warm = trial.warm_start if mixer == "x-warm" else None
+    weight = trial.problem.budget if mixer in XY_MIXERS else None
+    warm = trial.warm_start if mixer in WARM_MIXERS else None
     if level != CONTROL:
         return obfuscate(
             trial.ising,
@@ -278,7 +279,7 @@ def hypotheses(view: SentView) -> list[Hypothesis]:
     full = view.couplings + view.couplings.T
     h = view.h.copy()
     warm = None if view.warm_start is None else view.warm_start.copy()
-    if view.mixer != "xy":
+    if view.mixer not in XY_MIXERS:
         # The budget penalty makes every true coupling positive: sign(J_ij) = s_i s_j, so the
         # leading eigenvector of the sign matrix gives the gauge s back (up to a global sign).
         _, vectors = np.linalg.eigh(np.sign(full))
@@ -291,7 +292,7 @@ def hypotheses(view: SentView) -> list[Hypothesis]:
     # adds row shifts; without it the mean dwarfs the spread. The attacker models the shifts
     # only when the mean gives the mask away (modelling them costs it the row sums).
     upper = full[np.triu_indices(n, 1)]
-    masked = view.mixer == "xy" and not abs(float(upper.mean())) > 3.0 * float(upper.std())
+    masked = view.mixer in XY_MIXERS and not abs(float(upper.mean())) > 3.0 * float(upper.std())
     out: list[Hypothesis] = []
     for sign in (1.0, -1.0):
         flipped = None if warm is None else (warm if sign > 0 else 1.0 - warm)
@@ -994,7 +995,7 @@ def _warm_refined(view: SentView, problem: Problem, g: IntArray, fit: Fit) -> In
     assert hyp.warm is not None
     real = np.flatnonzero(g >= 0)
     risk = -fit.alpha / fit.beta if fit.beta != 0.0 else None  # Q_ii = γ(qΣ_ii − μ_i) + const
-    budget = hyp.weight if view.mixer == "xy" else round(float(hyp.warm[real].sum()))
+    budget = hyp.weight if view.mixer in XY_MIXERS else round(float(hyp.warm[real].sum()))
     relaxed = _relaxation(problem.cand, g[real], risk, budget)
     target = np.full(problem.cand.mean.size, np.nan)
     target[g[real]] = np.clip(relaxed, WARM_EPSILON, 1.0 - WARM_EPSILON)
@@ -1049,8 +1050,19 @@ def quality(trial: Trial, sent: ObfuscatedProblem, key: ObfuscationKey, mixer: s
     optimum = exact(problem)
     spec = QaoaSpec(mixer=mixer, reps=default_reps(problem.num_variables))  # type: ignore[arg-type]
     started = time.perf_counter()
+    # As the job does (jobs/pipeline.py: plan): xy-warm's angles aim at the true problem.
+    true_ising = trial.ising
+
+    def target(sent_bits: np.ndarray) -> np.ndarray:
+        return true_ising.energy_of_bits(key.true_bits(sent_bits))
+
     plan = plan_qaoa(
-        sent.ising, spec, seed=seed, hamming_weight=sent.hamming_weight, warm_start=sent.warm_start
+        sent.ising,
+        spec,
+        seed=seed,
+        hamming_weight=sent.hamming_weight,
+        warm_start=sent.warm_start,
+        target=target if mixer == "xy-warm" else None,
     )
     sent_bits, probabilities = final_distribution(sent.ising, plan)
     seconds = time.perf_counter() - started

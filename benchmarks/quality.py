@@ -27,7 +27,8 @@ Columns:
   post-processing produced the returned portfolio, and whether it is the exact optimum.
 
 Run: ``.venv/bin/python -m benchmarks.quality [--sizes 12 16 20] [--reps 1 2 3]
-[--instances-at 16=10] [--budgets half quarter] [--variants x-warm xy-warm] [--anneal 0.05 0.25 1]``
+[--instances-at 16=10] [--budgets half quarter] [--variants x-warm xy-warm] [--anneal 0.05 0.25 1]
+[--epsilons 0.01 0.05]`` (``--epsilons`` adds ``xy-warm`` rows with that start clipping)
 """
 
 from __future__ import annotations
@@ -208,7 +209,13 @@ def main() -> None:
     parser.add_argument("--budgets", nargs="+", choices=["half", "quarter"], default=["half"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--anneal", type=float, nargs="*", default=[0.05, 0.25, 1.0])
+    parser.add_argument(
+        "--epsilons", type=float, nargs="*", default=[], help="extra xy-warm rows with these warm_epsilon"
+    )
     args = parser.parse_args()
+    for epsilon in args.epsilons:
+        VARIANTS[f"xy-warm ε={epsilon:g}"] = {"mixer": "xy-warm", "warm_epsilon": epsilon}
+        args.variants.append(f"xy-warm ε={epsilon:g}")
     instances = _instances(args.instances_at)
     headers = ["n", "B", "inst", "variant", "p", "P(opt)", "ratio", "feas", "in 4096", "returned", "s"]
     print(f"# QAOA quality and classical references, S&P 500 subsets, {SHOTS} shots")

@@ -55,6 +55,14 @@ def test_demo_json_prints_the_completed_job_and_nothing_else(tmp_path: Path) -> 
     assert "returned" in text and "classical (brute_force)" in text
     assert f"QPU: backend {result['quantum']['backend']}" in text
     assert "X25519MLKEM768 (hybrid post-quantum)" in text
+    # Which step produced the answer, and what the circuit contributed beside classical samplers.
+    assert "answer from: " in text and f"found by {result['found_by']}" in text
+    contribution = result["quantum"]["contribution"]
+    assert isinstance(contribution["circuit_helped"], bool)
+    assert "what the circuit contributed" in text and "its start state (p = 0)" in text
+    assert "conditioned rounding" in text and "swap annealing" in text
+    assert ("circuit helped" if contribution["circuit_helped"] else "circuit did not help") in text
+    assert "readout-error mitigation not applied: the device publishes no readout errors" in text
     # The programs as the cloud received them (byte for byte, received.log): every angle on the
     # gateway's grid, no literal longer than 7 significant digits, the bounded grammar whole.
     received = (run / "cloud" / "received.log").read_bytes().split(b"\n")

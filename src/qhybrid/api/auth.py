@@ -65,6 +65,11 @@ class Authenticator:
     def __repr__(self) -> str:
         return f"Authenticator({len(self._configured)} configured keys)"
 
+    @property
+    def closed(self) -> bool:
+        """True once a key is known to exist (it stays so); False may be stale: ask :meth:`is_open`."""
+        return self._closed
+
     def is_open(self) -> bool:
         """True while no key exists anywhere; once one exists the answer stays False."""
         if self._closed:
@@ -154,8 +159,12 @@ class TenantAuth:
             return
         auth: Authenticator = scope["app"].state.services.auth
         token = _bearer(scope)
-        # A known key answers without a thread; anything else asks the database off the loop.
-        tenant = auth.cached(token) or await anyio.to_thread.run_sync(auth.resolve, token)
+        # A known key answers without a thread, as does a missing key once the API is known to be
+        # closed; anything else asks the database off the loop.
+        if token is None and auth.closed:
+            tenant = None
+        else:
+            tenant = auth.cached(token) or await anyio.to_thread.run_sync(auth.resolve, token)
         if tenant is None:
             # Guessing keys is futile (256 bits) but costs a database lookup each: past the
             # limit, an address's failures are answered 429 without one.

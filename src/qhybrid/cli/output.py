@@ -43,7 +43,14 @@ from qhybrid.client import (
     JobTimeoutError,
     JobUpdate,
 )
-from qhybrid.domain.result import Decomposition, JobResult, Portfolio, QuantumRun
+from qhybrid.domain.result import (
+    Contribution,
+    Decomposition,
+    JobResult,
+    Portfolio,
+    QuantumRun,
+    SamplerReport,
+)
 
 
 class ExitCode(IntEnum):
@@ -254,6 +261,52 @@ def print_result(console: Console, job: JobDocument) -> None:
     _print_quantum_run(console, result, result.quantum)
 
 
+#: Which step produced the returned portfolio, in words (``found_by`` of a quantum answer).
+_FOUND_BY = {
+    "sample": "a circuit sample itself, as measured",
+    "repair": "classical repair of a circuit sample to the budget",
+    "local_search": "classical local search started from the circuit's samples",
+}
+
+
+def answer_origin(result: JobResult) -> str:
+    """One plain sentence: which step produced the returned portfolio."""
+    if result.source == "classical_fallback":
+        return "answer from: the classical solver (classical_fallback: the QPU did not answer)"
+    if result.source == "classical_baseline":
+        return (
+            f"answer from: the classical solver {result.found_by} (classical_baseline: the samples and "
+            "their refinement did no better)"
+        )
+    step = _FOUND_BY.get(result.found_by, result.found_by)
+    return f"answer from: {step} ({result.source}, found by {result.found_by})"
+
+
+def print_contribution(console: Console, contribution: Contribution) -> None:
+    """The circuit's samples beside its start state and the classical samplers, and the verdict."""
+    table = Table(title="what the circuit contributed (same shots, true problem)", show_header=True)
+    for header in ("sampler", "best objective", "shots on optimum", "mean objective", "feasible"):
+        table.add_column(header)
+    annealing = contribution.annealing
+    rows: list[tuple[str, SamplerReport]] = [
+        ("circuit (counts returned)", contribution.circuit),
+        ("its start state (p = 0)", contribution.start_state),
+        ("conditioned rounding", contribution.rounding),
+        (f"swap annealing, {annealing.budget_seconds:.2g} s", annealing),
+    ]
+    for name, row in rows:
+        table.add_row(
+            name,
+            "–" if row.best_objective is None else f"{row.best_objective:.6g}",
+            "n/a" if row.optimum_share is None else f"{row.optimum_share:.1%}",
+            "–" if row.mean_objective is None else f"{row.mean_objective:.6g}",
+            f"{row.feasible_share:.0%}",
+        )
+    console.print(table)
+    verdict = "[green]circuit helped[/]" if contribution.circuit_helped else "[yellow]circuit did not help[/]"
+    console.print(f"{verdict}: {escape(contribution.verdict)}", soft_wrap=True)
+
+
 def _print_decomposition(console: Console, result: JobResult, block: Decomposition) -> None:
     taken = sum(len(r.improved_parts) for r in block.rounds)
     round_note = "" if block.final_round is None else f" (round {block.final_round})"
@@ -270,8 +323,9 @@ def _print_decomposition(console: Console, result: JobResult, block: Decompositi
 def _print_quantum_run(console: Console, result: JobResult, quantum: QuantumRun) -> None:
     spec, circuit = (quantum.qaoa.spec if quantum.qaoa else None), quantum.circuit
     share = quantum.optimum_share
+    console.print(answer_origin(result), soft_wrap=True)
     console.print(
-        f"{result.source}, found by {result.found_by}; gap to the classical optimum {result.gap:.3%}\n"
+        f"gap to the classical optimum {result.gap:.3%}\n"
         f"QPU: backend {quantum.backend}, task {quantum.task_id}, {quantum.shots} shots; "
         f"QAOA {spec.mixer if spec else '?'} mixer, p={spec.reps if spec else '?'}; "
         f"{circuit.logical_qubits if circuit else '?'} qubits, depth {circuit.depth if circuit else '?'}, "
@@ -284,6 +338,13 @@ def _print_quantum_run(console: Console, result: JobResult, quantum: QuantumRun)
             f"{quantum.privacy.qubits_sent} anonymous qubits, no names or amounts; its key stayed here, "
             "sealed (docs/security.md)"
         )
+    if quantum.readout is not None:
+        readout = quantum.readout
+        detail = f", mean error {readout.mean_error:.2%}" if readout.mean_error is not None else ""
+        state = "applied" if readout.applied else "not applied"
+        console.print(f"readout-error mitigation {state}: {escape(readout.reason)}{detail}", soft_wrap=True)
+    if quantum.contribution is not None:
+        print_contribution(console, quantum.contribution)
     link = quantum.link
     if link is not None and link.tls_version:
         console.print(

@@ -2,8 +2,8 @@
 
 A selection whose qubits (decoys included) exceed ``QHYBRID_MAX_QUBITS`` or the device's is solved
 by decomposition (:mod:`qhybrid.jobs.subproblems`); every sub-problem, decoys included, fits in
-``QHYBRID_SUBPROBLEM_QUBITS`` capped by the device. Other formulations keep the single-program
-limits.
+``QHYBRID_SUBPROBLEM_QUBITS`` capped by ``QHYBRID_MAX_QUBITS`` and the device. Other formulations
+keep the single-program limits.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ def is_decomposed(request: JobRequest, settings: Settings, capacity: int | None)
 
 
 def subproblem_qubits(settings: Settings, capacity: int | None) -> int:
-    """Qubits of each sub-problem: ``QHYBRID_SUBPROBLEM_QUBITS``, capped by the device."""
-    return settings.subproblem_qubits if capacity is None else min(settings.subproblem_qubits, capacity)
+    """Qubits of each sub-problem: ``QHYBRID_SUBPROBLEM_QUBITS``, capped by the single-program limit."""
+    return min(settings.subproblem_qubits, device_qubits(settings, capacity))
 
 
 def subproblem_assets(qubits: int, request: JobRequest, settings: Settings) -> int:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -85,6 +85,10 @@ RESTARTS = 3
 #: Small, because the start is already good and large angles scramble it.
 WARM_XY_GAMMA_SPANS = (0.05, 0.1, 0.2, 0.4)
 WARM_XY_BETA_SPANS = (0.05, 0.1, 0.2)
+#: An energy of basis states given as bits ``(m, n)`` (column ``i`` = qubit ``i``): shape ``(m,)``.
+EnergyOf = Callable[[NDArray[np.uint8]], FloatArray]
+#: Basis states whose target energies are computed per call of an :data:`EnergyOf`.
+_TARGET_CHUNK = 1 << 16
 #: Relative tolerance for "same energy as the minimum" when reporting the ground-state probability.
 _GROUND_TOLERANCE = 1e-9
 
@@ -208,6 +212,7 @@ class SimulatedQaoa:
         spec: QaoaSpec,
         hamming_weight: int | None,
         warm_start: tuple[float, ...] | None,
+        target: EnergyOf | None = None,
     ) -> None:
         n = ising.num_qubits
         self.spec = spec
@@ -257,8 +262,18 @@ class SimulatedQaoa:
         self.cost = cost
         self.shift = shift
         self.spread = spread
+        # What the angles minimise: by default the cost the circuit's phases carry; with a target,
+        # another energy of the same basis states (the true problem behind an obfuscated one).
+        self.target_cost, self.target_shift, self.target_spread = cost, shift, spread
+        if target is not None:
+            energies = _energies_of(target, self.basis, n)
+            target_shift, target_spread = float(energies.mean()), float(energies.std())
+            target_spread = target_spread if target_spread > 0.0 else 1.0
+            self.target_cost = (energies - target_shift) / target_spread
+            self.target_shift, self.target_spread = target_shift, target_spread
+        goal = self.target_cost
         self.objective: Objective = (
-            CvarObjective(cost, spec.cvar_alpha) if spec.objective == "cvar" else MeanObjective(cost)
+            CvarObjective(goal, spec.cvar_alpha) if spec.objective == "cvar" else MeanObjective(goal)
         )
 
     @property
@@ -337,19 +352,36 @@ class SimulatedQaoa:
         return probabilities_of(self.simulator.statevector(*self._split(theta)))
 
     def facts(self, theta: FloatArray) -> dict[str, float]:
-        """Expectation, CVaR, ground-state probability and approximation ratio at ``θ`` (Ising units)."""
+        """Expectation, CVaR, ground-state probability and approximation ratio at ``θ``.
+
+        All of the energy the angles minimise (the target's, when one was given), in its units.
+        """
         probabilities = self.probabilities(theta)
-        cost = self.cost
+        cost = self.target_cost
         low, high = float(cost.min()), float(cost.max())
         normalised_mean = float(probabilities @ cost)
         tolerance = _GROUND_TOLERANCE * max(abs(low), abs(high), 1.0)
         cvar_value, _ = CvarObjective(cost, self.spec.cvar_alpha).evaluate(probabilities)
         return {
-            "expectation": normalised_mean * self.spread + self.shift,
-            "cvar": cvar_value * self.spread + self.shift,
+            "expectation": normalised_mean * self.target_spread + self.target_shift,
+            "cvar": cvar_value * self.target_spread + self.target_shift,
             "ground_probability": float(probabilities[cost <= low + tolerance].sum()),
             "approximation_ratio": (high - normalised_mean) / (high - low) if high > low else 1.0,
         }
+
+
+def _energies_of(target: EnergyOf, basis: NDArray[np.int64] | None, num_qubits: int) -> FloatArray:
+    """``target`` on every simulated basis state (the subspace's, or all ``2^n``), in chunks."""
+    size = (1 << num_qubits) if basis is None else basis.size
+    energies = np.empty(size, dtype=np.float64)
+    for start in range(0, size, _TARGET_CHUNK):
+        stop = min(size, start + _TARGET_CHUNK)
+        indices = np.arange(start, stop, dtype=np.int64) if basis is None else basis[start:stop]
+        values = np.asarray(target(basis_bits(indices, num_qubits)), dtype=np.float64)
+        if values.shape != (stop - start,) or not np.all(np.isfinite(values)):
+            raise ValueError("the target energy must give one finite number per basis state")
+        energies[start:stop] = values
+    return energies
 
 
 def simulate_qaoa(
@@ -358,6 +390,7 @@ def simulate_qaoa(
     *,
     hamming_weight: int | None = None,
     warm_start: FloatArray | Sequence[float] | None = None,
+    target: EnergyOf | None = None,
 ) -> SimulatedQaoa:
     """Validate the inputs as :func:`plan_qaoa` does and set up the simulation.
 
@@ -365,7 +398,7 @@ def simulate_qaoa(
         ValueError: As :func:`plan_qaoa`.
     """
     weight, warm = _checked_inputs(ising, spec, hamming_weight, warm_start)
-    return SimulatedQaoa(ising, spec, weight, warm)
+    return SimulatedQaoa(ising, spec, weight, warm, target)
 
 
 def plan_qaoa(
@@ -375,6 +408,7 @@ def plan_qaoa(
     seed: int,
     hamming_weight: int | None = None,
     warm_start: FloatArray | None = None,
+    target: EnergyOf | None = None,
 ) -> QaoaPlan:
     """Find QAOA angles for ``ising`` by exact simulation (numbers only; nothing leaves this call).
 
@@ -394,6 +428,10 @@ def plan_qaoa(
         warm_start: ``"x-warm"`` (required): the relaxed solution, ``n`` values in ``[0, 1]``;
             ``"xy"`` (optional): start from the basis state of its ``B`` largest values instead
             of the Dicke state; ``"x"``: not allowed.
+        target: What the angles minimise, if not ``ising`` itself: an energy of the same basis
+            states. The circuit's phases still carry ``ising`` (the problem that is sent); the
+            trusted zone passes the TRUE problem read through the obfuscation key, so that the
+            angles serve the real objective rather than the noise added to hide it.
 
     Returns:
         The plan.
@@ -405,7 +443,9 @@ def plan_qaoa(
     # One BLAS thread for the whole search (see single_threaded_blas): toggling the pool size
     # around every simulation also cost time.
     with single_threaded_blas():
-        model = simulate_qaoa(ising, spec, hamming_weight=hamming_weight, warm_start=warm_start)
+        model = simulate_qaoa(
+            ising, spec, hamming_weight=hamming_weight, warm_start=warm_start, target=target
+        )
         return _plan(model, ising.num_qubits, seed, started)
 
 
@@ -463,8 +503,8 @@ def _plan(model: SimulatedQaoa, num_qubits: int, seed: int, started: float) -> Q
         evaluations=model.evaluations,
     )
     facts.update(
-        objective=best_value * model.spread + model.shift,
-        start_objective=start_value * model.spread + model.shift,
+        objective=best_value * model.target_spread + model.target_shift,
+        start_objective=start_value * model.target_spread + model.target_shift,
         cost_std=model.spread,
         dimension=float(model.dimension),
         evaluations=float(model.evaluations),

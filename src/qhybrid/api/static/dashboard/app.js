@@ -491,7 +491,9 @@ function samplesCard(job) {
   const quantum = job.result ? job.result.quantum : null;
   const top = quantum && quantum.top_samples;
   if (!top || !top.length) {
-    card.append(el("p", { class: top ? "muted" : "waiting", text: job.result ? "No samples: the QPU did not answer." : "Once completed." }));
+    let text = "Once completed.";
+    if (job.result) text = job.result.source === "classical_fallback" ? "No samples: the QPU did not answer." : "This result lists no samples.";
+    card.append(el("p", { class: job.result ? "muted" : "waiting", text }));
     return card;
   }
   const answerBits = job.result.bits.join("");
@@ -663,10 +665,12 @@ function drawFrontier(card, frontier) {
     svg("text", { class: "label-muted", x: 14, y: (m.top + height - m.bottom) / 2, "text-anchor": "middle", transform: `rotate(-90 14 ${(m.top + height - m.bottom) / 2})`, text: "expected return per period (wᵀμ)" }),
     svg("polyline", { class: "frontier-line", points: frontier.points.map((p) => `${X(p.volatility).toFixed(1)},${Y(p.expected_return).toFixed(1)}`).join(" ") }),
   );
+  // Names only for small universes: hundreds of labels would hide the frontier.
+  const named = frontier.assets.length <= 30;
   for (const asset of frontier.assets) {
     chart.append(
-      svg("circle", { class: "asset-dot", cx: X(asset.volatility), cy: Y(asset.expected_return), r: 4, "data-asset": asset.name }),
-      svg("text", { class: "label-muted", x: X(asset.volatility) + 6, y: Y(asset.expected_return) - 5, text: asset.name }),
+      svg("circle", { class: "asset-dot", cx: X(asset.volatility), cy: Y(asset.expected_return), r: named ? 4 : 2.5, "data-asset": asset.name }, svg("title", { text: asset.name })),
+      named ? svg("text", { class: "label-muted", x: X(asset.volatility) + 6, y: Y(asset.expected_return) - 5, text: asset.name }) : null,
     );
   }
   if (frontier.chosen) {
