@@ -43,6 +43,7 @@ from qhybrid.domain.states import (
 from qhybrid.gateway.context import current_job
 from qhybrid.jobs import pipeline
 from qhybrid.jobs.decomposed import DecomposedSteps
+from qhybrid.jobs.lease import kept_lease
 from qhybrid.jobs.models import Job, RemoteTask, utcnow
 from qhybrid.jobs.queue import JobQueue
 from qhybrid.jobs.sizing import is_decomposed
@@ -214,6 +215,7 @@ class Journey(DecomposedSteps):
         with (
             current_job(job_id),
             log_context(job_id=job_id, tenant=job.tenant, state=JobState(job.state).api_name),
+            kept_lease(self.store, job_id, owner=owner, lease_seconds=self.settings.lease_seconds),
         ):
             self._advance_claimed(job_id, owner, job)
 

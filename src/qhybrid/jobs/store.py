@@ -716,6 +716,28 @@ class JobStore:
             )
             return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
+    def renew_lease(self, job_id: str, *, owner: str, lease_seconds: float) -> bool:
+        """Push ``owner``'s unexpired lease on a live job ``lease_seconds`` into the future.
+
+        Returns:
+            False if the lease is no longer ``owner``'s (expired and taken, released, or the job
+            ended): the caller stops renewing.
+        """
+        now = utcnow()
+        with self.db.write() as session:
+            renewed = session.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.lease_owner == owner,
+                    Job.lease_expires_at >= now,
+                    Job.state.not_in([s.value for s in TERMINAL_STATES]),
+                )
+                .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+                .execution_options(synchronize_session=False)
+            )
+            return bool(renewed.rowcount == 1)  # type: ignore[attr-defined]
+
     def release(self, job_id: str, *, owner: str, **fields: Any) -> bool:
         """Give the lease back (typically with ``next_poll_at`` set) so any worker may continue."""
         return self.update_job(job_id, owner=owner, lease_owner=None, lease_expires_at=None, **fields)
