@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import numpy as np
@@ -195,3 +195,21 @@ def test_xy_warm_angles_aim_at_the_true_problem_behind_the_noise() -> None:
     assert true_mean(aimed) <= true_mean(on_the_noise) + 1e-12
     # ... and never worse than the start state (γ = β = 0) on it.
     assert aimed.simulated["objective"] <= aimed.simulated["start_objective"] + 1e-12
+
+
+def test_the_annealing_reference_gets_the_circuits_sampling_time() -> None:
+    from datetime import datetime
+
+    from qhybrid.jobs.journey import _sampling_seconds
+    from qhybrid.jobs.models import RemoteTask
+
+    submitted = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    done = datetime(2026, 1, 1, 12, 0, 3, 500000, tzinfo=UTC)
+    # The provider's billed seconds win (IBM reports them) ...
+    billed = RemoteTask(details={"usage_seconds": 0.8}, submitted_at=submitted, updated_at=done)
+    assert _sampling_seconds(billed) == (0.8, "provider_usage")
+    # ... else the task's wall time as the worker saw it ...
+    timed = RemoteTask(details={"shots": 10}, submitted_at=submitted, updated_at=done)
+    assert _sampling_seconds(timed) == (3.5, "task_wall_time")
+    # ... and nothing when the submission time is unknown (the budget is then the cap).
+    assert _sampling_seconds(RemoteTask(details=None, submitted_at=None, updated_at=done))[0] is None
