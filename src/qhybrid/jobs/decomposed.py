@@ -165,12 +165,16 @@ class DecomposedSteps:
             self.store.update_remote_task(
                 row.id, task_id=task_id, submitted_at=utcnow(), state=TaskState.QUEUED.value
             )
+        self._await_first_poll(job, owner, f"round {state.round}: {len(subsets)} sub-problem tasks")
+
+    def _await_first_poll(self, job: Job, owner: str, detail: str) -> None:
+        """SUBMITTING -> SUBMITTED with the lease released and the first poll scheduled."""
         first_poll = utcnow() + timedelta(seconds=self.settings.poll_initial_seconds)
         self._move(
             job,
             owner,
             JobState.SUBMITTED,
-            detail=f"round {state.round}: {len(subsets)} sub-problem tasks",
+            detail=detail,
             release=True,
             next_poll_at=first_poll,
             poll_interval=self.settings.poll_initial_seconds,

@@ -319,19 +319,10 @@ class Journey(DecomposedSteps):
             if job.program is None:
                 raise PermanentBackendError("no program was stored for this job")
             task_id = backend.submit(job.program, job.shots, row.client_token)
-        now = utcnow()
-        self.store.update_remote_task(row.id, task_id=task_id, submitted_at=now, state=TaskState.QUEUED.value)
-        first_poll = now + timedelta(seconds=self.settings.poll_initial_seconds)
-        self._move(
-            job,
-            owner,
-            JobState.SUBMITTED,
-            detail=f"task {task_id} (attempt {job.attempt})",
-            release=True,
-            next_poll_at=first_poll,
-            poll_interval=self.settings.poll_initial_seconds,
+        self.store.update_remote_task(
+            row.id, task_id=task_id, submitted_at=utcnow(), state=TaskState.QUEUED.value
         )
-        self.queue.kick_at(job.id, first_poll)
+        self._await_first_poll(job, owner, f"task {task_id} (attempt {job.attempt})")
 
     def _poll(self, job: Job, owner: str) -> bool:
         """Ask the provider where the task is; True when the job moved on to FINALIZING."""
