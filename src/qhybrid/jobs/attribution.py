@@ -24,10 +24,10 @@ from qhybrid.portfolio.references import (
 from qhybrid.proxy.obfuscation import ObfuscationKey
 from qhybrid.quantum.engine import sample_start_state
 
-#: The annealer's wall time is the circuit's sampling time, but never below this (a task the
-#: provider reports as instantaneous still gives the annealer a few hundred steps) ...
-ANNEALING_FLOOR_SECONDS = 0.05
-#: ... nor above this, which bounds what the reference adds to FINALIZING.
+#: The annealer's wall time is the circuit's sampling time, but never above this, which bounds
+#: what the reference adds to FINALIZING. Its floor is not a time but a complete schedule of
+#: :data:`~qhybrid.portfolio.references.MIN_SWEEPS` sweeps, the same on any machine (a task the
+#: provider reports as instantaneous still gets a credible annealer).
 ANNEALING_CAP_SECONDS = 2.0
 
 
@@ -75,8 +75,10 @@ def contribution(
     )
     start_state = sample_stats(formulation, *_unique(key.true_bits(sent)), optimum)
     rounding = sample_stats(formulation, *_unique(conditioned_rounding(formulation, shots, rng)), optimum)
-    budget = annealing_budget(sampling_seconds, floor=ANNEALING_FLOOR_SECONDS, cap=ANNEALING_CAP_SECONDS)
-    annealed = swap_annealing(formulation, shots, budget, rng)
+    budget = annealing_budget(sampling_seconds, floor=0.0, cap=ANNEALING_CAP_SECONDS)
+    # With the proven optimum the annealer may stop once every chain sits on it: no longer run
+    # could report a better row.
+    annealed = swap_annealing(formulation, shots, budget, rng, optimum=optimum)
     annealing = AnnealingReport(
         **sample_stats(formulation, *_unique(annealed.bits), optimum).model_dump(),
         seconds=annealed.seconds,
@@ -84,6 +86,7 @@ def contribution(
         time_source="cap" if sampling_seconds is None else time_source,
         chains=annealed.chains,
         steps=annealed.steps,
+        stopped=annealed.stopped,
     )
     helped = circuit_helped(circuit, start_state, rounding, annealing)
     return Contribution(
