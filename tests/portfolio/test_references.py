@@ -112,7 +112,7 @@ def test_the_swap_table_holds_every_swap_and_its_exact_change() -> None:
     values = problem.objective(selections)
     count = selections.shape[0]
     assert count == 35 and chains.moves == 12
-    following = chains.next.reshape(count, chains.moves)
+    following = chains.next_row.reshape(count, chains.moves) // chains.moves
     change = chains.change.reshape(count, chains.moves)
     for state in range(count):
         held = np.flatnonzero(selections[state])

@@ -32,7 +32,17 @@ ANNEALING_CAP_SECONDS = 2.0
 
 
 def _unique(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    unique, counts = np.unique(np.asarray(bits, dtype=np.uint8), axis=0, return_counts=True)
+    """Distinct rows (in ``np.unique(axis=0)``'s order) and their counts."""
+    rows = np.asarray(bits, dtype=np.uint8)
+    n = rows.shape[1]
+    if n > 62:
+        unique, counts = np.unique(rows, axis=0, return_counts=True)
+        return unique, counts.astype(np.int64)
+    # Each row as one integer, its first bit the most significant: sorting the integers sorts the
+    # rows as np.unique(axis=0) does, at a fraction of the cost.
+    powers = np.left_shift(np.int64(1), np.arange(n - 1, -1, -1, dtype=np.int64))
+    codes, counts = np.unique(rows.astype(np.int64) @ powers, return_counts=True)
+    unique = ((codes[:, np.newaxis] & powers[np.newaxis, :]) != 0).astype(np.uint8)
     return unique, counts.astype(np.int64)
 
 

@@ -204,8 +204,9 @@ class _Chains:
 class _TableChains:
     """The same chains for a selection with few feasible states, on a table of every swap.
 
-    Each chain is the index of its selection among the ``C(n, B)`` feasible ones; ``next[s, m]``
-    and ``change[s, m]`` give the selection and the objective's change of swap ``m`` (the
+    Each chain is the index of its selection among the ``C(n, B)`` feasible ones (kept as its
+    row's offset); ``next_row[s, m]`` and ``change[s, m]`` give the selection reached (as a row
+    offset) and the objective's change of swap ``m`` (the
     ``i``-th held asset for the ``j``-th free one, ``m = i·(n − B) + j``). Drawing ``m``
     uniformly is drawing the held and the free asset uniformly, so the chains are those of
     :class:`_Chains` (same proposals, same Metropolis rule, a uniform start), only a step costs
@@ -225,11 +226,13 @@ class _TableChains:
             codes[:, np.newaxis, np.newaxis] - powers[held][:, :, np.newaxis] + powers[free][:, np.newaxis, :]
         )
         self.moves = budget * (n - budget)
-        self.next = index[swapped.reshape(codes.size, self.moves)]
+        following = index[swapped.reshape(codes.size, self.moves)]
         x = selections.astype(np.float64)
         values = np.einsum("si,si->s", x @ levels.a, x) - x @ levels.b
-        self.change = (values[self.next] - values[:, np.newaxis]).ravel()
-        self.next = self.next.ravel()
+        self.change = (values[following] - values[:, np.newaxis]).ravel()
+        # A chain is kept as the offset of its row in the tables (selection index × moves), so
+        # that a step adds the move and looks up: nothing else per step.
+        self.next_row = (following * self.moves).ravel()
         self.selections = selections
         self.rng = rng
         self.count = count
@@ -237,7 +240,7 @@ class _TableChains:
 
     def restarted(self) -> None:
         """Every chain at a uniform random selection, no random numbers in hand."""
-        self.state = self.rng.integers(0, self.selections.shape[0], self.count)
+        self.row = self.rng.integers(0, self.selections.shape[0], self.count) * self.moves
         self._block: tuple[NDArray[np.int64], FloatArray] | None = None
         self._used = 0
 
@@ -262,19 +265,19 @@ class _TableChains:
 
     def first_changes(self) -> FloatArray:
         """The changes of one round of proposals (not applied): the schedule's scale."""
-        cells = self.state * self.moves + self.rng.integers(0, self.moves, self.count)
+        cells = self.row + self.rng.integers(0, self.moves, self.count)
         return np.asarray(self.change[cells], dtype=np.float64)
 
     def step(self, temperature: float) -> None:
         """One Metropolis step of every chain at ``temperature``."""
         moves, exponentials = self._draws()
-        cell = self.state * self.moves + moves
+        cell = self.row + moves
         accept = self.change.take(cell) <= temperature * exponentials
-        self.state = np.where(accept, self.next.take(cell), self.state)
+        np.copyto(self.row, self.next_row.take(cell), where=accept)
 
     def bits(self) -> NDArray[np.uint8]:
         """The chains' states as bits."""
-        return self.selections[self.state]
+        return self.selections[self.row // self.moves]
 
 
 #: Steps whose random numbers are drawn at once by :class:`_TableChains`.
