@@ -219,3 +219,24 @@ def test_all_to_all_transpile_is_qiskits_level_3_from_one_pass_manager(
     assert built == [1]
     transpile_for(qaoa_circuit(random_ising(5, seed=1), ANGLES), LINE_DEVICE, seed=0)
     assert built == [1]
+
+
+def test_metrics_count_the_depth_as_qiskit_does() -> None:
+    from qhybrid.quantum.circuit import circuit_metrics
+
+    device = DeviceTarget("emulator", 32, ("rz", "sx", "x", "cx"), None)
+    for seed in range(3):
+        transpiled, metrics = transpile_for(qaoa_circuit(random_ising(6, seed=seed), ANGLES), device, seed=0)
+        assert metrics.depth == transpiled.depth()
+    # Barriers line the wires up without a layer; measurements count on their bits too.
+    circuit = QuantumCircuit(3, 2)
+    circuit.h(0)
+    circuit.cx(0, 1)
+    circuit.barrier()
+    circuit.x(2)
+    circuit.measure(2, 0)
+    circuit.measure(0, 1)
+    circuit.x(1)
+    metrics = circuit_metrics(3, circuit)
+    assert metrics.depth == circuit.depth() == 4
+    assert (metrics.physical_qubits, metrics.two_qubit_gates, metrics.total_gates) == (3, 1, 4)

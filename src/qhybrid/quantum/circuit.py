@@ -295,23 +295,36 @@ def circuit_metrics(logical_qubits: int, circuit: QuantumCircuit) -> CircuitMetr
         logical_qubits: Qubits of the circuit before transpilation.
         circuit: The circuit to measure.
     """
+    # One pass over the instructions, reading only their names and bits (building each gate's
+    # Python object, as instruction.operation and QuantumCircuit.depth do, cost more than the rest).
+    qubit_index = {qubit: i for i, qubit in enumerate(circuit.qubits)}
+    clbit_index = {clbit: len(qubit_index) + i for i, clbit in enumerate(circuit.clbits)}
+    # The depth as QuantumCircuit.depth() counts it: every instruction but a directive (barrier)
+    # is one layer on all its qubits and bits; a directive lines them up without a layer.
+    levels = [0] * (len(qubit_index) + len(clbit_index))
     touched: set[int] = set()
     two_qubit = 0
     total = 0
     for instruction in circuit.data:
-        name = instruction.operation.name
+        qubits = [qubit_index[qubit] for qubit in instruction.qubits]
+        wires = qubits + [clbit_index[clbit] for clbit in instruction.clbits]
+        if wires:
+            level = max(levels[wire] for wire in wires) + (0 if instruction.is_directive() else 1)
+            for wire in wires:
+                levels[wire] = level
+        name = instruction.name
         if name == "barrier":
             continue
-        touched.update(circuit.find_bit(qubit).index for qubit in instruction.qubits)
+        touched.update(qubits)
         if name in _NON_GATES:
             continue
         total += 1
-        if len(instruction.qubits) == 2:
+        if len(qubits) == 2:
             two_qubit += 1
     return CircuitMetrics(
         logical_qubits=logical_qubits,
         physical_qubits=len(touched),
-        depth=int(circuit.depth()),
+        depth=max(levels, default=0),
         two_qubit_gates=two_qubit,
         total_gates=total,
     )
