@@ -9,10 +9,15 @@ PostgreSQL server (postmaster and every backend, including those that exited), R
 benchmark itself (it only waits, reading one count per 0.1 s). All of them share the machine's cores,
 so the CPU per job, summed, is what bounds the jobs/s.
 
-The cloud's device samples on Qiskit Aer, as it always does (about 5 ms of its CPU per task here
-for these 5-qubit programs, parsing included).
+Two devices of the emulated cloud, one cloud process each, the runs interleaved: ``emulator``
+samples every circuit on Qiskit Aer, as the cloud always does (about 5 ms of its CPU per 5-qubit
+task, parsing included); ``emulated-instant`` is the throughput-testing device (``--sampler
+instant``, never the default): it simulates nothing and returns uniform random shots, so its rows
+measure everything but the simulation. Its jobs still run the whole journey, FINALIZING included,
+on meaningless counts; it is named in every row it appears in.
 
-    .venv/bin/python -m benchmarks.pipeline [--jobs 200] [--processes 1] [--threads 4] [--repeat 1]
+    .venv/bin/python -m benchmarks.pipeline [--jobs 200] [--processes 1] [--threads 4]
+        [--device emulator emulated-instant] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -49,8 +54,8 @@ TIMINGS = {
     "QHYBRID_LOG_LEVEL": "INFO",
 }
 
-#: The emulated cloud's devices a run can use (its one device, sampling on Aer).
-DEVICES = ("emulator",)
+#: The emulated cloud's devices a run can use, and the flags that start a cloud offering each.
+DEVICES = {"emulator": [], "emulated-instant": ["--sampler", "instant"]}
 
 
 def own_cpu(pid: int) -> float:
@@ -201,17 +206,20 @@ def one_run(
         )
         with psycopg.connect(libpq(database_url), autocommit=True) as conn:
             load_before = os.getloadavg()[0]
+            handshakes_before = len(cloud.tls_log())
             cpu_before = watched.snapshot()
             kicked_at = utcnow()
             queue.kick_many(ids)
             done = wait_done(conn, jobs, timeout=1800)
             cpu_after = watched.snapshot()
+            handshakes = len(cloud.tls_log()) - handshakes_before
             load_after = os.getloadavg()[0]
             (last,) = conn.execute("SELECT max(finished_at) FROM jobs").fetchone() or (None,)
             (completed,) = conn.execute("SELECT count(*) FROM jobs WHERE state = 'COMPLETED'").fetchone() or (
                 0,
             )
             medians = state_medians(conn)
+            (polls,) = conn.execute("SELECT avg(polls) FROM remote_tasks").fetchone() or (None,)
     finally:
         host.stop()
     seconds = (last - kicked_at).total_seconds() if last is not None else float("nan")
@@ -222,6 +230,8 @@ def one_run(
         "seconds": seconds,
         "cpu": cpu,
         "medians": medians,
+        "polls": float(polls or 0.0),
+        "handshakes": handshakes,
         "load": (load_before, load_after),
     }
 
@@ -231,7 +241,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--processes", type=int, default=1, help="worker processes")
     parser.add_argument("--threads", type=int, default=4, help="threads per worker process")
-    parser.add_argument("--device", choices=sorted(DEVICES), nargs="+", default=["emulator"])
+    parser.add_argument("--device", choices=sorted(DEVICES), nargs="+", default=list(DEVICES))
     parser.add_argument("--repeat", type=int, default=1, help="runs per device")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="qhybrid-pipeline-") as folder:
@@ -251,7 +261,7 @@ def main() -> None:
                         queue_delay=0.0,
                         run_delay=0.0,
                         token="pipeline-token",
-                        extra_args=["--device", device],
+                        extra_args=["--device", device, *DEVICES[device]],
                     )
             index = 0
             for _ in range(args.repeat):
@@ -280,6 +290,8 @@ def main() -> None:
                             "completed": run["completed"],
                             "seconds": f"{run['seconds']:.2f}",
                             "jobs/s": f"{rate:.1f}",
+                            "polls/job": f"{run['polls']:.2f}",
+                            "TLS handshakes": run["handshakes"],
                             "CPU ms/job, all processes": f"{1000 * total / args.jobs:.1f}",
                             "CPU-bound jobs/s on 2 cores": f"{2 * args.jobs / total:.1f}",
                             "load avg before/after": f"{run['load'][0]:.1f} / {run['load'][1]:.1f}",

@@ -8,7 +8,7 @@ from qiskit.quantum_info import Operator
 from qiskit_aer import AerSimulator
 
 from qhybrid.cloud import sampler
-from qhybrid.cloud.sampler import ProgramError, check_program, load_program, simulate
+from qhybrid.cloud.sampler import ProgramError, check_program, load_program, sample_instant, simulate
 from tests.cloud.helpers import BELL, BELL_CANONICAL, X_ON_BIT0, X_ON_BIT0_CANONICAL
 
 #: A transpiled QAOA layer on 4 qubits in the device's basis, as the trusted zone emits it.
@@ -99,3 +99,16 @@ def test_simulate_gives_the_counts_of_a_simulator_seeded_per_task() -> None:
     assert first.counts == second.counts == {key[::-1]: count for key, count in fresh.items()}
     assert other.counts != first.counts
     assert sum(first.counts.values()) == 500
+
+
+def test_the_instant_device_draws_uniform_shots_over_the_measured_bits_and_says_so() -> None:
+    outcome = sample_instant(REGISTERS, shots=4000, seed=5, max_qubits=8)
+    assert outcome.metadata["simulator"] == "none (emulated-instant: uniform random shots)"
+    assert sum(outcome.counts.values()) == 4000
+    # Three classical bits (a[2] and b[1]), all 8 outcomes, none far from 500: nothing simulated
+    # (the program would always give 001 on a simulator).
+    assert all(len(key) == 3 for key in outcome.counts)
+    assert len(outcome.counts) == 8
+    assert all(350 < count < 650 for count in outcome.counts.values())
+    assert sample_instant(REGISTERS, shots=4000, seed=5, max_qubits=8).counts == outcome.counts
+    assert simulate(REGISTERS, shots=100, seed=5, max_qubits=8).counts == {"001": 100}
