@@ -78,7 +78,7 @@ def _direct_statements(example: NewJob) -> tuple[sql.Composed, sql.Composed]:
     """The two INSERTs of the direct path, with the columns :meth:`NewJob.row` fills.
 
     Built from the mapped tables and ``NewJob.row``'s keys, so a column added there is written
-    here too; the request text is cast to JSONB by PostgreSQL, as ``JobStore`` does.
+    here too; the request text is cast to ``json`` by PostgreSQL, as ``JobStore`` does.
     """
     jobs, events = Job.__table__, JobEvent.__table__
     assert isinstance(jobs, Table)
@@ -91,7 +91,7 @@ def _direct_statements(example: NewJob) -> tuple[sql.Composed, sql.Composed]:
             raise RuntimeError(f"NewJob.row() names {key!r}, which is not a column of {jobs.name}")
         names.append(sql.Identifier(column))
         placeholder = sql.Placeholder(key)
-        values.append(sql.SQL("{}::jsonb").format(placeholder) if key == "request_text" else placeholder)
+        values.append(sql.SQL("{}::json").format(placeholder) if key == "request_text" else placeholder)
     insert_jobs = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
         sql.Identifier(jobs.name), sql.SQL(", ").join(names), sql.SQL(", ").join(values)
     )
