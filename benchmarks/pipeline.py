@@ -1,7 +1,7 @@
 """Jobs/s through the whole pipeline with an instant backend, and the CPU each process spent on them.
 
-One run: our own PostgreSQL and Redis, the emulated cloud (TLS, no queue or run delay), ``--processes``
-``qhybrid worker`` processes with ``--threads`` threads each, started and ready; then ``--jobs`` small
+Each run: our own PostgreSQL and Redis, the emulated cloud (TLS, no queue or run delay), a layout of
+``qhybrid worker`` processes and threads (``--workers 1x4 2x2``), started and ready; then ``--jobs`` small
 jobs (5 assets, hold 2, p = 1, 256 shots) stored and kicked at once (one ``LPUSH``). The clock runs
 from the first kick to the last job's ``finished_at``. Beside jobs/s, the CPU seconds (user + system,
 psutil) that each process used between the kick and the end, per job: the workers, the cloud, the
@@ -16,7 +16,7 @@ instant``, never the default): it simulates nothing and returns uniform random s
 measure everything but the simulation. Its jobs still run the whole journey, FINALIZING included,
 on meaningless counts; it is named in every row it appears in.
 
-    .venv/bin/python -m benchmarks.pipeline [--jobs 200] [--processes 1] [--threads 4]
+    .venv/bin/python -m benchmarks.pipeline [--jobs 200] [--workers 1x4 2x2]
         [--device emulator emulated-instant] [--repeat 1]
 """
 
@@ -236,14 +236,29 @@ def one_run(
     }
 
 
+def layout(text: str) -> tuple[int, int]:
+    """``2x2`` -> (2 worker processes, 2 threads each)."""
+    processes, _, threads = text.lower().partition("x")
+    try:
+        return int(processes), int(threads)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected PROCESSESxTHREADS such as 2x2, got {text!r}") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200)
-    parser.add_argument("--processes", type=int, default=1, help="worker processes")
-    parser.add_argument("--threads", type=int, default=4, help="threads per worker process")
-    parser.add_argument("--device", choices=sorted(DEVICES), nargs="+", default=list(DEVICES))
-    parser.add_argument("--repeat", type=int, default=1, help="runs per device")
+    parser.add_argument(
+        "--workers",
+        type=layout,
+        nargs="+",
+        default=[(1, 4), (2, 2)],
+        help="worker layouts, PROCESSESxTHREADS (default: 1x4 2x2)",
+    )
+    parser.add_argument("--device", choices=list(DEVICES), nargs="+", default=list(DEVICES))
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of every layout and device")
     args = parser.parse_args()
+    cores = psutil.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="qhybrid-pipeline-") as folder:
         work = Path(folder)
         postgres = start_postgres()
@@ -253,77 +268,77 @@ def main() -> None:
         cpu_rows: list[dict[str, Any]] = []
         state_rows: list[dict[str, Any]] = []
         try:
-            for device in DEVICES:
-                if device in args.device:
-                    clouds[device] = start_cloud(
-                        work / f"cloud-{device}",
-                        name=f"cloud-{device}",
-                        queue_delay=0.0,
-                        run_delay=0.0,
-                        token="pipeline-token",
-                        extra_args=["--device", device, *DEVICES[device]],
-                    )
+            for device in args.device:
+                clouds[device] = start_cloud(
+                    work / f"cloud-{device}",
+                    name=f"cloud-{device}",
+                    queue_delay=0.0,
+                    run_delay=0.0,
+                    token="pipeline-token",
+                    extra_args=["--device", device, *DEVICES[device]],
+                )
             index = 0
             for _ in range(args.repeat):
-                for device in args.device:
-                    index += 1
-                    run = one_run(
-                        work,
-                        postgres,
-                        redis_server,
-                        clouds[device],
-                        name=f"run{index}",
-                        device=device,
-                        processes=args.processes,
-                        threads=args.threads,
-                        jobs=args.jobs,
-                    )
-                    rate = run["completed"] / run["seconds"]
-                    print(f"{device}: {rate:.1f} jobs/s", flush=True)
-                    cpu = run["cpu"]
-                    total = sum(cpu.values())
-                    rows.append(
-                        {
-                            "device": device,
-                            "workers x threads": f"{args.processes} x {args.threads}",
-                            "jobs": args.jobs,
-                            "completed": run["completed"],
-                            "seconds": f"{run['seconds']:.2f}",
-                            "jobs/s": f"{rate:.1f}",
-                            "polls/job": f"{run['polls']:.2f}",
-                            "TLS handshakes": run["handshakes"],
-                            "CPU ms/job, all processes": f"{1000 * total / args.jobs:.1f}",
-                            "CPU-bound jobs/s on 2 cores": f"{2 * args.jobs / total:.1f}",
-                            "load avg before/after": f"{run['load'][0]:.1f} / {run['load'][1]:.1f}",
-                        }
-                    )
-                    cpu_rows.append(
-                        {
-                            "device": device,
-                            **{
-                                f"{role} ms/job": f"{1000 * value / args.jobs:.1f}"
-                                for role, value in cpu.items()
-                            },
-                        }
-                    )
-                    med = run["medians"]
-                    state_rows.append(
-                        {
-                            "device": device,
-                            **{
-                                f"{state} (ms)": f"{1000 * med[state]:.0f}" if state in med else "-"
-                                for state in (
-                                    "ACCEPTED",
-                                    "PREPARING",
-                                    "SUBMITTING",
-                                    "SUBMITTED",
-                                    "REMOTE_QUEUED",
-                                    "REMOTE_RUNNING",
-                                    "FINALIZING",
-                                )
-                            },
-                        }
-                    )
+                for processes, threads in args.workers:
+                    for device in args.device:
+                        index += 1
+                        run = one_run(
+                            work,
+                            postgres,
+                            redis_server,
+                            clouds[device],
+                            name=f"run{index}",
+                            device=device,
+                            processes=processes,
+                            threads=threads,
+                            jobs=args.jobs,
+                        )
+                        rate = run["completed"] / run["seconds"]
+                        label = {"device": device, "workers x threads": f"{processes} x {threads}"}
+                        print(f"{device}, {processes} x {threads}: {rate:.1f} jobs/s", flush=True)
+                        cpu = run["cpu"]
+                        total = sum(cpu.values())
+                        rows.append(
+                            {
+                                **label,
+                                "jobs": args.jobs,
+                                "completed": run["completed"],
+                                "seconds": f"{run['seconds']:.2f}",
+                                "jobs/s": f"{rate:.1f}",
+                                "polls/job": f"{run['polls']:.2f}",
+                                "TLS handshakes": run["handshakes"],
+                                "CPU ms/job, all processes": f"{1000 * total / args.jobs:.1f}",
+                                f"CPU-bound jobs/s on {cores} cores": f"{cores * args.jobs / total:.1f}",
+                                "load avg before/after": f"{run['load'][0]:.1f} / {run['load'][1]:.1f}",
+                            }
+                        )
+                        cpu_rows.append(
+                            {
+                                **label,
+                                **{
+                                    f"{role} ms/job": f"{1000 * value / args.jobs:.1f}"
+                                    for role, value in cpu.items()
+                                },
+                            }
+                        )
+                        med = run["medians"]
+                        state_rows.append(
+                            {
+                                **label,
+                                **{
+                                    f"{state} (ms)": f"{1000 * med[state]:.0f}" if state in med else "-"
+                                    for state in (
+                                        "ACCEPTED",
+                                        "PREPARING",
+                                        "SUBMITTING",
+                                        "SUBMITTED",
+                                        "REMOTE_QUEUED",
+                                        "REMOTE_RUNNING",
+                                        "FINALIZING",
+                                    )
+                                },
+                            }
+                        )
         finally:
             for cloud in clouds.values():
                 cloud.stop()

@@ -153,7 +153,7 @@ def annealing_table(instances: int, budgets: list[float], shots: int) -> list[di
     rows = []
     for budget in budgets:
         for assets in (6, 7, 8):
-            found: dict[str, list[tuple[float, bool, bool, float]]] = {"old": [], "new": []}
+            found: dict[str, list[tuple[float, bool, bool, float, int]]] = {"old": [], "new": []}
             stops: Counter[str] = Counter()
             for index in range(instances):
                 problem = selection(assets, 1000 + index)
@@ -171,7 +171,13 @@ def annealing_table(instances: int, budgets: list[float], shots: int) -> list[di
                     hits = np.all(annealed.bits == optimum[np.newaxis, :], axis=1)
                     values = problem.objective(annealed.bits)
                     found[side].append(
-                        (float(hits.mean()), bool(values.min() <= best + 1e-12), bool(hits.all()), cpu)
+                        (
+                            float(hits.mean()),
+                            bool(values.min() <= best + 1e-12),
+                            bool(hits.all()),
+                            cpu,
+                            annealed.steps,
+                        )
                     )
             for side in ("old", "new"):
                 results = found[side]
@@ -184,6 +190,7 @@ def annealing_table(instances: int, budgets: list[float], shots: int) -> list[di
                         "min optimum share": f"{min(r[0] for r in results):.3f}",
                         "best = optimum": f"{sum(r[1] for r in results)}/{len(results)}",
                         "every shot on it": f"{sum(r[2] for r in results)}/{len(results)}",
+                        "steps of the returned run (mean)": f"{statistics.fmean(r[4] for r in results):.0f}",
                         "CPU ms (mean)": f"{1000 * statistics.fmean(r[3] for r in results):.1f}",
                         "stopped": ", ".join(f"{k} {v}" for k, v in sorted(stops.items()))
                         if side == "new"
