@@ -112,3 +112,22 @@ def test_the_instant_device_draws_uniform_shots_over_the_measured_bits_and_says_
     assert all(350 < count < 650 for count in outcome.counts.values())
     assert sample_instant(REGISTERS, shots=4000, seed=5, max_qubits=8).counts == outcome.counts
     assert simulate(REGISTERS, shots=100, seed=5, max_qubits=8).counts == {"001": 100}
+
+
+def test_a_program_checked_at_submission_is_not_parsed_again_to_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    parses: list[str] = []
+    real = sampler._load_native
+
+    def counting(program: str) -> QuantumCircuit | None:
+        parses.append(program)
+        return real(program)
+
+    monkeypatch.setattr(sampler, "_load_native", counting)
+    program = QAOA.replace("x q[0];", "x q[1];")  # a text no other test parsed
+    check_program(program, max_qubits=8)
+    first = simulate(program, shots=100, seed=3, max_qubits=8)
+    assert len(parses) == 1
+    # Taken once: a second run of the same text (a resubmission) parses it again, same counts.
+    again = simulate(program, shots=100, seed=3, max_qubits=8)
+    assert len(parses) == 2
+    assert again.counts == first.counts

@@ -11,6 +11,7 @@ import re
 import threading
 import time
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,7 +133,34 @@ def check_program(program: str, *, max_qubits: int) -> ProgramInfo:
         ProgramError: If it does not parse, uses more than ``max_qubits`` qubits or measures nothing.
     """
     circuit = load_program(program)
-    return _check_circuit(circuit, max_qubits=max_qubits)
+    info = _check_circuit(circuit, max_qubits=max_qubits)
+    _remember(program, circuit)
+    return info
+
+
+#: Circuits parsed at submission, kept for the run that usually follows (program text -> circuit).
+_PARSED: OrderedDict[str, QuantumCircuit] = OrderedDict()
+_PARSED_LOCK = threading.Lock()
+#: At most this many, of programs at most this long: a few MB of memory at worst.
+_PARSED_MAX = 64
+_PARSED_MAX_CHARS = 100_000
+
+
+def _remember(program: str, circuit: QuantumCircuit) -> None:
+    if len(program) > _PARSED_MAX_CHARS:
+        return
+    with _PARSED_LOCK:
+        _PARSED[program] = circuit
+        _PARSED.move_to_end(program)
+        while len(_PARSED) > _PARSED_MAX:
+            _PARSED.popitem(last=False)
+
+
+def _parsed_once(program: str) -> QuantumCircuit:
+    """The circuit the submission check parsed (taken, so it is used once), else a fresh parse."""
+    with _PARSED_LOCK:
+        circuit = _PARSED.pop(program, None)
+    return circuit if circuit is not None else load_program(program)
 
 
 def _check_circuit(circuit: QuantumCircuit, *, max_qubits: int) -> ProgramInfo:
@@ -175,7 +203,8 @@ def simulate(program: str, *, shots: int, seed: int, max_qubits: int) -> Simulat
         ProgramError: If the program is refused (see :func:`check_program`).
         SimulationError: If Aer cannot run it (unknown instruction, not enough memory...).
     """
-    circuit = load_program(program)
+    # Parsed when it was submitted, in the usual case: the same text gives the same circuit.
+    circuit = _parsed_once(program)
     info = _check_circuit(circuit, max_qubits=max_qubits)
     simulator, supported = _simulator()
     if any(instruction.operation.name not in supported for instruction in circuit.data):
