@@ -16,6 +16,9 @@ adds rows with an API key (``QHYBRID_API_KEYS``) and a rate limit too high to re
 (``QHYBRID_RATE_LIMIT``, counted in Redis), to measure what authentication and limiting cost.
 The load average before and after is printed: the machine is shared with other work.
 
+``--workers 2`` adds the price body on ``qhybrid serve --workers 2`` as a separate, labelled row
+(the targets are for one process).
+
 Run: ``.venv/bin/python -m benchmarks.accept_latency [--rate 300] [--seconds 10]``
 (needs ``wrk`` on the PATH: ``apt-get install wrk``).
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -33,10 +37,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import psycopg
@@ -116,65 +120,125 @@ def _wrk(
         "socket errors": errors.group(0).split(":", 1)[1].strip() if errors else "0",
         "p50": latency.get("50", "?"),
         "p99": latency.get("99", "?"),
+        "client send lag p99": "-",
     }
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection of the open-loop client: a request at a time, answers parsed in place.
+
+    A protocol, not asyncio streams and a task per request: the client shares the machine's two
+    cores with the server, and its own CPU per request showed up as send lag in the tail.
+    """
+
+    def __init__(self, done: Callable[[_Connection, int, float], None]) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.scheduled = 0.0
+        self.done = done
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self.buffer[:end])
+        match = re.search(rb"(?i)content-length:\s*(\d+)", head)
+        total = end + 4 + (int(match.group(1)) if match else 0)
+        if len(self.buffer) < total:
+            return
+        del self.buffer[:total]
+        self.done(self, int(head.split(b" ", 2)[1]), self.scheduled)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
 
 
 async def _fire(
     host: str, port: int, path: str, rate: float, seconds: float, body: bytes, headers: dict[str, str]
-) -> tuple[list[float], int, float]:
-    """Send ``rate`` requests a second for ``seconds``, each on schedule; latencies and errors.
+) -> tuple[list[float], list[float], int, float]:
+    """Send ``rate`` requests a second for ``seconds``, each on schedule; latencies, lags and errors.
 
     A raw HTTP/1.1 client over keep-alive connections (a new one whenever none is idle): httpx
     costs about a millisecond of CPU per request, which on a loaded 2-core machine made the client,
     not the server, the bottleneck. Each latency runs from the request's scheduled send time, so a
-    client that falls behind shows up in the figures (no coordinated omission).
+    client that falls behind shows up in the figures (no coordinated omission); the lag of each
+    send behind its schedule is returned too, so a tail made by the client itself can be told apart.
     """
+    loop = asyncio.get_running_loop()
     extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     request = (
         f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n{extra}"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-    opened: list[asyncio.StreamWriter] = []
+    idle: list[_Connection] = []
+    opened: list[_Connection] = []
     latencies: list[float] = []
+    lags: list[float] = []
     errors = 0
-
-    async def one(scheduled: float) -> None:
-        nonlocal errors
-        try:
-            if idle:
-                reader, writer = idle.pop()
-            else:
-                reader, writer = await asyncio.open_connection(host, port)
-                opened.append(writer)
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
-            await reader.readexactly(length)
-        except (OSError, asyncio.IncompleteReadError, ValueError, AttributeError):
-            errors += 1
-            return
-        idle.append((reader, writer))
-        if status != 202:
-            errors += 1
-            return
-        latencies.append(time.perf_counter() - scheduled)
-
-    tasks: list[asyncio.Task[None]] = []
     total = int(rate * seconds)
+    finished = loop.create_future()
+    answered = 0
+
+    def done(connection: _Connection, status: int, scheduled: float) -> None:
+        nonlocal errors, answered
+        if status == 202:
+            latencies.append(time.perf_counter() - scheduled)
+        else:
+            errors += 1
+        idle.append(connection)
+        answered += 1
+        if answered == total and not finished.done():
+            finished.set_result(None)
+
+    def send(connection: _Connection, scheduled: float) -> None:
+        connection.scheduled = scheduled
+        lags.append(time.perf_counter() - scheduled)
+        assert connection.transport is not None
+        connection.transport.write(request)
+
+    async def open_and_send(scheduled: float) -> None:
+        nonlocal errors, answered
+        try:
+            _, connection = await loop.create_connection(lambda: _Connection(done), host, port)
+        except OSError:
+            errors += 1
+            answered += 1
+            if answered == total and not finished.done():
+                finished.set_result(None)
+            return
+        opened.append(connection)
+        send(connection, scheduled)
+
+    pending: set[asyncio.Task[None]] = set()
     begin = time.perf_counter()
     for index in range(total):
         scheduled = begin + index / rate
         delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(scheduled)))
-    await asyncio.gather(*tasks)
+        while idle and idle[-1].lost:
+            idle.pop()
+        if idle:
+            send(idle.pop(), scheduled)
+        else:
+            task = asyncio.ensure_future(open_and_send(scheduled))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+    # A connection lost with a request in flight never answers: give up after a while.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(finished, timeout=30)
+    errors += total - answered
     elapsed = time.perf_counter() - begin
-    for writer in opened:
-        writer.close()
-    return latencies, errors, total / elapsed
+    for connection in opened:
+        if connection.transport is not None:
+            connection.transport.close()
+    return latencies, lags, errors, total / elapsed
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -188,8 +252,9 @@ def _open_loop(
     run = uvloop.run if uvloop is not None else asyncio.run
     path = "/optimize_portfolio"
     run(_fire("127.0.0.1", port, path, min(rate, 50), 1.0, body, headers))  # warm-up
-    latencies, errors, achieved = run(_fire("127.0.0.1", port, path, rate, seconds, body, headers))
+    latencies, lags, errors, achieved = run(_fire("127.0.0.1", port, path, rate, seconds, body, headers))
     ms = [value * 1000 for value in latencies] or [float("nan")]
+    lag_ms = [value * 1000 for value in lags] or [float("nan")]
     return {
         "req/s": f"{achieved:.0f} (target {rate:.0f})",
         "requests": len(latencies) + errors,
@@ -197,6 +262,7 @@ def _open_loop(
         "socket errors": "-",
         "p50": f"{_percentile(ms, 0.50):.1f}ms",
         "p99": f"{_percentile(ms, 0.99):.1f}ms",
+        "client send lag p99": f"{_percentile(lag_ms, 0.99):.1f}ms",
     }
 
 
@@ -238,6 +304,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--auth", action="store_true", help="add rows with an API key and a (never reached) rate limit"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also measure the price body on `qhybrid serve --workers N` (an additional, labelled row)",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -321,6 +393,38 @@ def main() -> None:
                             {"row": f"accept, prices 20 × 755, {label}", "body bytes": len(bodies["prices"])}
                             | _wrk(url, files["prices"], args.seconds, args.connections, headers)
                         )
+                finally:
+                    api.stop()
+            if args.workers > 1:
+                port = free_port()
+                api = start_process(
+                    f"api-{uuid.uuid4().hex[:6]}",
+                    [
+                        "-m",
+                        "qhybrid",
+                        "serve",
+                        "--port",
+                        str(port),
+                        "--log-level",
+                        "warning",
+                        "--workers",
+                        str(args.workers),
+                    ],
+                    log_dir=folder,
+                    env={"QHYBRID_DATA_DIR": str(folder / f"data-{uuid.uuid4().hex[:6]}"), **production},
+                    health_url=f"http://127.0.0.1:{port}/healthz",
+                )
+                try:
+                    url = f"http://127.0.0.1:{port}/optimize_portfolio"
+                    _wrk(url, files["prices"], 2, args.connections)  # warm-up (each process)
+                    rows.append(
+                        {
+                            "row": f"accept, prices 20 × 755, postgresql + RedisHuey, "
+                            f"{args.workers} uvicorn processes (additional row)",
+                            "body bytes": len(bodies["prices"]),
+                        }
+                        | _wrk(url, files["prices"], args.seconds, args.connections)
+                    )
                 finally:
                     api.stop()
     bare_rate = rows[0]["req/s"]

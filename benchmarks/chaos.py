@@ -2,7 +2,10 @@
 PostgreSQL and Redis are killed -9 and restarted mid-run; prints what completed and what the
 provider saw. The suite runs the same with 100 jobs (tests/integration/test_chaos.py).
 
-    .venv/bin/python -m benchmarks.chaos [--jobs 500] [--workers 3] [--kill-every 3]
+    .venv/bin/python -m benchmarks.chaos [--jobs 500] [--workers 3] [--kill-every SECONDS]
+
+By default the kill period adapts to the machine: three times the first workers' start-up (at least
+3 s), so that a worker started in place of a killed one lives long enough to finish steps.
 """
 
 from __future__ import annotations
@@ -19,7 +22,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--workers", type=int, default=3, help="worker processes (2 threads each)")
-    parser.add_argument("--kill-every", type=float, default=3.0, help="seconds between worker kills")
+    parser.add_argument(
+        "--kill-every",
+        type=float,
+        default=None,
+        help="seconds between worker kills (default: 3 x the workers' start-up, at least 3)",
+    )
     parser.add_argument("--database-kills", type=int, default=2)
     parser.add_argument("--redis-kills", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1800.0)

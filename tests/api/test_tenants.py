@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from qhybrid.api.auth import Authenticator
 from qhybrid.api.main import create_app
 from qhybrid.core.config import Settings
 from qhybrid.jobs.database import Database
@@ -163,3 +164,41 @@ def test_an_unauthenticated_body_is_refused_before_it_is_read(settings: Settings
     head = answer.split(b"\r\n", 1)[0]
     assert head == b"HTTP/1.1 401 Unauthorized"
     assert b"connection: close" in answer.lower()
+
+
+def test_an_open_api_asks_the_database_for_keys_once_per_window(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Counted, not timed: with a window longer than the test, only the check at start asks.
+    monkeypatch.setattr("qhybrid.api.auth.OPEN_CHECK_SECONDS", 3600.0)
+    calls: list[int] = []
+    original = KeyStore.any_keys
+
+    def counted(self: KeyStore) -> bool:
+        calls.append(1)
+        return original(self)
+
+    monkeypatch.setattr(KeyStore, "any_keys", counted)
+    # Inside the window a keyless request is let through without a thread hop to resolve().
+    resolved: list[str | None] = []
+    resolve = Authenticator.resolve
+
+    def counted_resolve(self: Authenticator, key: str | None) -> str | None:
+        resolved.append(key)
+        return resolve(self, key)
+
+    monkeypatch.setattr(Authenticator, "resolve", counted_resolve)
+    with TestClient(create_app(settings)) as client:
+        for _ in range(5):
+            _submit(client, {})
+        assert client.get("/jobs").status_code == 200
+        assert len(calls) == 1
+        assert resolved == []
+        # A window that has run out asks again, and a key created meanwhile closes the API.
+        services = client.app.state.services  # type: ignore[attr-defined]
+        services.auth._keys.create("desk-9")
+        assert client.get("/jobs").status_code == 200  # still inside the window
+        services.auth._open_until = 0.0
+        assert client.get("/jobs").status_code == 401
+        assert len(calls) == 2
+        assert resolved == [None]

@@ -95,3 +95,13 @@ def test_bad_tls_or_fault_settings_are_usage_errors(
         config_from_args(argv)
     assert exited.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_the_instant_sampler_runs_only_as_the_device_named_for_it() -> None:
+    assert CloudConfig().sampler == "aer"  # never by default
+    instant = config_from_args(["--sampler", "instant", "--device", "emulated-instant"])
+    assert (instant.sampler, instant.device_name) == ("instant", "emulated-instant")
+    # Neither name alone: uniform shots must never pass for a simulation of the circuit.
+    for argv in (["--sampler", "instant"], ["--device", "emulated-instant"]):
+        with pytest.raises(SystemExit):
+            config_from_args(argv)

@@ -7,6 +7,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -138,6 +139,11 @@ def test_task_goes_queued_running_completed(client: httpx.Client) -> None:
     assert body["counts"] == {"100": 256}
     assert body["metadata"]["device"] == "emulator"
     assert isinstance(body["metadata"]["seed_simulator"], int)
+    # The device's time on the task, as providers report billed usage: the RUNNING span, not the
+    # time since submission (which would count the queue and the client's polling).
+    usage = body["metadata"]["usage_seconds"]
+    since_created = datetime.fromisoformat(final["ended_at"]) - datetime.fromisoformat(final["created_at"])
+    assert RUN_DELAY <= usage < since_created.total_seconds() - QUEUE_DELAY / 2
 
 
 def test_bell_state_and_bit_order_across_registers(client: httpx.Client) -> None:

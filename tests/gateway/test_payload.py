@@ -396,3 +396,26 @@ def test_submission_must_be_a_mapping() -> None:
 def test_incomplete_header_is_reported_at_the_first_missing_line(text: str, line: int) -> None:
     error = refused(text)
     assert (error.line, error.rule) == (line, "header")
+
+
+def test_remembered_lines_keep_each_programs_verdict_and_line_numbers() -> None:
+    from qhybrid.gateway import payload
+
+    # A line accepted once is accepted again without being parsed again ...
+    validate_program(GOOD)
+    hits = payload._checked_statement.cache_info().hits
+    validate_program(GOOD)
+    assert payload._checked_statement.cache_info().hits >= hits + 6
+    # ... but only for the same register sizes: q[2] is out of range in a 2-qubit program.
+    small = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[2] q;\nbit[2] c;\n'
+    error = refused(program("h q[0];", "cp(1e-05) q[0], q[2];", header=small))
+    assert (error.line, error.rule) == (6, "index")
+    # A refused line is refused every time, with the line it is on.
+    assert refused(program("h q[0];", "foo q[0];")).line == 6
+    assert refused(program("foo q[0];")).line == 5
+    assert refused(program("h q[0];", "h q[1];", "foo q[0];")).rule == "gate"
+    # Lines longer than any emitter writes are checked every time, never remembered.
+    long = "rz(0." + "1" * 90 + ") q[1];"
+    size = payload._checked_statement.cache_info().currsize
+    assert refused(program("h q[0];", long)).rule == "literal"
+    assert payload._checked_statement.cache_info().currsize == size

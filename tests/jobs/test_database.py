@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -49,12 +50,20 @@ def _new_job(store: JobStore) -> str:
 
 
 def _terminate_backends(admin_url: str, database: str) -> int:
+    """End every server process of ``database`` and wait until they are gone; how many there were."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = %s AND pid <> pg_backend_pid()",
             (database,),
         ).fetchall()
+        # pg_terminate_backend only signals: the processes say goodbye and exit a moment later.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            left = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,))
+            if left.fetchone() == (0,):
+                break
+            time.sleep(0.01)
     return len(rows)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -65,4 +67,44 @@ def test_jobs_written_before_tenants_belong_to_the_default_tenant(database_url: 
         tenant="desk-7",
     )
     assert created and job.tenant == "desk-7"
+    db.dispose()
+
+
+def test_the_request_is_json_text_compressed_with_lz4_on_postgresql(postgres_url: str) -> None:
+    """Migration 0008: a document written as jsonb reads back the same after it, and new ones too."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from qhybrid.jobs.database import MIGRATIONS_DIR
+
+    db = Database(postgres_url)
+    document = '{"budget": 1, "assets": [{"name": "A", "expected_return": 0.001}]}'
+    with db.engine.connect() as connection:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0007")
+        connection.commit()
+        connection.execute(
+            text(
+                "INSERT INTO jobs (id, state, backend, shots, request, request_hash, attempt, step_failures, "
+                "cancel_requested, deadline_at, version, created_at, updated_at) VALUES ('old-job', "
+                "'accepted', 'local', 10, CAST(:doc AS JSONB), 'h', 0, 0, false, now(), 1, now(), now())"
+            ),
+            {"doc": document},
+        )
+        connection.commit()
+    db.migrate()
+    with db.engine.connect() as connection:
+        kind, compression = connection.execute(
+            text(
+                "SELECT atttypid::regtype::text, attcompression FROM pg_attribute "
+                "WHERE attrelid = 'jobs'::regclass AND attname = 'request'"
+            )
+        ).one()
+        stored = connection.execute(text("SELECT request FROM jobs WHERE id = 'old-job'")).scalar()
+    assert kind == "json"
+    assert compression == "l"  # lz4 (this machine's PostgreSQL 15 has it)
+    assert stored == json.loads(document)
     db.dispose()

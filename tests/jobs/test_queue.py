@@ -12,7 +12,7 @@ import pytest
 
 from qhybrid.core.config import Settings
 from qhybrid.jobs.models import utcnow
-from qhybrid.jobs.queue import HueyQueue, JobQueue, SqsQueue, make_huey, make_queue
+from qhybrid.jobs.queue import HueyQueue, JobQueue, SqsQueue, huey_engine, make_huey, make_queue
 
 
 @pytest.fixture(params=["sqlite", "redis", "sqs"])
@@ -67,14 +67,34 @@ def test_engine_follows_the_settings(settings: Settings) -> None:
 def test_huey_messages_carry_the_job_id_only(queue_settings: Settings) -> None:
     queue = HueyQueue(make_huey(queue_settings))  # a producer, as the API is
     queue.kick("job-1")
-    queue.kick_at("job-2", utcnow() + timedelta(hours=1))
-    # Huey enqueues delayed messages with an eta; the consumer moves them to its durable schedule.
+    when = utcnow() + timedelta(hours=1)
+    queue.kick_at("job-2", when)
+    # A delayed message goes straight into the durable schedule, with its eta (naive UTC, as Huey's).
     pending = queue.huey.pending()
-    assert [(t.args, t.kwargs) for t in pending] == [(("job-1",), {}), (("job-2",), {})]
-    assert pending[0].eta is None
-    assert pending[1].eta is not None
-    assert queue.pending() == 2
+    assert [(t.args, t.kwargs, t.eta) for t in pending] == [(("job-1",), {}, None)]
+    scheduled = queue.huey.scheduled()
+    assert [(t.name, t.args, t.kwargs) for t in scheduled] == [("advance", ("job-2",), {})]
+    assert scheduled[0].eta == when.replace(tzinfo=None)
+    assert (queue.pending(), queue.scheduled()) == (1, 1)
     queue.ping()
+
+
+@pytest.mark.parametrize("queue_settings", ["sqlite", "redis"], indirect=True)
+def test_due_scheduled_kicks_go_ahead_of_queued_kicks(queue_settings: Settings) -> None:
+    # A due poll or retry belongs to a job under way: it must not wait behind a backlog of new jobs.
+    queue = HueyQueue(make_huey(queue_settings))
+    queue.kick_many(["new-1", "new-2", "new-3"])
+    queue.kick_at("poll-1", utcnow() - timedelta(seconds=2))
+    queue.kick_at("poll-2", utcnow() - timedelta(seconds=1))
+    queue.kick_at("later", utcnow() + timedelta(hours=1))
+    scheduler = huey_engine._Scheduler(queue.huey, threading.Event(), 1, False)
+    scheduler.sleep_for_interval = lambda *_: None  # one tick, no sleep
+    scheduler.loop()
+    order = []
+    while (task := queue.huey.dequeue()) is not None:
+        order.append(task.args[0])
+    assert order == ["poll-1", "poll-2", "new-1", "new-2", "new-3"]
+    assert queue.scheduled() == 1
 
 
 def test_kick_reaches_a_consumer(running: tuple[JobQueue, threading.Event], seen: list[str]) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -233,3 +234,23 @@ def test_lots_in_range_for_real_scale() -> None:
         np.full(6, 4),
     )
     assert close(scip(problem, time_limit=20.0).objective, exact(problem).objective)
+
+
+def test_annealing_sweeps_follow_the_problems_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dwave.samplers import SimulatedAnnealingSampler
+
+    from qhybrid.portfolio.baselines import ANNEALING_SWEEPS, SMALL_ANNEALING_SWEEPS, annealing_sweeps
+
+    assert annealing_sweeps(8) == SMALL_ANNEALING_SWEEPS < ANNEALING_SWEEPS == annealing_sweeps(9)
+    seen: list[object] = []
+    real = SimulatedAnnealingSampler.sample
+
+    def recorded(self: SimulatedAnnealingSampler, bqm: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("num_sweeps"))
+        return real(self, bqm, **kwargs)
+
+    monkeypatch.setattr(SimulatedAnnealingSampler, "sample", recorded)
+    simulated_annealing(random_problem(6, 3, seed=1), num_reads=5, seed=0)
+    simulated_annealing(random_problem(10, 3, seed=1), num_reads=5, seed=0)
+    simulated_annealing(random_problem(6, 3, seed=1), num_reads=5, seed=0, num_sweeps=7)
+    assert seen == [SMALL_ANNEALING_SWEEPS, ANNEALING_SWEEPS, 7]

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from collections import OrderedDict
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -176,3 +179,37 @@ def test_projection() -> None:
         projected = project_weighted(values, weights, total)
         assert np.all((projected >= 0.0) & (projected <= 1.0))
         assert weights @ projected == pytest.approx(total, abs=1e-12)
+
+
+def test_a_relaxation_is_solved_once_and_handed_out_as_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qhybrid.portfolio import formulation as module
+
+    calls: list[int] = []
+    real = module.solve_relaxation
+
+    def counted(*args: Any) -> Any:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(module, "solve_relaxation", counted)
+    monkeypatch.setattr(module, "_relaxed", OrderedDict())
+    problem = random_problem(6, 3, seed=8)
+    first = problem.relaxation()
+    first[:] = -1.0  # a caller's change to its copy reaches nobody else
+    second = problem.relaxation()
+    assert calls == [1]
+    np.testing.assert_array_equal(second, real(*_selection_levels(problem)))
+    # Another problem is solved anew.
+    random_problem(6, 2, seed=8).relaxation()
+    assert calls == [1, 1]
+
+
+def _selection_levels(problem: Any) -> tuple[Any, ...]:
+    n = problem.num_assets
+    return (
+        problem.risk_aversion * problem.covariance,
+        problem.expected_returns,
+        np.zeros(n, dtype=np.int64),
+        np.ones(n, dtype=np.int64),
+        problem.budget,
+    )

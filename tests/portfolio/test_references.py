@@ -101,3 +101,66 @@ def test_annealing_budget_is_the_sampling_time_within_floor_and_cap() -> None:
     assert annealing_budget(None, floor=0.05, cap=2.0) == 2.0
     with pytest.raises(ValueError):
         annealing_budget(1.0, floor=3.0, cap=2.0)
+
+
+def test_the_swap_table_holds_every_swap_and_its_exact_change() -> None:
+    from qhybrid.portfolio.references import _levels, _TableChains
+
+    problem = random_problem(7, 3, seed=4)
+    chains = _TableChains(_levels(problem), 16, np.random.default_rng(0))
+    selections = chains.selections
+    values = problem.objective(selections)
+    count = selections.shape[0]
+    assert count == 35 and chains.moves == 12
+    following = chains.next_row.reshape(count, chains.moves) // chains.moves
+    change = chains.change.reshape(count, chains.moves)
+    for state in range(count):
+        held = np.flatnonzero(selections[state])
+        free = np.flatnonzero(selections[state] == 0)
+        for move in range(chains.moves):
+            i, j = divmod(move, free.size)
+            expected = selections[state].copy()
+            expected[held[i]], expected[free[j]] = 0, 1
+            assert np.array_equal(selections[following[state, move]], expected)
+            difference = values[following[state, move]] - values[state]
+            assert change[state, move] == pytest.approx(difference, abs=1e-15)
+
+
+def test_the_annealer_runs_its_floor_whatever_the_wall_time_and_says_why_it_stopped() -> None:
+    problem = random_problem(6, 3, seed=2)
+    optimum = np.array(exact(problem).bits, dtype=np.uint8)
+    # No wall time at all: the floor's complete schedule, min_sweeps sweeps of n steps.
+    floor = swap_annealing(problem, 128, 0.0, np.random.default_rng(0), min_sweeps=40)
+    assert (floor.stopped, floor.steps) == ("min_sweeps", 40 * 6)
+    # Time for more, no optimum known: the schedule fills the wall time.
+    timed = swap_annealing(problem, 128, 0.05, np.random.default_rng(0), min_sweeps=40)
+    assert timed.stopped == "wall_time" and timed.steps > 40 * 6
+    # With the proven optimum and every chain on it after the floor, no longer run could do better.
+    stopped = swap_annealing(problem, 128, 0.05, np.random.default_rng(0), min_sweeps=40, optimum=optimum)
+    assert stopped.stopped == "optimum" and stopped.steps == 40 * 6
+    assert np.all(stopped.bits == optimum)
+    # A wrong "optimum" is never reached by every chain: the full wall time is used.
+    wrong = swap_annealing(problem, 128, 0.05, np.random.default_rng(0), min_sweeps=40, optimum=1 - optimum)
+    assert wrong.stopped == "wall_time" and wrong.steps > 40 * 6
+
+
+def test_table_and_general_chains_reach_the_same_distribution() -> None:
+    from qhybrid.portfolio.references import _anneal, _Chains, _levels, _TableChains
+
+    # At a fixed high temperature both are the same Metropolis chain: after many steps from the
+    # same start distribution, the shares of each selection agree within sampling error.
+    problem = random_problem(5, 2, seed=6)
+    levels = _levels(problem)
+    # A temperature of the size of a move's change: far from uniform, far from frozen.
+    temperature = float(np.median(np.abs(_TableChains(levels, 1, np.random.default_rng(0)).change)))
+    shares = []
+    for kind in (_TableChains, _Chains):
+        chains = kind(levels, 20_000, np.random.default_rng(3))
+        for _ in range(30):
+            chains.step(temperature)
+        bits = chains.bits()
+        codes = bits.astype(np.int64) @ (1 << np.arange(5))
+        shares.append(np.bincount(codes, minlength=32) / codes.size)
+    assert np.max(np.abs(shares[0] - shares[1])) < 0.02
+    assert np.max(shares[0]) > 2.0 / 10  # not the uniform distribution over the 10 selections
+    assert _anneal(_TableChains(levels, 8, np.random.default_rng(0)), 10) == 10

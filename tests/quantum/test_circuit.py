@@ -189,3 +189,54 @@ def test_end_to_end_portfolio() -> None:
     assert analysis.feasible_share > 0.6
     expected = simulated_probabilities(ising, angles)[sum(b << i for i, b in enumerate(optimum.bits))]
     assert analysis.optimum_share == pytest.approx(expected, abs=0.02)
+
+
+def test_all_to_all_transpile_is_qiskits_level_3_from_one_pass_manager(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import qiskit
+    from qiskit.transpiler import generate_preset_pass_manager as real
+
+    from qhybrid.quantum import circuit as circuit_module
+
+    built: list[int] = []
+
+    def counted(*args: object, **kwargs: object) -> object:
+        built.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(circuit_module, "generate_preset_pass_manager", counted)
+    monkeypatch.setattr(circuit_module._PASS_MANAGERS, "cache", {}, raising=False)
+    device = DeviceTarget("emulator", 32, ("rz", "sx", "x", "cx"), None)
+    for seed in range(4):
+        circuit = qaoa_circuit(random_ising(5 + seed, seed=seed, density=0.8), ANGLES)
+        ours, _ = transpile_for(circuit, device, seed=seed)
+        theirs = qiskit.transpile(
+            circuit, basis_gates=list(device.basis_gates), optimization_level=3, seed_transpiler=seed
+        )
+        assert to_openqasm3(ours) == to_openqasm3(theirs)
+    # Built once for this thread and basis, whatever the seed; a coupling map still transpiles anew.
+    assert built == [1]
+    transpile_for(qaoa_circuit(random_ising(5, seed=1), ANGLES), LINE_DEVICE, seed=0)
+    assert built == [1]
+
+
+def test_metrics_count_the_depth_as_qiskit_does() -> None:
+    from qhybrid.quantum.circuit import circuit_metrics
+
+    device = DeviceTarget("emulator", 32, ("rz", "sx", "x", "cx"), None)
+    for seed in range(3):
+        transpiled, metrics = transpile_for(qaoa_circuit(random_ising(6, seed=seed), ANGLES), device, seed=0)
+        assert metrics.depth == transpiled.depth()
+    # Barriers line the wires up without a layer; measurements count on their bits too.
+    circuit = QuantumCircuit(3, 2)
+    circuit.h(0)
+    circuit.cx(0, 1)
+    circuit.barrier()
+    circuit.x(2)
+    circuit.measure(2, 0)
+    circuit.measure(0, 1)
+    circuit.x(1)
+    metrics = circuit_metrics(3, circuit)
+    assert metrics.depth == circuit.depth() == 4
+    assert (metrics.physical_qubits, metrics.two_qubit_gates, metrics.total_gates) == (3, 1, 4)

@@ -91,3 +91,30 @@ def test_validation() -> None:
         qaoa_statevector(np.zeros(8), 3, [float("nan")], [0.1])
     with pytest.raises(ValueError, match="num_qubits"):
         qaoa_statevector(np.zeros(1), 0, [], [])
+
+
+def test_nested_single_threaded_blocks_set_the_limit_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qhybrid.quantum import simulator
+
+    controller = simulator._thread_pools()
+    calls: list[object] = []
+    real = controller.limit
+
+    def counted(**kwargs: object) -> object:
+        calls.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(controller, "limit", counted)
+
+    def blas_threads() -> list[int]:
+        return [pool["num_threads"] for pool in controller.select(user_api="blas").info()]
+
+    with simulator.single_threaded_blas():
+        with simulator.single_threaded_blas():
+            assert set(blas_threads()) <= {1}
+        # Leaving the inner block keeps the outer one's limit.
+        assert set(blas_threads()) <= {1}
+    assert len(calls) == 1
+    with simulator.single_threaded_blas():
+        pass
+    assert len(calls) == 2

@@ -68,7 +68,7 @@ def run_chaos(
     jobs: int = 100,
     workers: int = 3,
     threads: int = 2,
-    kill_every: float = 3.0,
+    kill_every: float | None = 3.0,
     database_kills: int = 1,
     redis_kills: int = 1,
     outage_seconds: float = 1.5,
@@ -82,7 +82,10 @@ def run_chaos(
     every fraction of a second, so workers die every ``kill_every`` seconds; on a machine so loaded
     that a worker needs longer than the period to start and finish one job, the kills wait for it
     rather than starving every job of progress (seen: 0/100 done after 590 s at load 14 when a kill
-    waited only for some job to move one step).
+    waited only for some job to move one step). ``kill_every=None`` adapts the period to the
+    machine: three times the longest a first worker took from its start to its ready line (at
+    least 3 s), so that a replaced worker lives long enough after its start to finish steps (a
+    fixed 3 s let 500 jobs on a loaded machine complete nothing in 4 minutes).
     Our own PostgreSQL is killed -9 (all its processes) ``database_kills`` times and Redis (with
     its append-only file) ``redis_kills`` times, spread over the run by progress (the first at a
     fifth of the jobs done), each restarted after ``outage_seconds``. The emulated cloud answers
@@ -116,6 +119,10 @@ def run_chaos(
     try:
         for _ in range(workers):
             host.start_worker(threads=threads)
+        if kill_every is None:
+            kill_every = max(3.0, 3 * _startup_seconds(host.workers))
+            note(f"kill period {kill_every:.1f} s (3 x the workers' start-up)")
+        period: float = kill_every
         job_ids: set[str] = set()
         lock = threading.Lock()
 
@@ -130,7 +137,7 @@ def run_chaos(
         plan = [("database", (i + 1) / (database_kills + 1)) for i in range(database_kills)]
         plan += [("redis", (i + 1.5) / (redis_kills + 1.5)) for i in range(redis_kills)]
         plan.sort(key=lambda item: item[1])
-        next_worker_kill = time.monotonic() + kill_every
+        next_worker_kill = time.monotonic() + period
         ready_pids: set[int] = set()
         done_at_last_kill = -1
 
@@ -163,7 +170,7 @@ def run_chaos(
                 host.workers.remove(victim)
                 host.start_worker(threads=threads)
                 note(f"worker {victim.popen.pid} killed -9 at {done}/{jobs} done; a new one started")
-                next_worker_kill = time.monotonic() + kill_every
+                next_worker_kill = time.monotonic() + period
 
         # Wait for the submitter first (it retries through the outages), then for every job.
         while submitter.is_alive():
@@ -196,6 +203,16 @@ def run_chaos(
         cloud.stop()
         redis_server.stop()
         postgres.stop()
+
+
+def _startup_seconds(workers: list[Any], timeout: float = 300.0) -> float:
+    """Seconds until every worker in ``workers`` (just started) logged its ready line."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if all("worker ready" in w.log() for w in workers):
+            break
+        time.sleep(0.1)
+    return time.monotonic() - started
 
 
 def _safe_states(database_url: str) -> dict[str, str]:

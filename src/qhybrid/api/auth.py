@@ -84,8 +84,14 @@ class Authenticator:
         return True
 
     def cached(self, key: str | None) -> str | None:
-        """The tenant of ``key`` if it is known without asking the database, else ``None``."""
+        """The tenant of ``key`` if it is known without asking the database, else ``None``.
+
+        Without a key: ``default`` while the API was found open less than
+        :data:`OPEN_CHECK_SECONDS` ago (an open API's requests take no thread hop for it).
+        """
         if key is None:
+            if not self._closed and time.monotonic() < self._open_until:
+                return DEFAULT_TENANT
             return None
         digest = _digest(key)
         tenant = self._configured.get(digest)

@@ -35,7 +35,7 @@ from qhybrid.cloud.faults import (
     connection_dropper,
 )
 from qhybrid.cloud.runner import QpuRunner
-from qhybrid.cloud.sampler import ProgramError, check_program
+from qhybrid.cloud.sampler import ProgramError, check_program, sample_instant, simulate
 from qhybrid.cloud.store import TaskRecord, TaskState, TaskStore, program_digest
 
 logger = logging.getLogger(__name__)
@@ -203,7 +203,12 @@ class CloudService:
         """Open the store and start the QPU."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self._store = TaskStore(self.config.db_path)
-        self._runner = QpuRunner(self._store, self.config, faults=self.faults)
+        self._runner = QpuRunner(
+            self._store,
+            self.config,
+            faults=self.faults,
+            simulate_fn=sample_instant if self.config.sampler == "instant" else simulate,
+        )
         self._runner.start()
         if self.config.uses_default_token:
             logger.warning("using the default development token; set QCLOUD_TOKEN or --token")

@@ -22,6 +22,10 @@ DEFAULT_TLS_GROUPS = "X25519MLKEM768:X25519"
 
 TlsVersion = Literal["1.2", "1.3"]
 
+#: The only device name the instant sampler may run under, so that its answers can never pass for
+#: a simulation: a throughput-testing device, never the default.
+INSTANT_DEVICE = "emulated-instant"
+
 
 class CloudConfig(BaseSettings):
     """Configuration of the emulated cloud (environment prefix ``QCLOUD_``).
@@ -62,6 +66,12 @@ class CloudConfig(BaseSettings):
     faults: tuple[FaultRule, ...] = Field(
         default=(), description="Fault rules armed at start (JSON list in QCLOUD_FAULTS)."
     )
+    sampler: Literal["aer", "instant"] = Field(
+        default="aer",
+        description="How tasks are sampled: 'aer' simulates the circuit (always, unless asked); "
+        f"'instant' is a throughput-testing device named {INSTANT_DEVICE!r} that simulates nothing "
+        "and returns shots drawn uniformly at random over the measured bits.",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -80,6 +90,17 @@ class CloudConfig(BaseSettings):
         if float(self.tls_min_version) > float(self.tls_max_version):
             raise ValueError(
                 f"tls_min_version {self.tls_min_version} is above tls_max_version {self.tls_max_version}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_instant_device(self) -> CloudConfig:
+        # Either name alone never selects the instant sampler, so no one mistakes its shots for a
+        # simulation's: it runs only when both say so.
+        if (self.sampler == "instant") != (self.device_name == INSTANT_DEVICE):
+            raise ValueError(
+                f"the instant sampler runs only as the device {INSTANT_DEVICE!r} and that device only "
+                f"with it: got sampler {self.sampler!r} and device {self.device_name!r}"
             )
         return self
 

@@ -264,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-delay", type=float, help="minimum seconds RUNNING (QCLOUD_RUN_DELAY_SECONDS)")
     parser.add_argument("--device", help="device name (QCLOUD_DEVICE_NAME)")
     parser.add_argument("--num-qubits", type=int, help="device qubits (QCLOUD_NUM_QUBITS)")
+    parser.add_argument(
+        "--sampler",
+        choices=("aer", "instant"),
+        help="'aer' (default) simulates each circuit; 'instant', for throughput tests only and only "
+        "with --device emulated-instant, simulates nothing and returns uniform random shots "
+        "(QCLOUD_SAMPLER)",
+    )
     parser.add_argument("--max-shots", type=int, help="largest shot count (QCLOUD_MAX_SHOTS)")
     parser.add_argument("--log-level", help="debug, info, warning... (QCLOUD_LOG_LEVEL)")
     parser.add_argument(
@@ -316,6 +323,7 @@ _FLAG_TO_FIELD = {
     "run_delay": "run_delay_seconds",
     "device": "device_name",
     "num_qubits": "num_qubits",
+    "sampler": "sampler",
     "max_shots": "max_shots",
     "log_level": "log_level",
     "log_format": "log_format",

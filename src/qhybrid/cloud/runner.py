@@ -149,7 +149,14 @@ class QpuRunner:
         if outcome is not None:
             result = {
                 "counts": outcome.counts,
-                "metadata": {**outcome.metadata, "device": task.device},
+                # The seconds the device spent on the task (RUNNING, the run delay included), as a
+                # provider reports the usage it bills: clients must not take their own queueing and
+                # polling latency for the device's sampling time.
+                "metadata": {
+                    **outcome.metadata,
+                    "device": task.device,
+                    "usage_seconds": round(time.monotonic() - started, 6),
+                },
             }
             changed = self._store.finish(
                 task.task_id, state=TaskState.COMPLETED, now=time.time(), result=result

@@ -240,6 +240,12 @@ class AnnealingReport(SamplerReport):
     )
     chains: int
     steps: int
+    stopped: Literal["wall_time", "min_sweeps", "optimum"] = Field(
+        default="wall_time",
+        description="Why the annealer stopped: its wall time was used up; the wall time held no more "
+        "than its floor, a complete schedule of a fixed number of sweeps; or every chain ended on the "
+        "proven optimum after that floor, so no longer run could report a better row.",
+    )
 
 
 class Contribution(_Part):

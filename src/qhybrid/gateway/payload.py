@@ -395,6 +395,22 @@ def _classify_and_check(number: int, line: str, qubits: int, clbits: int) -> str
     return _check_gate(number, line, qubits)
 
 
+#: Statements up to this long have their verdict remembered (a canonical line is under 30
+#: characters); longer ones, which no emitter writes, are checked every time.
+_REMEMBERED_LINE_LENGTH = 80
+
+
+@lru_cache(maxsize=8192)
+def _checked_statement(line: str, qubits: int, clbits: int) -> str | tuple[int, int]:
+    """:func:`_classify_and_check` of a line (a pure function of its arguments), remembered.
+
+    A program repeats most of its lines (``sx q[3];``, ``cx q[0], q[1];``) and so do the jobs
+    of a worker; only the angles vary. A refusal is not remembered (an exception is never
+    cached) and carries line 0, which the caller replaces.
+    """
+    return _classify_and_check(0, line, qubits, clbits)
+
+
 class _Measurements:
     """The closing block of measurements: ``c[0]``, ``c[1]``... in order, distinct qubits."""
 
@@ -473,7 +489,13 @@ def validate_program(
     gates: Counter[str] = Counter()
     measured = _Measurements(clbits)
     for number, line in enumerate(lines[4:], start=5):
-        found = _classify_and_check(number, line, qubits, clbits)
+        if len(line) <= _REMEMBERED_LINE_LENGTH:
+            try:
+                found = _checked_statement(line, qubits, clbits)
+            except PayloadError as error:
+                raise PayloadError(number, error.rule, error.detail) from None
+        else:
+            found = _classify_and_check(number, line, qubits, clbits)
         if isinstance(found, tuple):
             measured.add(number, *found)
             continue

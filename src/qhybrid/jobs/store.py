@@ -32,7 +32,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSON as PG_JSON
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, load_only
 
@@ -306,10 +306,10 @@ class JobStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        # The request arrives as JSON text: PostgreSQL casts it to JSONB itself and SQLite stores
+        # The request arrives as JSON text: PostgreSQL casts it to json itself and SQLite stores
         # the text, so the document is not decoded and encoded again on the way in.
         text_param = bindparam("request_text", type_=Text)
-        request_value = text_param if db.is_sqlite else cast(text_param, JSONB)
+        request_value = text_param if db.is_sqlite else cast(text_param, PG_JSON)
         self._insert_jobs: Insert = insert(_table(Job)).values(request=request_value)
         # The worker's calls on PostgreSQL: one statement each on a raw pooled connection.
         self._pg = None if db.is_sqlite else PgFastPath(db.engine)

@@ -14,6 +14,8 @@ shared form, so repair, local search and the continuous relaxation are written (
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -211,7 +213,43 @@ def best_transfer_search(
         current[j] += 1
 
 
+#: Relaxations kept by :func:`relax_levels` (PREPARING's warm start and FINALIZING's rounding
+#: solve the same one).
+_RELAXED_KEPT = 64
+_relaxed: OrderedDict[tuple[object, ...], FloatArray] = OrderedDict()
+_relaxed_lock = threading.Lock()
+
+
 def relax_levels(a: FloatArray, b: FloatArray, lower: IntArray, upper: IntArray, total: int) -> FloatArray:
+    """:func:`solve_relaxation`, remembered for the last few problems (a copy each time).
+
+    A job solves the same relaxation in PREPARING (the warm start) and in FINALIZING (the
+    conditioned rounding); SLSQP is deterministic, so a remembered answer is the answer.
+    """
+    key = (
+        np.shape(a),
+        *(
+            np.ascontiguousarray(array, dtype=dtype).tobytes()
+            for array, dtype in ((a, np.float64), (b, np.float64), (lower, np.int64), (upper, np.int64))
+        ),
+        int(total),
+    )
+    with _relaxed_lock:
+        kept = _relaxed.get(key)
+        if kept is not None:
+            _relaxed.move_to_end(key)
+            return kept.copy()
+    solved = solve_relaxation(a, b, lower, upper, total)
+    with _relaxed_lock:
+        _relaxed[key] = solved.copy()
+        while len(_relaxed) > _RELAXED_KEPT:
+            _relaxed.popitem(last=False)
+    return solved
+
+
+def solve_relaxation(
+    a: FloatArray, b: FloatArray, lower: IntArray, upper: IntArray, total: int
+) -> FloatArray:
     """The continuous relaxation ``min ℓᵀAℓ − bᵀℓ`` over ``lower ≤ ℓ ≤ upper``, ``Σ ℓ = total``.
 
     Solved in the unit coordinates ``t_i = (ℓ_i − lower_i)/(upper_i − lower_i) ∈ [0, 1]`` (fixed

@@ -17,10 +17,13 @@ Everything here sees the true μ and Σ and never leaves the trusted zone.
 
 from __future__ import annotations
 
+import copy
+import itertools
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,6 +41,9 @@ TIE_TOLERANCE = 1e-9
 MAX_CHAINS = 8192
 #: Final temperature as a share of the initial one.
 FINAL_TEMPERATURE_SHARE = 1e-3
+#: The annealer's floor: a complete schedule of this many sweeps (one proposed move per asset in
+#: every chain), whatever the machine's speed.
+MIN_SWEEPS = 64
 
 
 @dataclass(frozen=True)
@@ -117,93 +123,267 @@ def conditioned_rounding(formulation: Formulation, shots: int, rng: np.random.Ge
 
 @dataclass(frozen=True)
 class Annealed:
-    """What :func:`swap_annealing` returns: the samples and how it ran."""
+    """What :func:`swap_annealing` returns: the samples and how it ran.
+
+    ``steps`` are those of the run whose final states are returned; ``seconds`` is the wall time of
+    everything the annealer did (the floor's run included). ``stopped`` says why it stopped:
+    ``"wall_time"`` (the budget was used up), ``"min_sweeps"`` (the budget held no more steps
+    than the floor) or ``"optimum"`` (every chain ended on the proven optimum after the floor's
+    run, so no longer run could report more).
+    """
 
     bits: NDArray[np.uint8]
     seconds: float
     chains: int
     steps: int
+    stopped: Literal["wall_time", "min_sweeps", "optimum"] = "wall_time"
+
+
+class _Chains:
+    """``count`` annealing chains on the levels, started from uniform random feasible points.
+
+    A step proposes, in every chain at once, moving one unit from a random asset above its lower
+    bound to a random other asset below its upper bound (a selection: swap a held asset for one
+    not held, each chosen uniformly), and accepts it by the Metropolis rule: ``δ ≤ T·E`` with
+    ``E ~ Exp(1)``, which is ``u < exp(−δ/T)`` for ``u = e^{−E}``.
+    """
+
+    def __init__(self, levels: _Levels, count: int, rng: np.random.Generator) -> None:
+        self.levels = levels
+        self.count = count
+        self.rng = rng
+        self.rows = np.arange(count)
+        a, b = levels.a, levels.b
+        diagonal = np.diag(a)
+        # The part of a move's change that does not depend on the state, for s -> t.
+        self.fixed = (
+            diagonal[:, np.newaxis]
+            + diagonal[np.newaxis, :]
+            - 2.0 * a
+            - (b[np.newaxis, :] - b[:, np.newaxis])
+        )
+        self.state = _random_feasible(levels, count, rng)
+        self.load = self.state.astype(np.float64) @ a  # (Aℓ) per chain
+
+    def restart(self) -> _Chains:
+        """Fresh chains on the same problem."""
+        return _Chains(self.levels, self.count, self.rng)
+
+    def propose(self) -> tuple[NDArray[np.intp], NDArray[np.intp], FloatArray]:
+        """One proposed move per chain: source, target, the objective's change (inf: no move)."""
+        rows, rng, n = self.rows, self.rng, self.levels.low.size
+        down = self.state > self.levels.low
+        up = self.state < self.levels.high
+        source = np.argmax(np.where(down, rng.random((self.count, n)), -1.0), axis=1)
+        keys = np.where(up, rng.random((self.count, n)), -1.0)
+        keys[rows, source] = -1.0
+        target = np.argmax(keys, axis=1)
+        delta = 2.0 * (self.load[rows, target] - self.load[rows, source]) + self.fixed[source, target]
+        # A chain with nowhere to move (every unit pinned) proposes nothing.
+        return source, target, np.where(keys[rows, target] < 0.0, np.inf, delta)
+
+    def first_changes(self) -> FloatArray:
+        """The changes of one round of proposals (not applied): the schedule's scale."""
+        return self.propose()[2]
+
+    def step(self, temperature: float) -> None:
+        """One Metropolis step of every chain at ``temperature``."""
+        source, target, delta = self.propose()
+        moved = np.flatnonzero(delta <= temperature * self.rng.standard_exponential(self.count))
+        if moved.size:
+            s, t = source[moved], target[moved]
+            self.state[moved, s] -= 1
+            self.state[moved, t] += 1
+            self.load[moved] += self.levels.a[t] - self.levels.a[s]
+
+    def bits(self) -> NDArray[np.uint8]:
+        """The chains' states as the formulation's bits."""
+        return np.asarray(self.levels.to_bits(self.state), dtype=np.uint8)
+
+
+class _TableChains:
+    """The same chains for a selection with few feasible states, on a table of every swap.
+
+    Each chain is the index of its selection among the ``C(n, B)`` feasible ones (kept as its
+    row's offset); ``next_row[s, m]`` and ``change[s, m]`` give the selection reached (as a row
+    offset) and the objective's change of swap ``m`` (the
+    ``i``-th held asset for the ``j``-th free one, ``m = i·(n − B) + j``). Drawing ``m``
+    uniformly is drawing the held and the free asset uniformly, so the chains are those of
+    :class:`_Chains` (same proposals, same Metropolis rule, a uniform start), only a step costs
+    a few table look-ups whatever ``n``.
+    """
+
+    def __init__(self, levels: _Levels, count: int, rng: np.random.Generator) -> None:
+        n, budget = levels.low.size, levels.total
+        selections = _selections(n, budget)
+        held = np.nonzero(selections)[1].reshape(selections.shape[0], budget)
+        free = np.nonzero(1 - selections)[1].reshape(selections.shape[0], n - budget)
+        powers = np.left_shift(1, np.arange(n, dtype=np.int64))
+        codes = selections.astype(np.int64) @ powers
+        index = np.full(1 << n, -1, dtype=np.int64)
+        index[codes] = np.arange(codes.size)
+        swapped = (
+            codes[:, np.newaxis, np.newaxis] - powers[held][:, :, np.newaxis] + powers[free][:, np.newaxis, :]
+        )
+        self.moves = budget * (n - budget)
+        following = index[swapped.reshape(codes.size, self.moves)]
+        x = selections.astype(np.float64)
+        values = np.einsum("si,si->s", x @ levels.a, x) - x @ levels.b
+        self.change = (values[following] - values[:, np.newaxis]).ravel()
+        # A chain is kept as the offset of its row in the tables (selection index × moves), so
+        # that a step adds the move and looks up: nothing else per step.
+        self.next_row = (following * self.moves).ravel()
+        self.selections = selections
+        self.rng = rng
+        self.count = count
+        self.restarted()
+
+    def restarted(self) -> None:
+        """Every chain at a uniform random selection, no random numbers in hand."""
+        self.row = self.rng.integers(0, self.selections.shape[0], self.count) * self.moves
+        self._block: tuple[NDArray[np.int64], FloatArray] | None = None
+        self._used = 0
+
+    def restart(self) -> _TableChains:
+        """Fresh chains on the same table."""
+        fresh = copy.copy(self)
+        fresh.restarted()
+        return fresh
+
+    def _draws(self) -> tuple[NDArray[np.int64], FloatArray]:
+        # Random numbers are drawn for many steps at once: one call per step would cost more than
+        # the step.
+        if self._block is None or self._used == _BLOCK:
+            self._block = (
+                self.rng.integers(0, self.moves, (_BLOCK, self.count)),
+                self.rng.standard_exponential((_BLOCK, self.count)),
+            )
+            self._used = 0
+        moves, exponentials = self._block
+        self._used += 1
+        return moves[self._used - 1], exponentials[self._used - 1]
+
+    def first_changes(self) -> FloatArray:
+        """The changes of one round of proposals (not applied): the schedule's scale."""
+        cells = self.row + self.rng.integers(0, self.moves, self.count)
+        return np.asarray(self.change[cells], dtype=np.float64)
+
+    def step(self, temperature: float) -> None:
+        """One Metropolis step of every chain at ``temperature``."""
+        moves, exponentials = self._draws()
+        cell = self.row + moves
+        accept = self.change.take(cell) <= temperature * exponentials
+        np.copyto(self.row, self.next_row.take(cell), where=accept)
+
+    def bits(self) -> NDArray[np.uint8]:
+        """The chains' states as bits."""
+        return self.selections[self.row // self.moves]
+
+
+#: Steps whose random numbers are drawn at once by :class:`_TableChains`.
+_BLOCK = 64
+#: Selections are annealed on a table (:class:`_TableChains`) while it has at most this many cells.
+TABLE_CELLS = 1 << 18
+
+
+def _selections(n: int, budget: int) -> NDArray[np.uint8]:
+    """Every selection of ``budget`` of ``n`` assets, one 0/1 row each."""
+    combos = np.array(list(itertools.combinations(range(n), budget)), dtype=np.intp).reshape(-1, budget)
+    bits = np.zeros((combos.shape[0], n), dtype=np.uint8)
+    bits[np.arange(combos.shape[0])[:, np.newaxis], combos] = 1
+    return bits
+
+
+def _chains(levels: _Levels, count: int, rng: np.random.Generator) -> _Chains | _TableChains:
+    """Chains on a table for a small selection with something to swap, else the general ones."""
+    n, budget = levels.low.size, levels.total
+    binary = bool(np.all(levels.low == 0) and np.all(levels.high == 1))
+    if binary and 0 < budget < n and n <= 24 and math.comb(n, budget) * budget * (n - budget) <= TABLE_CELLS:
+        return _TableChains(levels, count, rng)
+    return _Chains(levels, count, rng)
+
+
+def _anneal(
+    chains: _Chains | _TableChains, steps: int, *, deadline: float | None = None, at_least: int = 0
+) -> int:
+    """A geometric schedule over ``steps`` steps; stops at ``deadline`` (never before ``at_least``)."""
+    first = chains.first_changes()
+    finite = np.abs(first[np.isfinite(first)])
+    median = float(np.median(finite)) if finite.size else 0.0
+    temperature = median if median > 0.0 else 1.0
+    ratio = FINAL_TEMPERATURE_SHARE ** (1.0 / max(1, steps - 1))
+    done = 0
+    for index in range(steps):
+        chains.step(temperature)
+        temperature *= ratio
+        done += 1
+        if deadline is not None and index % 16 == 15 and done >= at_least and time.perf_counter() > deadline:
+            break
+    return done
 
 
 def swap_annealing(
-    formulation: Formulation, shots: int, seconds: float, rng: np.random.Generator
+    formulation: Formulation,
+    shots: int,
+    seconds: float,
+    rng: np.random.Generator,
+    *,
+    min_sweeps: int = MIN_SWEEPS,
+    optimum: NDArray[np.uint8] | None = None,
 ) -> Annealed:
-    """Simulated annealing with budget-preserving moves, for about ``seconds`` of wall time.
+    """Simulated annealing with budget-preserving moves for ``seconds`` of wall time, ``min_sweeps`` at least.
 
     One chain per shot (at most :data:`MAX_CHAINS`; more shots are drawn from their final
-    states), each started from a random feasible point. A step proposes, in every chain at once,
-    moving one unit from a random asset above its lower bound to a random other asset below its
-    upper bound (a selection: swap a held asset for one not held), and accepts it by the
-    Metropolis rule. The temperature falls geometrically from the median size of a first round
-    of proposals to :data:`FINAL_TEMPERATURE_SHARE` of it; the number of steps comes from timing
-    the first steps, and the run stops when the wall time is used up.
+    states), each started from a uniform random feasible point (:class:`_Chains`). The temperature
+    falls geometrically from the median size of a first round of proposals to
+    :data:`FINAL_TEMPERATURE_SHARE` of it.
+
+    First a complete schedule of ``min_sweeps`` sweeps (a sweep: one proposed move per asset, in
+    every chain) runs, whatever the machine: the floor, and the measure of a step's time. If
+    ``seconds`` holds no more steps than that, its final states are the answer; likewise if the
+    proven ``optimum`` is given and every chain ended on it (the best a sampler can report: a
+    longer run could not do better). Otherwise fresh chains run a schedule sized to the whole of
+    ``seconds``, stopping when it is used up, never below the floor.
 
     Returns:
-        The final states as bits ``(shots, num_variables)``, the time used, chains and steps.
+        The final states as bits ``(shots, num_variables)``, the time used, chains, steps and why
+        it stopped.
     """
     started = time.perf_counter()
     levels = _levels(formulation)
-    n = levels.low.size
     chains = max(1, min(shots, MAX_CHAINS))
-    state = _random_feasible(levels, chains, rng)
-    a, b = levels.a, levels.b
-    diagonal = np.diag(a)
-    load = state.astype(np.float64) @ a  # (Aℓ) per chain
-    rows = np.arange(chains)
-
-    def propose() -> tuple[NDArray[np.intp], NDArray[np.intp], FloatArray]:
-        down = state > levels.low
-        up = state < levels.high
-        source = np.argmax(np.where(down, rng.random((chains, n)), -1.0), axis=1)
-        keys = np.where(up, rng.random((chains, n)), -1.0)
-        keys[rows, source] = -1.0
-        target = np.argmax(keys, axis=1)
-        delta = (
-            2.0 * (load[rows, target] - load[rows, source])
-            + diagonal[source]
-            + diagonal[target]
-            - 2.0 * a[source, target]
-            - (b[target] - b[source])
-        )
-        # A chain with nowhere to move (every unit pinned) proposes nothing.
-        delta = np.where(keys[rows, target] < 0.0, np.inf, delta)
-        return source, target, delta
-
-    def step(temperature: float) -> None:
-        source, target, delta = propose()
-        with np.errstate(over="ignore"):
-            accept = (delta <= 0.0) | (rng.random(chains) < np.exp(-np.maximum(delta, 0.0) / temperature))
-        accept &= np.isfinite(delta)
-        moved = np.flatnonzero(accept)
-        if moved.size:
-            state[moved, source[moved]] -= 1
-            state[moved, target[moved]] += 1
-            load[moved] += a[target[moved]] - a[source[moved]]
-
-    _, _, first = propose()
-    finite = np.abs(first[np.isfinite(first)])
-    initial = float(np.median(finite)) if finite.size and float(np.median(finite)) > 0.0 else 1.0
-    # Time a few steps at the initial temperature to size the schedule to the wall time.
-    calibration = 8
+    floor_steps = max(1, int(min_sweeps) * levels.low.size)
+    first = _chains(levels, chains, rng)
+    # A step's time from the floor's run alone (not the table's construction), so that the
+    # schedule sized from it fills the wall time.
     probe = time.perf_counter()
-    for _ in range(calibration):
-        step(initial)
-    per_step = max((time.perf_counter() - probe) / calibration, 1e-7)
-    steps = max(1, int((seconds - (time.perf_counter() - started)) / per_step))
-    ratio = FINAL_TEMPERATURE_SHARE ** (1.0 / max(1, steps - 1))
-    temperature = initial
-    done = calibration
-    deadline = started + seconds
-    for index in range(steps):
-        step(temperature)
-        temperature *= ratio
-        done += 1
-        if index % 16 == 15 and time.perf_counter() > deadline:
-            break
-    final = levels.to_bits(state)
+    _anneal(first, floor_steps)
+    per_step = max((time.perf_counter() - probe) / floor_steps, 1e-9)
+    steps = int(seconds / per_step)
+    final, done = first.bits(), floor_steps
+    stopped: Literal["wall_time", "min_sweeps", "optimum"] = "min_sweeps"
+    if steps > floor_steps:
+        target = None if optimum is None else np.asarray(optimum, dtype=np.uint8)
+        if target is not None and bool(np.all(final == target[np.newaxis, :])):
+            stopped = "optimum"
+        else:
+            final, done = _equal_time(first.restart(), steps, seconds, floor_steps)
+            stopped = "wall_time"
     if shots > chains:
         final = final[rng.integers(0, chains, size=shots)]
-    return Annealed(np.asarray(final, dtype=np.uint8), time.perf_counter() - started, chains, done)
+    return Annealed(final, time.perf_counter() - started, chains, done, stopped)
+
+
+def _equal_time(
+    chains: _Chains | _TableChains, steps: int, seconds: float, floor_steps: int
+) -> tuple[NDArray[np.uint8], int]:
+    """Fresh chains annealed over ``steps`` steps or ``seconds``, whichever ends first: their bits, steps.
+
+    The part of the reference that costs what the circuit's sampling took (the worker profile
+    reports it on its own row).
+    """
+    done = _anneal(chains, steps, deadline=time.perf_counter() + seconds, at_least=floor_steps)
+    return chains.bits(), done
 
 
 def _random_feasible(levels: _Levels, count: int, rng: np.random.Generator) -> NDArray[np.int64]:

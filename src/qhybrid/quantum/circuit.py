@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from qiskit import QuantumCircuit, transpile
-from qiskit.transpiler import CouplingMap
+from qiskit.transpiler import CouplingMap, PassManager, generate_preset_pass_manager
 
 from qhybrid.domain import conditioned
 from qhybrid.domain.device import DeviceTarget
@@ -294,23 +295,36 @@ def circuit_metrics(logical_qubits: int, circuit: QuantumCircuit) -> CircuitMetr
         logical_qubits: Qubits of the circuit before transpilation.
         circuit: The circuit to measure.
     """
+    # One pass over the instructions, reading only their names and bits (building each gate's
+    # Python object, as instruction.operation and QuantumCircuit.depth do, cost more than the rest).
+    qubit_index = {qubit: i for i, qubit in enumerate(circuit.qubits)}
+    clbit_index = {clbit: len(qubit_index) + i for i, clbit in enumerate(circuit.clbits)}
+    # The depth as QuantumCircuit.depth() counts it: every instruction but a directive (barrier)
+    # is one layer on all its qubits and bits; a directive lines them up without a layer.
+    levels = [0] * (len(qubit_index) + len(clbit_index))
     touched: set[int] = set()
     two_qubit = 0
     total = 0
     for instruction in circuit.data:
-        name = instruction.operation.name
+        qubits = [qubit_index[qubit] for qubit in instruction.qubits]
+        wires = qubits + [clbit_index[clbit] for clbit in instruction.clbits]
+        if wires:
+            level = max(levels[wire] for wire in wires) + (0 if instruction.is_directive() else 1)
+            for wire in wires:
+                levels[wire] = level
+        name = instruction.name
         if name == "barrier":
             continue
-        touched.update(circuit.find_bit(qubit).index for qubit in instruction.qubits)
+        touched.update(qubits)
         if name in _NON_GATES:
             continue
         total += 1
-        if len(instruction.qubits) == 2:
+        if len(qubits) == 2:
             two_qubit += 1
     return CircuitMetrics(
         logical_qubits=logical_qubits,
         physical_qubits=len(touched),
-        depth=int(circuit.depth()),
+        depth=max(levels, default=0),
         two_qubit_gates=two_qubit,
         total_gates=total,
     )
@@ -380,6 +394,27 @@ def readout_errors(circuit: QuantumCircuit, qiskit_target: Any) -> tuple[float, 
     return tuple(errors[bit] for bit in range(circuit.num_clbits))
 
 
+_PASS_MANAGERS = threading.local()
+
+
+def _all_to_all_pass_manager(basis: tuple[str, ...], optimization_level: int) -> PassManager:
+    """Qiskit's preset pass manager for a device without a coupling map, one per thread and basis.
+
+    It is what :func:`qiskit.transpile` builds for these arguments (without a coupling map its
+    only seeded passes, layout and routing, do not run), kept per thread because a pass
+    manager's passes hold state while they run.
+    """
+    cache: dict[tuple[tuple[str, ...], int], PassManager] | None = getattr(_PASS_MANAGERS, "cache", None)
+    if cache is None:
+        cache = _PASS_MANAGERS.cache = {}
+    key = (basis, optimization_level)
+    if key not in cache:
+        cache[key] = generate_preset_pass_manager(
+            optimization_level=optimization_level, basis_gates=list(basis), seed_transpiler=0
+        )
+    return cache[key]
+
+
 def _target_plan(target: DeviceTarget) -> tuple[Any, list[str] | None, CouplingMap | None]:
     """How to transpile: with the provider's Target (error-aware) or with basis gates + coupling map."""
     if target.qiskit_target is None:
@@ -441,14 +476,19 @@ def transpile_for(
             f"has only {target.num_qubits}"
         )
     qiskit_target, basis, coupling = _target_plan(target)
-    transpiled = transpile(
-        circuit,
-        target=qiskit_target,
-        basis_gates=basis,
-        coupling_map=coupling,
-        optimization_level=optimization_level,
-        seed_transpiler=seed,
-    )
+    if qiskit_target is None and coupling is None and basis is not None:
+        # All-to-all: no layout or routing, so the seed changes nothing and the same pass manager
+        # serves every job (building it cost more than running it).
+        transpiled = _all_to_all_pass_manager(tuple(basis), optimization_level).run(circuit)
+    else:
+        transpiled = transpile(
+            circuit,
+            target=qiskit_target,
+            basis_gates=basis,
+            coupling_map=coupling,
+            optimization_level=optimization_level,
+            seed_transpiler=seed,
+        )
     metrics = circuit_metrics(circuit.num_qubits, transpiled)
     layout = None
     if transpiled.layout is not None and transpiled.num_qubits != circuit.num_qubits:

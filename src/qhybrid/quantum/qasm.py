@@ -162,16 +162,18 @@ def to_openqasm3(circuit: QuantumCircuit) -> str:
     # Measurements go last, in bit order: a measured qubit takes no further gate (checked), and a
     # measurement commutes with gates on other qubits, so moving them there changes nothing.
     measured: dict[int, int] = {}  # classical bit -> qubit
+    qubit_index = {qubit: i for i, qubit in enumerate(circuit.qubits)}
+    clbit_index = {clbit: i for i, clbit in enumerate(circuit.clbits)}
     for instruction in circuit.data:
         operation = instruction.operation
         name = operation.name
         if name == "barrier":
             continue
-        qubits = [circuit.find_bit(qubit).index for qubit in instruction.qubits]
+        qubits = [qubit_index[qubit] for qubit in instruction.qubits]
         if name == "measure":
             if operation.base_class is not Measure or len(qubits) != 1 or len(instruction.clbits) != 1:
                 raise ValueError("instruction 'measure' is not the standard measurement")
-            clbit = circuit.find_bit(instruction.clbits[0]).index
+            clbit = clbit_index[instruction.clbits[0]]
             if clbit in measured or qubits[0] in measured.values():
                 raise ValueError(f"classical bit {clbit} or qubit {qubits[0]} is measured twice")
             measured[clbit] = qubits[0]

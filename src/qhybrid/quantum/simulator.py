@@ -24,6 +24,7 @@ observable (128 MiB each).
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -51,6 +52,10 @@ def _thread_pools() -> ThreadpoolController:
     return ThreadpoolController()
 
 
+#: How deep this thread is in :func:`single_threaded_blas` blocks.
+_blas_limited = threading.local()
+
+
 @contextmanager
 def single_threaded_blas() -> Iterator[None]:
     """Run the block in one BLAS thread.
@@ -58,10 +63,23 @@ def single_threaded_blas() -> Iterator[None]:
     The simulators' matrix products are tall and skinny (a ``2^n × 32`` state against a
     ``32 × 32`` block) or tiny; measured on a 2-vCPU machine, OpenBLAS's threads made them 2× (at
     24 qubits) to 15× (at 16 qubits) SLOWER, and their spinning also slowed the optimiser around
-    them. The limit is process-wide while the block runs and costs about 15 µs to set.
+    them. The limit is process-wide while the block runs and costs about 15 µs to set; inside a
+    block of the same thread (the angle search wraps its thousands of simulations in one) it is
+    already set and left alone.
     """
+    if getattr(_blas_limited, "depth", 0) > 0:
+        _blas_limited.depth += 1
+        try:
+            yield
+        finally:
+            _blas_limited.depth -= 1
+        return
     with _thread_pools().limit(limits=1, user_api="blas"):
-        yield
+        _blas_limited.depth = 1
+        try:
+            yield
+        finally:
+            _blas_limited.depth = 0
 
 
 def _validated(

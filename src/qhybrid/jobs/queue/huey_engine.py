@@ -3,24 +3,31 @@
 Scheduled kicks live in the engine's durable schedule (SQLite table / Redis sorted set), not in
 worker memory. Huey has no acknowledgements: a message being processed when its worker is killed
 is gone, which the reconciler makes up for from the database.
+
+Scheduled kicks (polls, retries) are written straight into the schedule, and once due they go to
+the head of the queue, ahead of fresh kicks. Huey's own way (enqueue with an eta, a worker moves
+it to the schedule, the scheduler appends it to the tail once due) made a poll wait behind the
+whole backlog twice: a batch of 100 kicked jobs left the median job 66 s in SUBMITTED. A due poll
+or retry belongs to a job already under way; finishing it first keeps the jobs in flight few.
 """
 
 from __future__ import annotations
 
 import signal
 import sqlite3
+import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from huey import RedisHuey, SqliteHuey
 from huey.api import Huey
 from huey.consumer import Consumer as HueyConsumer
+from huey.consumer import Scheduler
 from huey.storage import RedisStorage, SqliteStorage
 
 from qhybrid.core.config import Settings
 from qhybrid.core.files import private_file
-from qhybrid.jobs.models import utcnow
 from qhybrid.jobs.queue.base import Consumer, JobHandler, JobQueue, StopHandler
 
 
@@ -42,10 +49,64 @@ class _SqliteHuey(SqliteHuey):  # type: ignore[misc]
     storage_class = _NormalSyncSqliteStorage
 
 
+#: Seconds between two reads of the schedule on Redis: the latency a due poll may add (Huey's
+#: scheduler allows whole seconds only). One Lua call per tick and worker process.
+REDIS_SCHEDULER_SECONDS = 0.1
+#: The same on SQLite, where each read takes the file's write lock (the embedded single-host case).
+SQLITE_SCHEDULER_SECONDS = 1.0
+
+
+def enqueue_first(huey: Huey, messages: Sequence[bytes]) -> None:
+    """Put serialized messages at the head of the queue, the first of them taken first."""
+    storage: Any = huey.storage
+    if type(storage) is RedisStorage:
+        # Workers BRPOP from the right: the last pushed there is the next one taken.
+        if messages:
+            storage.conn.rpush(storage.queue_key, *reversed(messages))
+    elif isinstance(storage, SqliteStorage):
+        for data in messages:
+            storage.enqueue(data, priority=1)  # dequeued by priority, then age
+    else:
+        for data in messages:
+            storage.enqueue(data)
+
+
+class _Scheduler(Scheduler):  # type: ignore[misc]
+    """Huey's scheduler, reading the schedule more often and putting due messages first."""
+
+    def __init__(self, huey: Huey, stop_flag: Any, interval: float, periodic: bool) -> None:
+        super().__init__(huey, stop_flag, interval, periodic)
+        self._next_loop: float = time.monotonic()
+        # Huey clamps the interval to whole seconds; set it after.
+        self.interval = (
+            REDIS_SCHEDULER_SECONDS if type(huey.storage) is RedisStorage else SQLITE_SCHEDULER_SECONDS
+        )
+
+    def loop(self, now: Any = None) -> None:
+        """Move every due message to the head of the queue, then sleep until the next tick."""
+        current = self._next_loop
+        self._next_loop += self.interval
+        if self._next_loop < time.monotonic():
+            self._next_loop = time.monotonic()  # late (a stall): do not run ticks back to back
+            return
+        try:
+            due = self.huey.storage.read_schedule(now or self.huey._get_timestamp())
+        except Exception:
+            self._logger.exception("Error reading schedule.")
+        else:
+            try:
+                enqueue_first(self.huey, due)  # oldest due first
+            except Exception:
+                # Read off the schedule but not queued: the reconciler re-kicks those jobs.
+                self._logger.exception("Error enqueueing %d scheduled message(s).", len(due))
+        self.sleep_for_interval(current, self.interval)
+
+
 class _Consumer(HueyConsumer):  # type: ignore[misc]
     """Huey's consumer, telling the worker when and why it stops (Huey logs that at INFO only)."""
 
     on_stop: StopHandler | None = None
+    scheduler_class = _Scheduler
 
     def stop(self, graceful: bool = False) -> None:
         """Say why, then stop as Huey does (``graceful``: wait for the running tasks)."""
@@ -101,9 +162,15 @@ class HueyQueue(JobQueue):
         storage.conn.lpush(storage.queue_key, *messages)
 
     def kick_at(self, job_id: str, when: datetime) -> None:
-        """Ask a worker to look at the job at ``when`` (kept in Huey's durable schedule)."""
-        delay = max(0.0, (when - utcnow()).total_seconds())
-        self._advance.schedule(args=(job_id,), delay=delay)
+        """Ask a worker to look at the job at ``when``: written straight into Huey's durable schedule.
+
+        Not through the queue, as Huey's ``schedule()`` does: there the message would wait behind
+        every queued kick before a worker even moved it to the schedule.
+        """
+        task = self._advance.s(job_id)
+        # Huey (utc=True) keeps naive UTC datetimes; the message carries its eta as Huey's does.
+        task.eta = when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+        self.huey.storage.add_to_schedule(self.huey.serialize_task(task), task.eta)
 
     def ping(self) -> None:
         """Raise if the queue engine cannot be reached."""

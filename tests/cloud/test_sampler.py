@@ -1,0 +1,133 @@
+"""The emulated QPU's program loading and sampling (``qhybrid.cloud.sampler``)."""
+
+from __future__ import annotations
+
+import pytest
+from qiskit import QuantumCircuit, qasm3
+from qiskit.quantum_info import Operator
+from qiskit_aer import AerSimulator
+
+from qhybrid.cloud import sampler
+from qhybrid.cloud.sampler import ProgramError, check_program, load_program, sample_instant, simulate
+from tests.cloud.helpers import BELL, BELL_CANONICAL, X_ON_BIT0, X_ON_BIT0_CANONICAL
+
+#: A transpiled QAOA layer on 4 qubits in the device's basis, as the trusted zone emits it.
+QAOA = (
+    'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[4] q;\nbit[4] c;\n'
+    "rz(1.178097) q[3];\nsx q[3];\nrz(-1.570796) q[3];\nrz(-0.392699) q[1];\nsx q[1];\n"
+    "cx q[3], q[1];\nsx q[3];\nrz(-1.302276) q[3];\nsx q[3];\nrz(1.302276) q[1];\ncx q[3], q[1];\n"
+    "x q[0];\ncx q[2], q[0];\nrz(0.540345) q[0];\ncx q[2], q[0];\nsx q[2];\nrz(2.601248) q[2];\n"
+    "c[0] = measure q[0];\nc[1] = measure q[1];\nc[2] = measure q[2];\nc[3] = measure q[3];\n"
+)
+REGISTERS = (
+    'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[3] q;\nbit[2] a;\nbit[1] b;\n'
+    "x q[2];\na[0] = measure q[0];\na[1] = measure q[1];\nb[0] = measure q[2];\n"
+)
+CUSTOM_GATE = (
+    'OPENQASM 3.0;\ninclude "stdgates.inc";\ngate myg(t) a, b { rz(t) a; cx a, b; }\n'
+    "qubit[2] q;\nbit[2] c;\nh q[0];\nmyg(0.3) q[0], q[1];\nc = measure q;\n"
+)
+OTHER_INCLUDE = 'OPENQASM 3.0;\ninclude "qelib1.inc";\nqubit[1] q;\nbit[1] c;\nc = measure q;\n'
+
+
+def _measurements(circuit: QuantumCircuit) -> list[tuple[int, int]]:
+    return [
+        (circuit.find_bit(op.qubits[0]).index, circuit.find_bit(op.clbits[0]).index)
+        for op in circuit.data
+        if op.operation.name == "measure"
+    ]
+
+
+@pytest.mark.parametrize(
+    "program", [QAOA, REGISTERS, X_ON_BIT0, BELL, X_ON_BIT0_CANONICAL, BELL_CANONICAL], ids=str.__len__
+)
+def test_the_native_importer_reads_the_programs_as_the_reference_importer_does(program: str) -> None:
+    native = sampler._load_native(program)
+    reference = qasm3.loads(program)
+    assert native is not None
+    assert [(r.name, r.size) for r in native.cregs] == [(r.name, r.size) for r in reference.cregs]
+    assert _measurements(native) == _measurements(reference)
+    assert Operator(native.remove_final_measurements(inplace=False)).equiv(
+        Operator(reference.remove_final_measurements(inplace=False))
+    )
+
+
+def test_the_reference_importer_is_asked_only_when_the_native_one_cannot_read_a_program(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+    reference = qasm3.loads
+
+    def counting(program: str) -> QuantumCircuit:
+        calls.append(program)
+        return reference(program)
+
+    monkeypatch.setattr(qasm3, "loads", counting)
+    load_program(QAOA)
+    load_program(BELL)
+    assert calls == []
+    # A gate definition: the native importer refuses it, the reference one reads it.
+    assert load_program(CUSTOM_GATE).num_qubits == 2
+    assert calls == [CUSTOM_GATE]
+
+
+def test_a_foreign_include_goes_to_the_reference_importer_without_a_native_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The native importer panics (a BaseException) on an include file it cannot find.
+    def must_not_run(program: str) -> QuantumCircuit:
+        raise AssertionError("native importer called")
+
+    monkeypatch.setattr(qasm3, "loads_experimental", must_not_run)
+    with pytest.raises(ProgramError, match="not valid OpenQASM 3"):
+        load_program(OTHER_INCLUDE)
+
+
+@pytest.mark.parametrize("program", ["OPENQASM 3.0;\nqubit[2] q\n", "garbage"])
+def test_a_program_neither_importer_reads_is_refused_with_the_reference_reason(program: str) -> None:
+    with pytest.raises(ProgramError, match=r"^program is not valid OpenQASM 3: \S"):
+        check_program(program, max_qubits=8)
+
+
+def test_simulate_gives_the_counts_of_a_simulator_seeded_per_task() -> None:
+    # One simulator serves every task with the seed given per run: the counts are those a
+    # simulator built with that seed gives (bit 0 first here, last in Qiskit's keys).
+    first = simulate(QAOA, shots=500, seed=11, max_qubits=8)
+    second = simulate(QAOA, shots=500, seed=11, max_qubits=8)
+    other = simulate(QAOA, shots=500, seed=12, max_qubits=8)
+    fresh = AerSimulator(seed_simulator=11).run(qasm3.loads(QAOA), shots=500).result().get_counts()
+    assert first.counts == second.counts == {key[::-1]: count for key, count in fresh.items()}
+    assert other.counts != first.counts
+    assert sum(first.counts.values()) == 500
+
+
+def test_the_instant_device_draws_uniform_shots_over_the_measured_bits_and_says_so() -> None:
+    outcome = sample_instant(REGISTERS, shots=4000, seed=5, max_qubits=8)
+    assert outcome.metadata["simulator"] == "none (emulated-instant: uniform random shots)"
+    assert sum(outcome.counts.values()) == 4000
+    # Three classical bits (a[2] and b[1]), all 8 outcomes, none far from 500: nothing simulated
+    # (the program would always give 001 on a simulator).
+    assert all(len(key) == 3 for key in outcome.counts)
+    assert len(outcome.counts) == 8
+    assert all(350 < count < 650 for count in outcome.counts.values())
+    assert sample_instant(REGISTERS, shots=4000, seed=5, max_qubits=8).counts == outcome.counts
+    assert simulate(REGISTERS, shots=100, seed=5, max_qubits=8).counts == {"001": 100}
+
+
+def test_a_program_checked_at_submission_is_not_parsed_again_to_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    parses: list[str] = []
+    real = sampler._load_native
+
+    def counting(program: str) -> QuantumCircuit | None:
+        parses.append(program)
+        return real(program)
+
+    monkeypatch.setattr(sampler, "_load_native", counting)
+    program = QAOA.replace("x q[0];", "x q[1];")  # a text no other test parsed
+    check_program(program, max_qubits=8)
+    first = simulate(program, shots=100, seed=3, max_qubits=8)
+    assert len(parses) == 1
+    # Taken once: a second run of the same text (a resubmission) parses it again, same counts.
+    again = simulate(program, shots=100, seed=3, max_qubits=8)
+    assert len(parses) == 2
+    assert again.counts == first.counts
