@@ -277,3 +277,22 @@ def test_default_selection_variant_puts_at_least_the_rounding_on_the_optimum() -
     assert circuit > clipped  # the reference clips the weights to [0.1, 0.9]
     # The angles started at γ = β = 0 (the rounding itself) and only moved to lower the mean.
     assert plan.simulated["objective"] <= plan.simulated["start_objective"] + 1e-12
+
+
+@pytest.mark.parametrize(("mixer", "objective", "warm"), [("xy", "mean", False), ("xy-warm", "cvar", True)])
+def test_candidates_simulated_together_give_each_ones_own_value(
+    real_instance: tuple[Ising, int, np.ndarray, tuple[int, ...]], mixer: str, objective: str, warm: bool
+) -> None:
+    ising, budget, relaxed, _ = real_instance
+    spec = QaoaSpec(mixer=mixer, reps=2, objective=objective)  # type: ignore[arg-type]
+    model = simulate_qaoa(ising, spec, hamming_weight=budget, warm_start=relaxed if warm else None)
+    assert hasattr(model.simulator, "values")  # the subspace simulator batches
+    rng = np.random.default_rng(0)
+    thetas = [np.zeros(4)] + [rng.normal(0.0, 0.5, size=4) for _ in range(9)]
+    before = model.evaluations
+    together = model.values(thetas)
+    assert model.evaluations == before + 10
+    # The same arithmetic on every amplitude: equal to the last bit, so argmin picks the same one.
+    assert together == [model.value(theta) for theta in thetas]
+    with pytest.raises(ValueError, match="same even length"):
+        model.values([np.zeros(4), np.zeros(2)])

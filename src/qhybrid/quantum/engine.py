@@ -296,6 +296,15 @@ class SimulatedQaoa:
         self.evaluations += 1
         return self.simulator.value(*self._split(theta), self.objective)
 
+    def values(self, thetas: list[FloatArray]) -> list[float]:
+        """:meth:`value` at each of ``thetas``; simulated together where the simulator can."""
+        batched = getattr(self.simulator, "values", None)
+        if batched is None:
+            return [self.value(theta) for theta in thetas]
+        check_budget("the angle search")
+        self.evaluations += len(thetas)
+        return list(batched(thetas, self.objective))
+
     def value_and_gradient(self, theta: FloatArray) -> tuple[float, FloatArray]:
         """The objective (normalised units) and its exact gradient at ``θ``."""
         check_budget("the angle search")
@@ -332,7 +341,7 @@ class SimulatedQaoa:
             for beta_span in RAMP_BETA_SPANS
             for sign in (1.0, -1.0)
         ]
-        values = [self.value(theta) for theta in ramps]
+        values = self.values(ramps)
         return ramps[int(np.argmin(values))]
 
     def warm_xy_start(self, reps: int) -> FloatArray:
@@ -343,7 +352,7 @@ class SimulatedQaoa:
             for beta_span in WARM_XY_BETA_SPANS
             for sign in (1.0, -1.0)
         ]
-        values = [self.value(theta) for theta in candidates]
+        values = self.values(candidates)
         # argmin keeps the first on ties: the zero angles unless a ramp is strictly better.
         return candidates[int(np.argmin(values))]
 
