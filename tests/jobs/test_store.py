@@ -12,8 +12,10 @@ from sqlalchemy import inspect
 
 from qhybrid.domain.states import JobState
 from qhybrid.jobs.database import Database
-from qhybrid.jobs.models import utcnow
+from qhybrid.jobs.models import Job, utcnow
 from qhybrid.jobs.store import IdempotencyConflictError, InvalidCursorError, JobStore
+
+COLUMNS = [column.name for column in Job.__table__.c]
 
 
 @pytest.fixture
@@ -250,3 +252,74 @@ def test_events_after_reads_only_the_new_ones(store: JobStore) -> None:
     state, newer = store.events_after(job_id, events[-1].id) or (None, [])
     assert state is JobState.PREPARING and [e.to_state for e in newer] == ["PREPARING"]
     assert store.events_after("no-such-job") is None
+
+
+def test_a_move_returns_the_row_as_it_left_it(store: JobStore) -> None:
+    job_id = new_job(store)
+    claimed = store.claim(job_id, owner="w", lease_seconds=60)
+    assert claimed is not None
+    moved = store.transition_returning(
+        job_id, owner="w", source=JobState.ACCEPTED, target=JobState.PREPARING, last_error="x"
+    )
+    assert moved is not None
+    assert (moved.state, moved.version, moved.last_error) == ("PREPARING", claimed.version + 1, "x")
+    stored = store.get_job(job_id)
+    assert stored is not None
+    assert {c: getattr(moved, c) for c in COLUMNS} == {c: getattr(stored, c) for c in COLUMNS}
+    # Not moved (wrong source state): nothing returned, nothing written.
+    assert (
+        store.transition_returning(job_id, owner="w", source=JobState.ACCEPTED, target=JobState.PREPARING)
+        is None
+    )
+    assert [event.to_state for event in store.view(job_id).events] == ["ACCEPTED", "PREPARING"]  # type: ignore[union-attr]
+
+
+def test_the_claim_brings_the_attempts_task_row(store: JobStore) -> None:
+    job_id = new_job(store)
+    first = store.claim_with_task(job_id, owner="w", lease_seconds=60)
+    assert first is not None and first[1] is None
+    job = first[0]
+    assert job.state == "ACCEPTED" and job.lease_owner == "w"
+    store.update_job(job_id, owner="w", attempt=1)
+    row = store.attempt_task(job_id=job_id, owner="w", attempt=1, backend="local", client_token="a" * 32)
+    assert row is not None and row.client_token == "a" * 32
+    store.update_remote_task(row.id, task_id="task-1", counts={"01": 3})
+    again = store.claim_with_task(job_id, owner="w", lease_seconds=60)
+    assert again is not None and again[1] is not None
+    task = again[1]
+    assert (task.id, task.task_id, task.counts, task.attempt) == (row.id, "task-1", {"01": 3}, 1)
+    assert store.claim_with_task(job_id, owner="other", lease_seconds=60) is None
+
+
+def test_an_attempts_task_row_is_written_once_and_only_under_the_lease(store: JobStore) -> None:
+    job_id = new_job(store)
+    assert (
+        store.attempt_task(job_id=job_id, owner="w", attempt=1, backend="local", client_token="a" * 32)
+        is None
+    )
+    assert store.remote_task(job_id, 1) is None
+    store.claim(job_id, owner="w", lease_seconds=60)
+    first = store.attempt_task(job_id=job_id, owner="w", attempt=1, backend="local", client_token="a" * 32)
+    assert first is not None and first.client_token == "a" * 32
+    # A second worker's try (after a crash) finds the first token: the provider is asked by it.
+    second = store.attempt_task(job_id=job_id, owner="w", attempt=1, backend="local", client_token="b" * 32)
+    assert second is not None and (second.id, second.client_token) == (first.id, "a" * 32)
+    store.release(job_id, owner="w")
+    later = store.attempt_task(job_id=job_id, owner="w", attempt=1, backend="local", client_token="c" * 32)
+    assert later is not None and later.client_token == "a" * 32
+
+
+def test_a_task_update_goes_with_the_release_only_under_the_lease(store: JobStore) -> None:
+    job_id = new_job(store)
+    store.claim(job_id, owner="w", lease_seconds=60)
+    row = store.create_remote_task(
+        job_id=job_id, owner="w", attempt=1, backend="local", client_token="t" * 32
+    )
+    assert row is not None
+    assert not store.release(job_id, owner="intruder", task_update=(row.id, {"polls": 5}))
+    assert store.remote_task(job_id, 1).polls == 0  # type: ignore[union-attr]
+    assert store.release(job_id, owner="w", task_update=(row.id, {"polls": 1, "state": "QUEUED"}))
+    fetched = store.remote_task(job_id, 1)
+    assert fetched is not None and (fetched.polls, fetched.state) == (1, "QUEUED")
+    job = store.get_job(job_id)
+    assert job is not None and job.lease_owner is None

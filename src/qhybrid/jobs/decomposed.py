@@ -77,6 +77,9 @@ class DecomposedSteps:
     def _reload(self, job_id: str, owner: str) -> Job:
         raise NotImplementedError
 
+    def _after_move(self, job_id: str, owner: str) -> Job:
+        raise NotImplementedError
+
     def _give_up(self, job_id: str, owner: str, reason: str, *, job: Job | None = None) -> None:
         raise NotImplementedError
 
@@ -167,8 +170,13 @@ class DecomposedSteps:
             )
         self._await_first_poll(job, owner, f"round {state.round}: {len(subsets)} sub-problem tasks")
 
-    def _await_first_poll(self, job: Job, owner: str, detail: str) -> None:
-        """SUBMITTING -> SUBMITTED with the lease released and the first poll scheduled."""
+    def _await_first_poll(
+        self, job: Job, owner: str, detail: str, *, task_update: tuple[int, dict[str, Any]] | None = None
+    ) -> None:
+        """SUBMITTING -> SUBMITTED with the lease released and the first poll scheduled.
+
+        ``task_update`` (a remote task row's id and fields) is written in the same transaction.
+        """
         first_poll = utcnow() + timedelta(seconds=self.settings.poll_initial_seconds)
         self._move(
             job,
@@ -176,6 +184,7 @@ class DecomposedSteps:
             JobState.SUBMITTED,
             detail=detail,
             release=True,
+            task_update=task_update,
             next_poll_at=first_poll,
             poll_interval=self.settings.poll_initial_seconds,
         )
@@ -224,7 +233,7 @@ class DecomposedSteps:
         )
         next_poll = utcnow() + timedelta(seconds=interval)
         target = JobState.REMOTE_RUNNING if running else JobState.REMOTE_QUEUED
-        schedule = {"next_poll_at": next_poll, "poll_interval": interval}
+        schedule: dict[str, Any] = {"next_poll_at": next_poll, "poll_interval": interval}
         if target is not current and not (
             current is JobState.REMOTE_RUNNING and target is JobState.REMOTE_QUEUED
         ):
@@ -277,7 +286,7 @@ class DecomposedSteps:
             )
             return True
         self._move(job, owner, JobState.SUBMITTING, detail=detail, decomposition=document)
-        self._submit_round(self._reload(job.id, owner), owner)
+        self._submit_round(self._after_move(job.id, owner), owner)
         return False
 
     def _finalize_decomposed(self, job: Job, owner: str) -> None:

@@ -45,12 +45,15 @@ from qhybrid.jobs import pipeline
 from qhybrid.jobs.decomposed import DecomposedSteps
 from qhybrid.jobs.lease import kept_lease
 from qhybrid.jobs.models import Job, RemoteTask, utcnow
+from qhybrid.jobs.pgfast import loaded
 from qhybrid.jobs.queue import JobQueue
 from qhybrid.jobs.sizing import is_decomposed
 from qhybrid.jobs.store import JobStore
 from qhybrid.proxy.keys import KekMissingError, KeyVault, load_keyring, sealed_kid
 
 log = logging.getLogger("qhybrid.worker")
+
+_TASK_TABLE = RemoteTask.__table__
 
 #: Failures that waiting cannot fix (a refused program, a circuit larger than the device, a
 #: sealed key that does not open...): the job falls back or fails at once with the message.
@@ -202,22 +205,34 @@ class Journey(DecomposedSteps):
         self.queue = queue
         self.backends = backends
         self.vault = vault or vault_from(settings, store)
+        # The row as the last move of a run left it, by lease owner (one per run): the next step
+        # starts from it instead of reading the row just written. Popped by the run's next step.
+        self._moved_rows: dict[str, Job] = {}
+        # Likewise the task row a completed poll wrote, for FINALIZING in the same run.
+        self._task_rows: dict[str, RemoteTask] = {}
 
     # ------------------------------------------------------------------ the entry point
 
     def advance(self, job_id: str) -> None:
         """Take the job's lease and run its steps until it waits on something or ends."""
         owner = _owner_id()
-        job = self.store.claim(job_id, owner=owner, lease_seconds=self.settings.lease_seconds)
-        if job is None:
+        claimed = self.store.claim_with_task(job_id, owner=owner, lease_seconds=self.settings.lease_seconds)
+        if claimed is None:
             return  # finished, unknown, or another worker holds it
+        job, task = claimed
+        if task is not None:
+            self._task_rows[owner] = task  # the poll or the finalizing step starts from it
         # Every egress audit entry and every log line of this run names the job (and its state).
         with (
             current_job(job_id),
             log_context(job_id=job_id, tenant=job.tenant, state=JobState(job.state).api_name),
             kept_lease(self.store, job_id, owner=owner, lease_seconds=self.settings.lease_seconds),
         ):
-            self._advance_claimed(job_id, owner, job)
+            try:
+                self._advance_claimed(job_id, owner, job)
+            finally:
+                self._moved_rows.pop(owner, None)
+                self._task_rows.pop(owner, None)
 
     def _advance_claimed(self, job_id: str, owner: str, claimed: Job) -> None:
         try:
@@ -236,7 +251,10 @@ class Journey(DecomposedSteps):
     def _run(self, job_id: str, owner: str, claimed: Job | None = None) -> None:
         """Run steps until the job waits or ends; ``claimed``: the row as the claim returned it."""
         while True:
-            # The claim returned the row as it stands under our lease: the first step needs no read.
+            # The claim returned the row as it stands under our lease, and each move returns it as
+            # it left it: a step reads the job only when neither did (after a fallback's move).
+            if claimed is None:
+                claimed = self._moved_rows.pop(owner, None)
             job, claimed = (claimed, None) if claimed is not None else (self.store.get_job(job_id), None)
             if job is None or job.lease_owner != owner:
                 raise _LostLeaseError(job_id)
@@ -295,21 +313,16 @@ class Journey(DecomposedSteps):
     def _submit(self, job: Job, owner: str) -> None:
         """Submit the program at most once per attempt: the token is stored before the call."""
         backend = self.backends.get(job.backend)
-        row = self.store.remote_task(job.id, job.attempt)
-        task_id: str | None = None
+        # Minted by the gateway, whose route tables refuse any token it did not mint: the token
+        # carries no bytes of anyone's choosing.
+        token = self.backends.mint_token()
+        row = self.store.attempt_task(
+            job_id=job.id, owner=owner, attempt=job.attempt, backend=job.backend, client_token=token
+        )
         if row is None:
-            row = self.store.create_remote_task(
-                job_id=job.id,
-                owner=owner,
-                attempt=job.attempt,
-                backend=job.backend,
-                # Minted by the gateway, whose route tables refuse any token it did not mint: the
-                # token carries no bytes of anyone's choosing.
-                client_token=self.backends.mint_token(),
-            )
-            if row is None:
-                raise _LostLeaseError(job.id)
-        else:
+            raise _LostLeaseError(job.id)
+        task_id: str | None = None
+        if row.client_token != token:
             task_id = row.task_id
             if task_id is None:
                 # A previous worker stored the token and may have reached the provider before it
@@ -319,10 +332,18 @@ class Journey(DecomposedSteps):
             if job.program is None:
                 raise PermanentBackendError("no program was stored for this job")
             task_id = backend.submit(job.program, job.shots, row.client_token)
-        self.store.update_remote_task(
-            row.id, task_id=task_id, submitted_at=utcnow(), state=TaskState.QUEUED.value
+        # The task's id is stored with the move to SUBMITTED, in one transaction. A worker that
+        # dies before it commits leaves the job SUBMITTING with the token stored, and the next
+        # worker finds the task by its token instead of submitting again.
+        self._await_first_poll(
+            job,
+            owner,
+            f"task {task_id} (attempt {job.attempt})",
+            task_update=(
+                row.id,
+                {"task_id": task_id, "submitted_at": utcnow(), "state": TaskState.QUEUED.value},
+            ),
         )
-        self._await_first_poll(job, owner, f"task {task_id} (attempt {job.attempt})")
 
     def _poll(self, job: Job, owner: str) -> bool:
         """Ask the provider where the task is; True when the job moved on to FINALIZING."""
@@ -361,16 +382,29 @@ class Journey(DecomposedSteps):
                 task_update=(row.id, counts),
                 cost=cost,
             )
+            moved = self._moved_rows.get(owner)
+            if moved is not None:
+                # The row as this move wrote it: the task's update is stamped with the move's time.
+                written = {column.name: getattr(row, column.name) for column in _TASK_TABLE.c}
+                written.update(counts, updated_at=moved.updated_at)
+                self._task_rows[owner] = loaded(RemoteTask, written)
             return True
-        self.store.update_remote_task(row.id, **seen)
         if status.state in UNSUCCESSFUL_TASK_STATES:
             why = status.message or "no reason given"
             reason = f"provider task {row.task_id} {status.state.value.lower()}: {why}"
             if job.attempt < self.settings.max_remote_attempts:
-                self._move(job, owner, JobState.SUBMITTING, detail=reason, attempt=job.attempt + 1)
+                self._move(
+                    job,
+                    owner,
+                    JobState.SUBMITTING,
+                    detail=reason,
+                    task_update=(row.id, seen),
+                    attempt=job.attempt + 1,
+                )
                 REMOTE_RESUBMISSIONS.labels(job.backend).inc()
-                self._submit(self._reload(job.id, owner), owner)
+                self._submit(self._after_move(job.id, owner), owner)
                 return False
+            self.store.update_remote_task(row.id, **seen)
             self._give_up(job.id, owner, f"{reason} (after {job.attempt} attempts)", job=job)
             return False
         interval = min(
@@ -379,15 +413,23 @@ class Journey(DecomposedSteps):
         next_poll = utcnow() + timedelta(seconds=interval)
         target = JobState.REMOTE_RUNNING if status.state is TaskState.RUNNING else JobState.REMOTE_QUEUED
         schedule: dict[str, Any] = {"next_poll_at": next_poll, "poll_interval": interval}
+        # What the provider said is written with the release (or the move), in one statement.
         if target is not state and not (
             state is JobState.REMOTE_RUNNING and target is JobState.REMOTE_QUEUED
         ):
             self._move(
-                job, owner, target, detail=f"provider says {status.provider_state}", release=True, **schedule
+                job,
+                owner,
+                target,
+                detail=f"provider says {status.provider_state}",
+                release=True,
+                task_update=(row.id, seen),
+                **schedule,
             )
-        else:
-            if not self.store.release(job.id, owner=owner, step_failures=0, last_error=None, **schedule):
-                raise _LostLeaseError(job.id)
+        elif not self.store.release(
+            job.id, owner=owner, task_update=(row.id, seen), step_failures=0, last_error=None, **schedule
+        ):
+            raise _LostLeaseError(job.id)
         self.queue.kick_at(job.id, next_poll)
         return False
 
@@ -510,6 +552,7 @@ class Journey(DecomposedSteps):
         if not moved:
             return
         FALLBACKS.labels(state.api_name).inc()
+        self._moved_rows.pop(owner, None)  # the fallback moved the job since: read it again
         try:
             self._run(job_id, owner)
         except _LostLeaseError:
@@ -552,10 +595,18 @@ class Journey(DecomposedSteps):
         return task_id
 
     def _remote_row(self, job: Job) -> RemoteTask:
+        cached = self._task_rows.pop(job.lease_owner, None) if job.lease_owner else None
+        if cached is not None and cached.job_id == job.id and cached.attempt == job.attempt:
+            return cached
         row = self.store.remote_task(job.id, job.attempt)
         if row is None:
             raise PermanentBackendError(f"no remote task recorded for attempt {job.attempt}")
         return row
+
+    def _after_move(self, job_id: str, owner: str) -> Job:
+        """The job as this run's last move left it (returned by the move), else read again."""
+        moved = self._moved_rows.pop(owner, None)
+        return moved if moved is not None and moved.id == job_id else self._reload(job_id, owner)
 
     def _reload(self, job_id: str, owner: str) -> Job:
         job = self.store.get_job(job_id)
@@ -586,7 +637,11 @@ class Journey(DecomposedSteps):
         if release:
             values.update(lease_owner=None, lease_expires_at=None)
         values.update(fields)
-        moved = self.store.transition(
+        # A move after which this run goes on (not released, not terminal) takes the row back from
+        # its UPDATE, for the next step.
+        goes_on = not release and target not in TERMINAL_STATES
+        move = self.store.transition_returning if goes_on else self.store.transition
+        moved = move(
             job.id,
             owner=owner,
             source=JobState(job.state),
@@ -597,4 +652,6 @@ class Journey(DecomposedSteps):
         )
         if not moved:
             raise _LostLeaseError(job.id)
+        if isinstance(moved, Job):
+            self._moved_rows[owner] = moved
         log.info("job %s: %s -> %s", job.id, job.state, target.value)

@@ -16,7 +16,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, Table, Text, and_, bindparam, cast, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Insert,
+    Row,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSON as PG_JSON
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, load_only
@@ -26,6 +41,7 @@ from qhybrid.domain.request import REQUEST_VERSION
 from qhybrid.domain.states import TERMINAL_STATES, JobState, check_transition
 from qhybrid.jobs.database import Database
 from qhybrid.jobs.models import Job, JobEvent, RemoteTask, utcnow
+from qhybrid.jobs.pgfast import PgFastPath, job_of, loaded
 from qhybrid.jobs.tenants import DEFAULT_TENANT
 
 #: No job is older than this; a cursor before it was not written by the API.
@@ -87,7 +103,7 @@ class NewJob:
         return Job(**values, request=request)
 
 
-def _table(model: type[Job] | type[JobEvent]) -> Table:
+def _table(model: type[Job] | type[JobEvent] | type[RemoteTask]) -> Table:
     """The Core table of a mapped class (typed as a ``Table``, which it is)."""
     table = model.__table__
     assert isinstance(table, Table)
@@ -96,6 +112,73 @@ def _table(model: type[Job] | type[JobEvent]) -> Table:
 
 #: The first event of every job (executemany: one statement for a whole group commit).
 _INSERT_EVENTS = insert(_table(JobEvent))
+
+# The worker's hot path runs Core statements on these tables (no ORM unit of work, no identity
+# map; SQLAlchemy caches their compiled form) and builds the detached mapped objects itself.
+_JOBS = _table(Job)
+_EVENTS = _table(JobEvent)
+_TASKS = _table(RemoteTask)
+_TERMINAL = sorted(s.value for s in TERMINAL_STATES)
+
+#: When the job entered its current state: its latest event, read inside the statement that moves
+#: it (a subquery in RETURNING; an index lookup on job_events.job_id), not by a SELECT of its own.
+#: Not correlated with ``jobs.id``: SQLite's RETURNING drops table names, which would make it ambiguous.
+_ENTERED_AT = (
+    select(_EVENTS.c.at)
+    .where(_EVENTS.c.job_id == bindparam("entered_job_id"))
+    .order_by(_EVENTS.c.id.desc())
+    .limit(1)
+    .scalar_subquery()
+    .label("entered_at")
+)
+
+_CLAIM = (
+    update(_JOBS)
+    .where(
+        _JOBS.c.id == bindparam("job_id"),
+        _JOBS.c.state.not_in(_TERMINAL),
+        or_(
+            _JOBS.c.lease_owner.is_(None),
+            _JOBS.c.lease_expires_at.is_(None),
+            _JOBS.c.lease_expires_at < bindparam("now"),
+            _JOBS.c.lease_owner == bindparam("owner"),
+        ),
+    )
+    .values(lease_owner=bindparam("owner"), lease_expires_at=bindparam("expires"))
+    .returning(*_JOBS.c)
+)
+
+_RENEW = (
+    update(_JOBS)
+    .where(
+        _JOBS.c.id == bindparam("job_id"),
+        _JOBS.c.lease_owner == bindparam("owner"),
+        _JOBS.c.lease_expires_at >= bindparam("now"),
+        _JOBS.c.state.not_in(_TERMINAL),
+    )
+    .values(lease_expires_at=bindparam("expires"))
+)
+
+_GET_JOB = select(*_JOBS.c).where(_JOBS.c.id == bindparam("job_id"))
+
+_SINGLE_TASK = select(*_TASKS.c).where(
+    _TASKS.c.job_id == bindparam("job_id"), _TASKS.c.attempt == bindparam("attempt"), _TASKS.c.round == 0
+)
+
+
+def _job(row: Row[Any]) -> Job:
+    """A detached ``Job`` from a row of all its columns."""
+    return loaded(Job, dict(row._mapping))
+
+
+def _job_without_entered(row: Row[Any]) -> Job:
+    """A detached ``Job`` from a move's RETURNING row (all its columns and ``entered_at``)."""
+    return loaded(Job, {key: value for key, value in row._mapping.items() if key != "entered_at"})
+
+
+def _task(row: Row[Any]) -> RemoteTask:
+    """A detached ``RemoteTask`` from a row of all its columns."""
+    return loaded(RemoteTask, dict(row._mapping))
 
 
 class IdempotencyConflictError(Exception):
@@ -228,6 +311,8 @@ class JobStore:
         text_param = bindparam("request_text", type_=Text)
         request_value = text_param if db.is_sqlite else cast(text_param, PG_JSON)
         self._insert_jobs: Insert = insert(_table(Job)).values(request=request_value)
+        # The worker's calls on PostgreSQL: one statement each on a raw pooled connection.
+        self._pg = None if db.is_sqlite else PgFastPath(db.engine)
 
     # ----------------------------------------------------------------------------- API side
 
@@ -421,8 +506,12 @@ class JobStore:
 
     def get_job(self, job_id: str, *, tenant: str | None = None) -> Job | None:
         """The job row, or ``None`` (also when ``tenant`` is given and another tenant owns it)."""
-        with self.db.read() as session:
-            job = session.get(Job, job_id)
+        if self._pg is not None:
+            job = self._pg.get_job(job_id)
+        else:
+            with self.db.reading() as connection:
+                row = connection.execute(_GET_JOB, {"job_id": job_id}).one_or_none()
+            job = None if row is None else _job(row)
         if job is None or (tenant is not None and job.tenant != tenant):
             return None
         return job
@@ -560,7 +649,7 @@ class JobStore:
             if JobState(job.state) in TERMINAL_STATES:
                 return CancelOutcome(job=job, accepted=False, immediate=False)
             if job.state == JobState.ACCEPTED.value:
-                moved = self._move(
+                moved, _ = self._move(
                     session,
                     job_id,
                     JobState.ACCEPTED,
@@ -599,20 +688,34 @@ class JobStore:
             The job as claimed, or ``None`` if it is terminal, missing or leased elsewhere.
         """
         now = utcnow()
-        with self.db.write() as session:
-            # One statement: the conditional UPDATE hands the claimed row back (RETURNING), where
-            # an UPDATE and a SELECT were two round trips on every step of every job.
-            return session.scalars(
-                update(Job)
-                .where(
-                    Job.id == job_id,
-                    Job.state.not_in([s.value for s in TERMINAL_STATES]),
-                    or_(_lease_free(now), Job.lease_owner == owner),
-                )
-                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds))
-                .returning(Job),
-                execution_options={"synchronize_session": False},
-            ).one_or_none()
+        # One statement, one round trip: the conditional UPDATE hands the claimed row back
+        # (RETURNING), where an UPDATE and a SELECT were two on every step of every job.
+        params = {
+            "job_id": job_id,
+            "now": now,
+            "owner": owner,
+            "expires": now + timedelta(seconds=lease_seconds),
+        }
+        if self._pg is not None:
+            return self._pg.claim(params)
+        with self.db.single() as connection:
+            row = connection.execute(_CLAIM, params).one_or_none()
+        return None if row is None else _job(row)
+
+    def claim_with_task(
+        self, job_id: str, *, owner: str, lease_seconds: float
+    ) -> tuple[Job, RemoteTask | None] | None:
+        """:meth:`claim`, with the current attempt's single task row (``None`` if it has none).
+
+        One statement on PostgreSQL: the step that polls or finalizes the task needs no read.
+        """
+        if self._pg is None:
+            job = self.claim(job_id, owner=owner, lease_seconds=lease_seconds)
+            return None if job is None else (job, self.remote_task(job_id, job.attempt))
+        now = utcnow()
+        return self._pg.claim_with_task(
+            {"job_id": job_id, "now": now, "owner": owner, "expires": now + timedelta(seconds=lease_seconds)}
+        )
 
     def transition(
         self,
@@ -635,10 +738,46 @@ class JobStore:
         Returns:
             True if the job moved; False if another actor changed it first.
         """
+        moved, _ = self._transition(job_id, owner, source, target, detail, task_update, fields, fetch=False)
+        return moved
+
+    def transition_returning(
+        self,
+        job_id: str,
+        *,
+        owner: str | None,
+        source: JobState,
+        target: JobState,
+        detail: str | None = None,
+        task_update: tuple[int, dict[str, Any]] | None = None,
+        **fields: Any,
+    ) -> Job | None:
+        """:meth:`transition`, handing back the job as the move left it (``None``: not moved).
+
+        The row comes back from the moving ``UPDATE`` itself (RETURNING), so a worker that goes
+        on with the next step does not read the row it has just written.
+        """
+        _, job = self._transition(job_id, owner, source, target, detail, task_update, fields, fetch=True)
+        return job
+
+    def _transition(
+        self,
+        job_id: str,
+        owner: str | None,
+        source: JobState,
+        target: JobState,
+        detail: str | None,
+        task_update: tuple[int, dict[str, Any]] | None,
+        fields: dict[str, Any],
+        *,
+        fetch: bool,
+    ) -> tuple[bool, Job | None]:
         now = utcnow()
-        with self.db.write() as session:
-            moved = self._move(
-                session,
+        if self._pg is not None:
+            return self._pg_transition(job_id, owner, source, target, detail, task_update, fields, fetch, now)
+        with self.db.begin() as connection:
+            moved, job = self._move(
+                connection,
                 job_id,
                 source,
                 target,
@@ -647,20 +786,90 @@ class JobStore:
                 detail=detail,
                 actor=owner,
                 fields=fields,
+                fetch=fetch,
             )
             if moved is not None and task_update is not None:
                 row_id, task_fields = task_update
-                session.execute(
-                    update(RemoteTask).where(RemoteTask.id == row_id).values(updated_at=now, **task_fields)
+                connection.execute(
+                    update(_TASKS).where(_TASKS.c.id == row_id).values(updated_at=now, **task_fields)
                 )
         if moved is None:
-            return False
+            return False, None
         moved.count()  # after the commit: a rolled-back move is not counted
-        return True
+        return True, job
+
+    def _pg_transition(
+        self,
+        job_id: str,
+        owner: str | None,
+        source: JobState,
+        target: JobState,
+        detail: str | None,
+        task_update: tuple[int, dict[str, Any]] | None,
+        fields: dict[str, Any],
+        fetch: bool,
+        now: datetime,
+    ) -> tuple[bool, Job | None]:
+        """PostgreSQL: the move, its event and the task row's update in one statement (pgfast)."""
+        assert self._pg is not None
+        check_transition(source, target)
+        values: dict[str, Any] = {}
+        if target in TERMINAL_STATES:
+            values.update(finished_at=now, lease_owner=None, lease_expires_at=None, next_poll_at=None)
+        values.update(fields)
+        row = self._pg.move(
+            job_id=job_id,
+            owner=owner,
+            source=source.value,
+            target=target.value,
+            now=now,
+            detail=detail,
+            fields=values,
+            task_update=task_update,
+            fetch=fetch,
+        )
+        if row is None:
+            return False, None
+        entered = row["entered_at"]
+        _Moved(source, target, None if entered is None else (now - entered).total_seconds()).count()
+        return True, (job_of(row) if fetch else None)
+
+    def _moving(
+        self,
+        job_id: str,
+        source: JobState,
+        target: JobState,
+        *,
+        owner: str | None,
+        now: datetime,
+        fields: dict[str, Any],
+        fetch: bool,
+    ) -> Any:
+        """The conditional UPDATE of a move, returning when the job entered ``source`` (and its row)."""
+        values: dict[str, Any] = {"state": target.value, "updated_at": now, "version": _JOBS.c.version + 1}
+        if target in TERMINAL_STATES:
+            values.update(finished_at=now, lease_owner=None, lease_expires_at=None, next_poll_at=None)
+        values.update(fields)
+        lease_condition = (
+            or_(
+                _JOBS.c.lease_owner.is_(None),
+                _JOBS.c.lease_expires_at.is_(None),
+                _JOBS.c.lease_expires_at < now,
+            )
+            if owner is None
+            else _JOBS.c.lease_owner == owner
+        )
+        returned = (_ENTERED_AT, *_JOBS.c) if fetch else (_ENTERED_AT, _JOBS.c.id)
+        return (
+            update(_JOBS)
+            .where(_JOBS.c.id == job_id, _JOBS.c.state == source.value, lease_condition)
+            .values(**values)
+            .returning(*returned)
+        )
 
     def _move(
         self,
-        session: Session,
+        connection: Connection | Session,
         job_id: str,
         source: JobState,
         target: JobState,
@@ -670,51 +879,63 @@ class JobStore:
         detail: str | None,
         actor: str | None,
         fields: dict[str, Any],
-    ) -> _Moved | None:
+        fetch: bool = False,
+    ) -> tuple[_Moved | None, Job | None]:
+        """The conditional UPDATE and its event: two statements; the job as moved too if ``fetch``."""
         check_transition(source, target)
-        values: dict[str, Any] = {"state": target.value, "updated_at": now, "version": Job.version + 1}
-        if target in TERMINAL_STATES:
-            values.update(finished_at=now, lease_owner=None, lease_expires_at=None, next_poll_at=None)
-        values.update(fields)
-        lease_condition = _lease_free(now) if owner is None else Job.lease_owner == owner
-        result = session.execute(
-            update(Job).where(Job.id == job_id, Job.state == source.value, lease_condition).values(**values)
+        row = connection.execute(
+            self._moving(job_id, source, target, owner=owner, now=now, fields=fields, fetch=fetch),
+            {"entered_job_id": job_id},
+        ).one_or_none()
+        if row is None:
+            return None, None
+        entered = row.entered_at
+        connection.execute(
+            _INSERT_EVENTS,
+            {
+                "job_id": job_id,
+                "at": now,
+                "from_state": source.value,
+                "to_state": target.value,
+                "detail": detail,
+                "actor": actor,
+            },
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            return None
-        # When the job entered ``source``: its latest event (an index lookup on job_events.job_id).
-        entered = session.scalar(
-            select(JobEvent.at).where(JobEvent.job_id == job_id).order_by(JobEvent.id.desc()).limit(1)
-        )
-        session.add(
-            JobEvent(
-                job_id=job_id,
-                at=now,
-                from_state=source.value,
-                to_state=target.value,
-                detail=detail,
-                actor=actor,
-            )
-        )
-        return _Moved(source, target, None if entered is None else (now - entered).total_seconds())
+        seconds = None if entered is None else (now - entered).total_seconds()
+        return _Moved(source, target, seconds), (_job_without_entered(row) if fetch else None)
 
-    def update_job(self, job_id: str, *, owner: str, **fields: Any) -> bool:
+    def update_job(
+        self,
+        job_id: str,
+        *,
+        owner: str,
+        task_update: tuple[int, dict[str, Any]] | None = None,
+        **fields: Any,
+    ) -> bool:
         """Change fields of a live job whose lease ``owner`` holds; no state change.
+
+        ``task_update`` (a remote task row's id and fields) is written with it, only if the job's
+        row was.
 
         Returns:
             True if the row was updated.
         """
-        with self.db.write() as session:
-            result = session.execute(
-                update(Job)
-                .where(
-                    Job.id == job_id,
-                    Job.lease_owner == owner,
-                    Job.state.not_in([s.value for s in TERMINAL_STATES]),
-                )
-                .values(updated_at=utcnow(), version=Job.version + 1, **fields)
+        now = utcnow()
+        if self._pg is not None:
+            return self._pg.update_job(job_id, owner, now, fields, task_update)
+        with self.db.begin() as connection:
+            result = connection.execute(
+                update(_JOBS)
+                .where(_JOBS.c.id == job_id, _JOBS.c.lease_owner == owner, _JOBS.c.state.not_in(_TERMINAL))
+                .values(updated_at=now, version=_JOBS.c.version + 1, **fields)
             )
-            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+            updated = bool(result.rowcount == 1)
+            if updated and task_update is not None:
+                row_id, task_fields = task_update
+                connection.execute(
+                    update(_TASKS).where(_TASKS.c.id == row_id).values(updated_at=now, **task_fields)
+                )
+            return updated
 
     def renew_lease(self, job_id: str, *, owner: str, lease_seconds: float) -> bool:
         """Push ``owner``'s unexpired lease on a live job ``lease_seconds`` into the future.
@@ -724,34 +945,37 @@ class JobStore:
             ended): the caller stops renewing.
         """
         now = utcnow()
-        with self.db.write() as session:
-            renewed = session.execute(
-                update(Job)
-                .where(
-                    Job.id == job_id,
-                    Job.lease_owner == owner,
-                    Job.lease_expires_at >= now,
-                    Job.state.not_in([s.value for s in TERMINAL_STATES]),
-                )
-                .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
-                .execution_options(synchronize_session=False)
-            )
-            return bool(renewed.rowcount == 1)  # type: ignore[attr-defined]
+        params = {
+            "job_id": job_id,
+            "owner": owner,
+            "now": now,
+            "expires": now + timedelta(seconds=lease_seconds),
+        }
+        if self._pg is not None:
+            return self._pg.renew(params)
+        with self.db.single() as connection:
+            return bool(connection.execute(_RENEW, params).rowcount == 1)
 
-    def release(self, job_id: str, *, owner: str, **fields: Any) -> bool:
-        """Give the lease back (typically with ``next_poll_at`` set) so any worker may continue."""
-        return self.update_job(job_id, owner=owner, lease_owner=None, lease_expires_at=None, **fields)
+    def release(
+        self, job_id: str, *, owner: str, task_update: tuple[int, dict[str, Any]] | None = None, **fields: Any
+    ) -> bool:
+        """Give the lease back (typically with ``next_poll_at`` set) so any worker may continue.
+
+        ``task_update``: a remote task row's id and fields, written with it (see :meth:`update_job`).
+        """
+        return self.update_job(
+            job_id, owner=owner, task_update=task_update, lease_owner=None, lease_expires_at=None, **fields
+        )
 
     # ------------------------------------------------------------------------- remote tasks
 
     def remote_task(self, job_id: str, attempt: int) -> RemoteTask | None:
         """The remote task row of one attempt of a job's single task, or ``None``."""
-        with self.db.read() as session:
-            return session.scalars(
-                select(RemoteTask).where(
-                    RemoteTask.job_id == job_id, RemoteTask.attempt == attempt, RemoteTask.round == 0
-                )
-            ).one_or_none()
+        if self._pg is not None:
+            return self._pg.single_task(job_id, attempt)
+        with self.db.reading() as connection:
+            row = connection.execute(_SINGLE_TASK, {"job_id": job_id, "attempt": attempt}).one_or_none()
+        return None if row is None else _task(row)
 
     def round_tasks(self, job_id: str, round_number: int) -> list[RemoteTask]:
         """The rows of one round of a decomposed job, by part."""
@@ -784,32 +1008,76 @@ class JobStore:
             The new row, or ``None`` if the caller no longer holds the job's lease.
         """
         now = utcnow()
-        with self.db.write() as session:
-            holder = session.scalar(select(Job.lease_owner).where(Job.id == job_id))
+        values = {
+            "job_id": job_id,
+            "attempt": attempt,
+            "backend": backend,
+            "client_token": client_token,
+            "round": round_number,
+            "part": part,
+            "program": program,
+            "proxy_key": proxy_key,
+            "subproblem": subproblem,
+        }
+        if self._pg is not None:
+            # One statement: the INSERT itself checks the lease.
+            return self._pg.create_task({**values, "owner": owner, "now": now})
+        with self.db.begin() as connection:
+            holder = connection.scalar(select(_JOBS.c.lease_owner).where(_JOBS.c.id == job_id))
             if holder != owner:
                 return None
-            task = RemoteTask(
-                job_id=job_id,
-                attempt=attempt,
-                backend=backend,
-                client_token=client_token,
-                round=round_number,
-                part=part,
-                program=program,
-                proxy_key=proxy_key,
-                subproblem=subproblem,
-                polls=0,
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(task)
-        return task
+            row = connection.execute(
+                insert(_TASKS).returning(*_TASKS.c),
+                {**values, "polls": 0, "created_at": now, "updated_at": now},
+            ).one()
+        return _task(row)
+
+    def attempt_task(
+        self, *, job_id: str, owner: str, attempt: int, backend: str, client_token: str
+    ) -> RemoteTask | None:
+        """The single task row of an attempt: the existing one, else a new one with ``client_token``.
+
+        The new row is written only under ``owner``'s lease, in one statement where no row exists
+        (the common case), instead of a read and then a write.
+
+        Returns:
+            The attempt's row (its ``client_token`` tells whether it is the new one), or ``None``
+            when there was none and the caller no longer holds the job's lease.
+        """
+        now = utcnow()
+        values = {
+            "job_id": job_id,
+            "attempt": attempt,
+            "backend": backend,
+            "client_token": client_token,
+            "round": 0,
+            "part": 0,
+            "program": None,
+            "proxy_key": None,
+            "subproblem": None,
+        }
+        if self._pg is not None:
+            row = self._pg.create_task({**values, "owner": owner, "now": now}, unless_any=True)
+        else:
+            with self.db.begin() as connection:
+                holder = connection.scalar(select(_JOBS.c.lease_owner).where(_JOBS.c.id == job_id))
+                found = None
+                if holder == owner:
+                    found = connection.execute(
+                        insert(_TASKS).prefix_with("OR IGNORE").returning(*_TASKS.c),
+                        {**values, "polls": 0, "created_at": now, "updated_at": now},
+                    ).one_or_none()
+            row = None if found is None else _task(found)
+        return row if row is not None else self.remote_task(job_id, attempt)
 
     def update_remote_task(self, task_row_id: int, **fields: Any) -> None:
         """Change fields of a remote task row."""
-        with self.db.write() as session:
-            session.execute(
-                update(RemoteTask).where(RemoteTask.id == task_row_id).values(updated_at=utcnow(), **fields)
+        if self._pg is not None:
+            self._pg.update_task(task_row_id, utcnow(), fields)
+            return
+        with self.db.single() as connection:
+            connection.execute(
+                update(_TASKS).where(_TASKS.c.id == task_row_id).values(updated_at=utcnow(), **fields)
             )
 
     # ------------------------------------------------------------------------- sealed keys
