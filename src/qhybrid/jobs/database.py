@@ -178,6 +178,12 @@ class Database:
         with self._single.begin() as connection:
             yield connection
 
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A Core connection for reads (SQLite: a deferred transaction, never the write lock)."""
+        with self.engine.connect() as connection:
+            yield connection
+
     def ping(self) -> None:
         """Run ``SELECT 1``; raises if the database cannot be reached."""
         with self.engine.connect() as connection:

@@ -509,7 +509,7 @@ class JobStore:
         if self._pg is not None:
             job = self._pg.get_job(job_id)
         else:
-            with self.db.single() as connection:
+            with self.db.reading() as connection:
                 row = connection.execute(_GET_JOB, {"job_id": job_id}).one_or_none()
             job = None if row is None else _job(row)
         if job is None or (tenant is not None and job.tenant != tenant):
@@ -973,7 +973,7 @@ class JobStore:
         """The remote task row of one attempt of a job's single task, or ``None``."""
         if self._pg is not None:
             return self._pg.single_task(job_id, attempt)
-        with self.db.single() as connection:
+        with self.db.reading() as connection:
             row = connection.execute(_SINGLE_TASK, {"job_id": job_id, "attempt": attempt}).one_or_none()
         return None if row is None else _task(row)
 
