@@ -95,6 +95,26 @@ DATABASE_AND_QUEUE = (
 )
 
 
+def backend_cpu(admin: Any, database: str, exclude: list[int]) -> dict[int, float]:
+    """CPU seconds (user + system) so far of each PostgreSQL server process serving ``database``.
+
+    Read from ``/proc`` (the server runs on this machine); processes in ``exclude`` (the
+    benchmark's own reads) are left out.
+    """
+    rows = admin.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND NOT (pid = ANY(%s))", (database, exclude)
+    ).fetchall()
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[int, float] = {}
+    for (pid,) in rows:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return found
+
+
 class Meter:
     """Sums this thread's CPU per label; nested calls of one label count once.
 
@@ -249,6 +269,32 @@ def run(args: argparse.Namespace, work: Path) -> tuple[list[dict[str, Any]], dic
     without: list[float] = []  # the same, less the annealing reference's equal-time run
     transitions: list[int] = []
 
+    # The benchmark's own reads between two advances: on a connection of their own (PostgreSQL),
+    # whose server process is left out of the server's CPU per job.
+    watch: Any = None
+    if args.database == "postgresql":
+        watch = psycopg.connect(f"{POSTGRES_ADMIN.rsplit('/', 1)[0]}/{database}", autocommit=True)
+    server_cpu: float | None = None
+
+    def state_of(job_id: str) -> tuple[str, Any, Any, str | None]:
+        if watch is None:
+            job = services.store.get_job(job_id)
+            assert job is not None
+            return job.state, job.next_poll_at, job.updated_at, job.error
+        row = watch.execute(
+            "SELECT state, next_poll_at, updated_at, error FROM jobs WHERE id = %s", (job_id,)
+        ).fetchone()
+        return row[0], row[1], row[2], row[3]
+
+    def events_of(job_id: str) -> int:
+        if watch is None:
+            view = services.store.view(job_id)
+            assert view is not None
+            return len(view.events)
+        return int(
+            watch.execute("SELECT count(*) FROM job_events WHERE job_id = %s", (job_id,)).fetchone()[0]
+        )
+
     def drive(job_id: str) -> float:
         """Advance the job as a worker thread would, waiting for each scheduled poll; its CPU."""
         spent = 0.0
@@ -260,14 +306,13 @@ def run(args: argparse.Namespace, work: Path) -> tuple[list[dict[str, Any]], dic
             finally:
                 meter.on = False
             spent += time.thread_time() - started
-            job = services.store.get_job(job_id)
-            assert job is not None
-            if JobState(job.state) in (JobState.COMPLETED, JobState.FAILED):
+            state, next_poll_at, updated_at, error = state_of(job_id)
+            if JobState(state) in (JobState.COMPLETED, JobState.FAILED):
                 break
-            if job.next_poll_at is not None:
-                time.sleep(max(0.0, (job.next_poll_at - job.updated_at).total_seconds()))
-        if job.state != "COMPLETED":
-            raise RuntimeError(f"job {job_id} {job.state}: {job.error}")
+            if next_poll_at is not None:
+                time.sleep(max(0.0, (next_poll_at - updated_at).total_seconds()))
+        if state != "COMPLETED":
+            raise RuntimeError(f"job {job_id} {state}: {error}")
         return spent
 
     try:
@@ -275,16 +320,25 @@ def run(args: argparse.Namespace, work: Path) -> tuple[list[dict[str, Any]], dic
         for seed in range(3):
             drive(services.new_job(small_request(args.assets, seed)))
         meter.database.clear()  # the warm-up's statements are not the measured jobs'
+        # Accepted before the clock: inserting jobs is the API's work, not the worker's.
+        job_ids = [services.new_job(small_request(args.assets, 100 + index)) for index in range(args.jobs)]
+        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True) if watch is not None else None
+        exclude = [watch.info.backend_pid] if watch is not None else []
+        cpu_before = backend_cpu(admin, database, exclude) if admin is not None else {}
         with probes(meter):
-            for index in range(args.jobs):
-                job_id = services.new_job(small_request(args.assets, 100 + index))
+            for job_id in job_ids:
                 equal_time = meter.seconds[EQUAL_TIME]
                 totals.append(drive(job_id))
                 without.append(totals[-1] - (meter.seconds[EQUAL_TIME] - equal_time))
-                view = services.store.view(job_id)
-                assert view is not None
-                transitions.append(len(view.events))
+        if admin is not None:
+            cpu_after = backend_cpu(admin, database, exclude)
+            # Processes that started meanwhile count whole; any that ended are lost (none, normally).
+            server_cpu = sum(after - cpu_before.get(pid, 0.0) for pid, after in cpu_after.items())
+            admin.close()
+        transitions.extend(events_of(job_id) for job_id in job_ids)
     finally:
+        if watch is not None:
+            watch.close()
         cloud.stop()
         services.store.db.dispose()
         if args.database == "postgresql":
@@ -314,6 +368,7 @@ def run(args: argparse.Namespace, work: Path) -> tuple[list[dict[str, Any]], dic
         "mean ms": 1000 * statistics.fmean(totals),
         "p90 ms": 1000 * ordered[int(0.9 * (len(ordered) - 1))],
         "transitions": statistics.fmean(transitions),
+        "server ms": None if server_cpu is None else 1000 * server_cpu / args.jobs,
         "database and queue ms": 1000
         * sum(meter.seconds[label] for label in DATABASE_AND_QUEUE if label in meter.seconds)
         / args.jobs,
@@ -347,6 +402,11 @@ def main() -> None:
         f"p90 {summary['p90 ms']:.1f} ms; {summary['transitions']:.1f} events per job"
     )
     print(f"# database and queue work per job (sum of their rows): {summary['database and queue ms']:.2f} ms")
+    if summary["server ms"] is not None:
+        print(
+            "# PostgreSQL server processes' CPU per job (user + system, /proc, the benchmark's own "
+            f"reads left out): {summary['server ms']:.1f} ms"
+        )
     print(
         f"# CPU per job without the annealing reference's run for the circuit's sampling time (past "
         f"its 64-sweep floor): median {summary['median ms without']:.1f} ms, "
