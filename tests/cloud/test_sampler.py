@@ -131,3 +131,29 @@ def test_a_program_checked_at_submission_is_not_parsed_again_to_run(monkeypatch:
     again = simulate(program, shots=100, seed=3, max_qubits=8)
     assert len(parses) == 2
     assert again.counts == first.counts
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        *(f"{gate} q[0];" for gate in ("x", "y", "z", "h", "s", "sdg", "t", "tdg", "sx", "id")),
+        *(f"{gate}(0.37) q[1];" for gate in ("rx", "ry", "rz", "p", "u1")),
+        "u2(0.1, 0.2) q[0];",
+        "u3(0.1, 0.2, 0.3) q[0];",
+        *(f"{gate} q[0], q[1];" for gate in ("cx", "cy", "cz", "ch", "swap", "cp(0.3)", "crx(0.2)")),
+        "cu(0.1, 0.2, 0.3, 0.4) q[0], q[1];",
+        "ccx q[0], q[1], q[2];",
+        "cswap q[0], q[1], q[2];",
+        "rz(-1.5e-3) q[0];",
+        "barrier q;",
+    ],
+)
+def test_every_standard_gate_means_the_same_to_both_importers(statement: str) -> None:
+    header = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[3] q;\nbit[3] c;\nh q[2];\n'
+    program = f"{header}{statement}\nc = measure q;\n"
+    native = sampler._load_native(program)
+    assert native is not None
+    reference = qasm3.loads(program)
+    assert Operator(native.remove_final_measurements(inplace=False)).equiv(
+        Operator(reference.remove_final_measurements(inplace=False))
+    )

@@ -278,23 +278,27 @@ def _add_device_routes(router: APIRouter, config: CloudConfig) -> None:
 
 
 def _add_task_routes(router: APIRouter, service: CloudService) -> None:
+    # The task routes are coroutines although nothing in them awaits: each does a millisecond or
+    # two of CPU and SQLite work, and handing a plain function to the thread pool and back cost
+    # about a sixth of the cloud's CPU per request (a poll: 0.96 -> 0.79 ms, measured alone, load
+    # 5-6); the process runs one core's worth of Python anyway, the TLS front has its own threads.
     @router.post("/v1/tasks", status_code=status.HTTP_201_CREATED)
-    def submit_task(body: SubmitTaskRequest, response: Response) -> dict[str, Any]:
+    async def submit_task(body: SubmitTaskRequest, response: Response) -> dict[str, Any]:
         return _submit_task(service, body, response)
 
     @router.get("/v1/tasks")
-    def find_task(client_token: Annotated[str, Query(min_length=1, max_length=128)]) -> dict[str, Any]:
+    async def find_task(client_token: Annotated[str, Query(min_length=1, max_length=128)]) -> dict[str, Any]:
         record = service.store.get_by_token(client_token)
         if record is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no task with client token {client_token!r}")
         return service.task_json(record)
 
     @router.get("/v1/tasks/{task_id}")
-    def get_task(task_id: str) -> dict[str, Any]:
+    async def get_task(task_id: str) -> dict[str, Any]:
         return service.task_json(service.require_task(task_id))
 
     @router.get("/v1/tasks/{task_id}/result")
-    def get_result(task_id: str) -> dict[str, Any]:
+    async def get_result(task_id: str) -> dict[str, Any]:
         record = service.require_task(task_id)
         _require_completed(record)
         stored = service.store.result(task_id) or {}

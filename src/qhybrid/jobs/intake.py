@@ -58,13 +58,58 @@ COMMITTERS = 2
 class Accepted:
     """The outcome of one accepted job.
 
+    Build it with :meth:`found` (a stored ``Job`` at hand) or :meth:`inserted` (a job created now:
+    the ``Job`` object is only built if :attr:`job` is read; the answer to the client needs none).
+
     Attributes:
-        job: The stored job (``request`` left unset when it was created now).
         created: False when the idempotency key named an earlier job, which is returned.
     """
 
-    job: Job
     created: bool
+    _job: Job | None = None
+    _new: NewJob | None = None
+    _created_at: datetime | None = None
+
+    @classmethod
+    def found(cls, job: Job, created: bool) -> Accepted:
+        """The outcome for a job read or written through the store."""
+        return cls(created, _job=job)
+
+    @classmethod
+    def inserted(cls, new: NewJob, created_at: datetime) -> Accepted:
+        """The outcome for a job inserted now."""
+        return cls(True, _new=new, _created_at=created_at)
+
+    @property
+    def job(self) -> Job:
+        """The stored job (``request`` left unset when it was created now)."""
+        if self._job is not None:
+            return self._job
+        assert self._new is not None
+        assert self._created_at is not None
+        return self._new.as_job(self._created_at)
+
+    @property
+    def job_id(self) -> str:
+        """The job's id."""
+        return self._new.id if self._new is not None else self.job.id
+
+    @property
+    def state(self) -> str:
+        """The job's state."""
+        return JobState.ACCEPTED.value if self._new is not None else self.job.state
+
+    @property
+    def created_at(self) -> datetime:
+        """When the job was created."""
+        return self._created_at if self._created_at is not None else self.job.created_at
+
+    @property
+    def estimated_cost(self) -> float | None:
+        """The cost estimate stored with the job, if any."""
+        cost = self._new.cost if self._new is not None else self.job.cost
+        estimated = None if cost is None else cost.get("estimated")
+        return estimated if isinstance(estimated, int | float) else None
 
 
 _Pending = tuple[NewJob, TenantCaps | None, "asyncio.Future[Accepted]"]
@@ -249,7 +294,7 @@ class Intake:
         # Committed: every job of the group is answered, then kicked.
         for new, _, future in group:
             if not future.done():  # else the request went away (client disconnected); the job stays
-                future.set_result(Accepted(new.as_job(now), True))
+                future.set_result(Accepted.inserted(new, now))
             self._kicks.put_nowait(new.id)
         return connection
 
@@ -306,7 +351,7 @@ class Intake:
                     alone += indexes
                 continue
             for index, problem in zip(indexes, refused, strict=True):
-                outcomes[index] = problem or Accepted(group[index][0].as_job(created_at), True)
+                outcomes[index] = problem or Accepted.inserted(group[index][0], created_at)
         for index in alone:
             new, caps = group[index]
             try:
@@ -323,10 +368,10 @@ class Intake:
                     tenant=new.tenant,
                     caps=caps,
                 )
-                outcomes[index] = Accepted(job, created)
+                outcomes[index] = Accepted.found(job, created)
             except Exception as exc:
                 outcomes[index] = exc
-        self._kick([o.job.id for o in outcomes if isinstance(o, Accepted) and o.created])
+        self._kick([o.job_id for o in outcomes if isinstance(o, Accepted) and o.created])
         return outcomes
 
     def _kick(self, job_ids: list[str]) -> None:

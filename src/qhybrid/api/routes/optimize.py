@@ -266,19 +266,21 @@ async def optimize_portfolio(
             f"tenant: {exc}",
             [ErrorItem(field="tenant", rule=exc.cap, message=str(exc))],
         ) from exc
-    job = accepted.job
-    headers = {"Location": f"/jobs/{job.id}"}
+    # Read from the outcome: a job created now has no ORM object built for the answer.
+    job_id = accepted.job_id
+    state = JobState(accepted.state)
+    headers = {"Location": f"/jobs/{job_id}"}
     if not accepted.created:
         headers["Idempotent-Replayed"] = "true"
-    if JobState(job.state) not in TERMINAL_STATES:
+    if state not in TERMINAL_STATES:
         # A worker picks the job up at once; a second is the pace at which it has news.
         headers["Retry-After"] = "1"
     answer = JobAccepted(
-        job_id=job.id,
-        estimated_cost=None if job.cost is None else job.cost.get("estimated"),
-        status=JobState(job.state),
-        created_at=job.created_at,
-        links=JobLinks(self=f"/jobs/{job.id}", cancel=f"/jobs/{job.id}/cancel"),
+        job_id=job_id,
+        estimated_cost=accepted.estimated_cost,
+        status=state,
+        created_at=accepted.created_at,
+        links=JobLinks(self=f"/jobs/{job_id}", cancel=f"/jobs/{job_id}/cancel"),
     )
     # Returned as bytes: FastAPI would validate the answer again before serialising it.
     return Response(answer.model_dump_json(), status_code=202, media_type="application/json", headers=headers)
