@@ -5,9 +5,9 @@ import re
 import numpy as np
 import pytest
 import qiskit.qasm3
-from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister
+from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister, transpile
 from qiskit.circuit import Gate, Parameter
-from qiskit.circuit.library import CXGate
+from qiskit.circuit.library import CXGate, RZGate, get_standard_gate_name_mapping
 from qiskit.quantum_info import Operator
 
 from qhybrid.domain.device import DeviceTarget
@@ -223,3 +223,48 @@ def test_rejects_symbolic_and_non_finite_parameters() -> None:
 def test_rejects_empty_registers() -> None:
     with pytest.raises(ValueError, match="at least one"):
         to_openqasm3(QuantumCircuit(2))
+
+
+class _RedefinedRZ(RZGate):  # type: ignore[misc]
+    """A Python subclass of RZ with another definition: Qiskit still stores it as its RZ."""
+
+    def _define(self) -> None:
+        definition = QuantumCircuit(1)
+        definition.x(0)
+        self.definition = definition
+
+
+def test_a_subclass_of_a_standard_gate_is_exported_as_qiskit_runs_it() -> None:
+    # The export reads a standard gate from Qiskit's native record (name and angles) without
+    # building its Python object, so it no longer sees a Python subclass. What it writes is what
+    # Qiskit itself does with such a gate: its transpiler runs the native RZ, not the subclass's
+    # definition, so the text says the gate Qiskit compiled.
+    circuit = QuantumCircuit(1, 1)
+    circuit.append(_RedefinedRZ(0.25), [0])
+    circuit.measure(0, 0)
+    assert circuit.data[0].is_standard_gate()
+    transpiled = transpile(circuit, basis_gates=["rz", "sx", "x", "cx"], optimization_level=0)
+    assert type(transpiled.data[0].operation) is RZGate
+    assert "rz(0.25) q[0];" in to_openqasm3(circuit)
+    assert to_openqasm3(circuit) == to_openqasm3(transpiled)
+
+
+def test_standard_gates_export_as_their_python_objects_say() -> None:
+    # The native record and the gate's Python object agree on name and angles for every gate
+    # the export allows (the export reads the former, the check reads the latter otherwise).
+    circuit = QuantumCircuit(2, 2)
+    for name in sorted(ALLOWED_GATES):
+        gate = get_standard_gate_name_mapping()[name]
+        params = [0.125 * (index + 1) for index in range(len(gate.params))]
+        circuit.append(type(gate)(*params), list(range(gate.num_qubits)))
+    circuit.measure([0, 1], [0, 1])
+    lines = to_openqasm3(circuit).splitlines()[4:-2]
+    expected = []
+    for instruction in circuit.data[:-2]:
+        operation = instruction.operation
+        assert instruction.is_standard_gate()
+        operands = ", ".join(f"q[{circuit.find_bit(q).index}]" for q in instruction.qubits)
+        angles = ",".join(repr(float(p)) for p in operation.params)
+        head = f"{operation.name}({angles})" if angles else operation.name
+        expected.append(f"{head} {operands};")
+    assert lines == expected

@@ -93,6 +93,14 @@ def _check_gate(operation: Instruction, num_clbits: int) -> None:
         raise ValueError(f"gate {name!r} with an open control is not allowed")
 
 
+def _check_standard(name: str, num_clbits: int) -> None:
+    """The checks :func:`_check_gate` leaves for a gate Qiskit stores as its standard gate."""
+    if name not in ALLOWED_GATES:
+        raise ValueError(f"gate {name!r} is not allowed in the exported program")
+    if num_clbits != 0:
+        raise ValueError(f"instruction {name!r} is not the standard {name!r} gate")
+
+
 def angle_steps(value: float) -> int:
     """``value`` (radians) reduced to ``[−π, π]`` and rounded to the grid, in grid steps."""
     if not math.isfinite(value):
@@ -121,6 +129,10 @@ def angle_literal(value: float) -> str:
 
 def _literal(parameter: object, gate: str) -> str:
     """A parameter as a grid literal (see :func:`angle_literal`)."""
+    if type(parameter) is float:  # a bound angle, as the transpiler leaves them: the common case
+        if not math.isfinite(parameter):
+            raise ValueError(f"gate {gate!r} has a non-finite parameter {parameter}")
+        return angle_literal(parameter)
     if isinstance(parameter, ParameterExpression) and parameter.parameters:
         raise ValueError(f"gate {gate!r} has a symbolic parameter {parameter}; bind it first")
     try:
@@ -136,7 +148,11 @@ def to_openqasm3(circuit: QuantumCircuit) -> str:
     """The circuit as restricted, canonical OpenQASM 3 text (see the module docstring).
 
     Qubits and classical bits are numbered by their position in ``circuit.qubits`` and
-    ``circuit.clbits``, whatever registers they came from.
+    ``circuit.clbits``, whatever registers they came from. A gate that Qiskit stores natively as
+    one of its standard gates is read from that record (name, angles), as Qiskit's transpiler and
+    simulators read it; its Python object is not built, so a Python subclass of a standard gate
+    is written as the standard gate Qiskit runs (tested). Any other instruction is checked on
+    its Python object.
 
     Args:
         circuit: A circuit made only of :data:`ALLOWED_GATES`, measurements and barriers, with
@@ -164,26 +180,39 @@ def to_openqasm3(circuit: QuantumCircuit) -> str:
     measured: dict[int, int] = {}  # classical bit -> qubit
     qubit_index = {qubit: i for i, qubit in enumerate(circuit.qubits)}
     clbit_index = {clbit: i for i, clbit in enumerate(circuit.clbits)}
+    measured_qubits: set[int] = set()
+    operand = [f"q[{index}]" for index in range(circuit.num_qubits)]
     for instruction in circuit.data:
-        operation = instruction.operation
-        name = operation.name
+        name = instruction.name
         if name == "barrier":
             continue
         qubits = [qubit_index[qubit] for qubit in instruction.qubits]
         if name == "measure":
+            operation = instruction.operation
             if operation.base_class is not Measure or len(qubits) != 1 or len(instruction.clbits) != 1:
                 raise ValueError("instruction 'measure' is not the standard measurement")
             clbit = clbit_index[instruction.clbits[0]]
             if clbit in measured or qubits[0] in measured.values():
                 raise ValueError(f"classical bit {clbit} or qubit {qubits[0]} is measured twice")
             measured[clbit] = qubits[0]
+            measured_qubits.add(qubits[0])
             continue
-        if set(qubits) & set(measured.values()):
+        if measured and not measured_qubits.isdisjoint(qubits):
             raise ValueError(f"gate {name!r} acts on a qubit after its measurement")
-        _check_gate(operation, len(instruction.clbits))
-        operands = ", ".join(f"q[{index}]" for index in qubits)
-        if operation.params:
-            parameters = ",".join(_literal(parameter, name) for parameter in operation.params)
+        if instruction.is_standard_gate():
+            # Stored natively as Qiskit's standard gate of that name: its arity and parameter
+            # count are the enum's and its controls are closed (an open control is another
+            # name), so only the name and the classical bits are left to check, and the gate's
+            # Python object (most of this export's time) is never built.
+            _check_standard(name, len(instruction.clbits))
+            params = instruction.params
+        else:
+            operation = instruction.operation
+            _check_gate(operation, len(instruction.clbits))
+            params = operation.params
+        operands = ", ".join([operand[index] for index in qubits])
+        if params:
+            parameters = ",".join(_literal(parameter, name) for parameter in params)
             lines.append(f"{name}({parameters}) {operands};")
         else:
             lines.append(f"{name} {operands};")
