@@ -14,16 +14,18 @@ each one (PostgreSQL: an advisory lock per tenant, taken in order). Jobs with an
 loser of a race returns the winner's job). If a group's transaction fails, every job of the
 group is retried alone, so one bad row cannot fail the others.
 
-On PostgreSQL the plain jobs (no idempotency key, no caps) are inserted from the event loop
-itself, on connections of the intake's own (psycopg's asyncio API, two pipelined multi-row
-``executemany`` and a ``COMMIT``): no worker thread, no SQLAlchemy session, no pre-ping round trip.
-Profiled at 300 req/s (``docs/benchmarks.md``), the thread that ran the transaction held the GIL
-for milliseconds of SQLAlchemy work per group while the event loop waited for it, and that wait,
-not the database, made the slow 1 % of requests. The transaction is the same (``synchronous_commit``
-untouched: a 202 still means the row is on disk); anything else, or a direct insert that fails,
-goes through :meth:`JobStore.create_jobs` / :meth:`JobStore.create_job` in a thread, as before.
-The kicks of the directly inserted jobs are sent after the answers, by one kicker task (in a
-thread, batched): a kick that never arrives is the reconciler's to repair, as when Redis is down.
+On PostgreSQL the plain jobs (no idempotency key, no caps) skip the store: each committer keeps a
+plain psycopg connection of its own and runs, in a worker thread, one pipeline of ``BEGIN``, two
+multi-row ``executemany`` and ``COMMIT``: no SQLAlchemy session, no pool pre-ping round trip.
+Profiled at 300 req/s (``docs/benchmarks.md``), the store's transaction held the GIL for
+milliseconds of SQLAlchemy work per group while the event loop waited for it, and that wait, not
+the database, made the slow 1 %. The same transaction awaited on the event loop (psycopg's asyncio
+API) was tried too and had the worse tail: every round trip's resumption queued behind the
+requests being parsed. ``synchronous_commit`` is untouched: a 202 still means the row is on disk.
+Anything else, or a direct insert that fails, goes through :meth:`JobStore.create_jobs` /
+:meth:`JobStore.create_job` in a thread, as before. The kicks of the directly inserted jobs are
+sent after the answers, by one kicker task (in a thread, batched): a kick that never arrives is the
+reconciler's to repair, as when Redis is down.
 """
 
 from __future__ import annotations
@@ -229,7 +231,7 @@ class Intake:
     async def _commit_loop(self) -> None:
         assert self._waiting is not None
         waiting = self._waiting
-        connection: psycopg.AsyncConnection[Any] | None = None
+        connection: psycopg.Connection[Any] | None = None
         try:
             while True:
                 group = [await waiting.get()]
@@ -253,7 +255,8 @@ class Intake:
                                     len(direct),
                                     exc_info=True,
                                 )
-                                connection = await self._discard(connection)
+                                await self._discard(connection)
+                                connection = None
                                 rest = group
                     if rest:
                         await self._commit_in_thread(rest)
@@ -270,26 +273,15 @@ class Intake:
             await self._discard(connection)
 
     async def _insert_direct(
-        self, connection: psycopg.AsyncConnection[Any] | None, group: list[_Pending]
-    ) -> psycopg.AsyncConnection[Any]:
-        """Insert plain jobs in one transaction from the event loop; answer them, queue their kicks."""
-        assert self._direct_url is not None
+        self, connection: psycopg.Connection[Any] | None, group: list[_Pending]
+    ) -> psycopg.Connection[Any]:
+        """Insert plain jobs in one transaction (in a thread); answer them, queue their kicks."""
         assert self._kicks is not None
         jobs = [new for new, _, _ in group]
-        if connection is None or connection.closed or connection.broken:
-            connection = await psycopg.AsyncConnection.connect(self._direct_url)
         if self._statements is None:
             self._statements = _direct_statements(jobs[0])
-        insert_jobs, insert_events = self._statements
         now = utcnow()
-        accepted = JobState.ACCEPTED.value
-        # One pipeline: BEGIN, both INSERTs and COMMIT leave in one write and come back in one read
-        # (a round trip is a context switch to the server each way: on a busy machine, a wait).
-        async with connection.pipeline(), connection.transaction(), connection.cursor() as cursor:
-            await cursor.executemany(insert_jobs, [_direct_row(new, now) for new in jobs])
-            await cursor.executemany(
-                insert_events, [{"job_id": new.id, "at": now, "to_state": accepted} for new in jobs]
-            )
+        connection = await asyncio.to_thread(self._insert_lean, connection, jobs, now)
         self.direct_transactions += 1
         # Committed: every job of the group is answered, then kicked.
         for new, _, future in group:
@@ -298,13 +290,33 @@ class Intake:
             self._kicks.put_nowait(new.id)
         return connection
 
-    async def _discard(
-        self, connection: psycopg.AsyncConnection[Any] | None
-    ) -> psycopg.AsyncConnection[Any] | None:
+    def _insert_lean(
+        self, connection: psycopg.Connection[Any] | None, jobs: list[NewJob], now: datetime
+    ) -> psycopg.Connection[Any]:
+        """The transaction itself, in a worker thread: psycopg waits for the server without the GIL."""
+        assert self._direct_url is not None
+        assert self._statements is not None
+        if connection is None or connection.closed or connection.broken:
+            connection = psycopg.connect(self._direct_url)
+        insert_jobs, insert_events = self._statements
+        accepted = JobState.ACCEPTED.value
+        try:
+            # One pipeline: BEGIN, both INSERTs and COMMIT leave in one write, come back in one read.
+            with connection.pipeline(), connection.transaction(), connection.cursor() as cursor:
+                cursor.executemany(insert_jobs, [_direct_row(new, now) for new in jobs])
+                cursor.executemany(
+                    insert_events, [{"job_id": new.id, "at": now, "to_state": accepted} for new in jobs]
+                )
+        except Exception:
+            with contextlib.suppress(Exception):
+                connection.close()  # the committer opens a fresh one for its next group
+            raise
+        return connection
+
+    async def _discard(self, connection: psycopg.Connection[Any] | None) -> None:
         if connection is not None:
             with contextlib.suppress(Exception):
-                await connection.close()
-        return None
+                await asyncio.to_thread(connection.close)
 
     async def _commit_in_thread(self, group: list[_Pending]) -> None:
         outcomes = await asyncio.to_thread(self._commit, [(new, caps) for new, caps, _ in group])
