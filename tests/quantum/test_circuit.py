@@ -11,6 +11,7 @@ from qhybrid.domain.qubo import Ising
 from qhybrid.portfolio.classical import brute_force
 from qhybrid.portfolio.postprocess import postprocess
 from qhybrid.portfolio.selection import to_qubo
+from qhybrid.quantum import circuit as circuit_module
 from qhybrid.quantum.angles import QaoaAngles, optimize_angles
 from qhybrid.quantum.circuit import CircuitMetrics, CircuitTooLargeError, qaoa_circuit, transpile_for
 from qhybrid.quantum.decode import decode_counts
@@ -240,3 +241,28 @@ def test_metrics_count_the_depth_as_qiskit_does() -> None:
     metrics = circuit_metrics(3, circuit)
     assert metrics.depth == circuit.depth() == 4
     assert (metrics.physical_qubits, metrics.two_qubit_gates, metrics.total_gates) == (3, 1, 4)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_fast_gates_are_the_public_methods_records(native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # _Gates appends through Qiskit's unchecked path (or, without its native gate enum, the
+    # public methods): the instructions must be exactly those the public methods make.
+    if not native:
+        monkeypatch.setattr(circuit_module, "_NATIVE", {})
+    fast, public = QuantumCircuit(3, 3), QuantumCircuit(3, 3)
+    gates = circuit_module._Gates(fast)
+    for name, qubits, params in [
+        ("x", (2,), ()),
+        ("cx", (0, 2), ()),
+        ("ry", (1,), (0.25,)),
+        ("rz", (0,), (-1.5,)),
+        ("rzz", (1, 2), (0.75,)),
+        ("rxx", (2, 0), (np.float64(0.125),)),
+        ("ryy", (0, 1), (3.0,)),
+    ]:
+        getattr(gates, name)(*params, *qubits)
+        getattr(public, name)(*params, *qubits)
+    assert len(fast.data) == 7
+    assert list(fast.data) == list(public.data)
+    assert [type(p) for i in fast.data for p in i.params] == [float] * 5
+    assert fast == public

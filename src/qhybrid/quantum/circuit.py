@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from qiskit import QuantumCircuit, transpile
+from qiskit.circuit import CircuitInstruction
 from qiskit.transpiler import CouplingMap, PassManager, generate_preset_pass_manager
 
 from qhybrid.domain import conditioned
@@ -71,6 +72,61 @@ class CircuitMetrics:
         }
 
 
+try:  # Qiskit's native gate enum (not public API): the fast path of :class:`_Gates`
+    from qiskit._accelerate.circuit import StandardGate
+
+    _NATIVE: dict[str, Any] = {
+        name: getattr(StandardGate, name.upper()) for name in ("x", "cx", "ry", "rz", "rzz", "rxx", "ryy")
+    }
+except (ImportError, AttributeError):  # pragma: no cover - another Qiskit: the public methods
+    _NATIVE = {}
+
+
+class _Gates:
+    """Standard gates appended to a circuit through Qiskit's unchecked fast path.
+
+    ``QuantumCircuit.cx``, ``.ry``, ... convert and broadcast their arguments and look for
+    duplicate qubits on every call: most of the cost of building a job's circuit. The qubits here
+    are the circuit's own, by index, so each gate goes straight in as the very record those
+    methods make (``CircuitInstruction.from_standard``; tested equal, gate by gate). Qiskit's
+    gate enum is not public API: without it the public methods are used.
+    """
+
+    def __init__(self, circuit: QuantumCircuit) -> None:
+        self._circuit = circuit
+        self._append = circuit._append
+        self._qubits = circuit.qubits
+
+    def _gate(self, name: str, qubits: tuple[int, ...], params: tuple[float, ...] = ()) -> None:
+        gate = _NATIVE.get(name)
+        if gate is None:
+            getattr(self._circuit, name)(*params, *qubits)
+            return
+        bits = tuple(self._qubits[qubit] for qubit in qubits)
+        self._append(CircuitInstruction.from_standard(gate, bits, params), _standard_gate=True)
+
+    def x(self, qubit: int) -> None:
+        self._gate("x", (qubit,))
+
+    def cx(self, control: int, target: int) -> None:
+        self._gate("cx", (control, target))
+
+    def ry(self, theta: float, qubit: int) -> None:
+        self._gate("ry", (qubit,), (float(theta),))
+
+    def rz(self, theta: float, qubit: int) -> None:
+        self._gate("rz", (qubit,), (float(theta),))
+
+    def rzz(self, theta: float, first: int, second: int) -> None:
+        self._gate("rzz", (first, second), (float(theta),))
+
+    def rxx(self, theta: float, first: int, second: int) -> None:
+        self._gate("rxx", (first, second), (float(theta),))
+
+    def ryy(self, theta: float, first: int, second: int) -> None:
+        self._gate("ryy", (first, second), (float(theta),))
+
+
 def qaoa_circuit(ising: Ising, angles: QaoaAngles, *, measure: bool = True) -> QuantumCircuit:
     """The QAOA circuit for ``ising`` with angles for the normalised Hamiltonian.
 
@@ -110,11 +166,12 @@ def append_cost_layer(circuit: QuantumCircuit, ising: Ising, gamma: float) -> No
         gamma: The phase angle for the normalised Hamiltonian.
     """
     scale = ising.scale()
+    gates = _Gates(circuit)
     for i in np.flatnonzero(ising.h):
-        circuit.rz(2.0 * gamma * float(ising.h[i]) / scale, int(i))
+        gates.rz(2.0 * gamma * float(ising.h[i]) / scale, int(i))
     rows, cols = np.nonzero(ising.couplings)
     for i, j in zip(rows, cols, strict=True):
-        circuit.rzz(2.0 * gamma * float(ising.couplings[i, j]) / scale, int(i), int(j))
+        gates.rzz(2.0 * gamma * float(ising.couplings[i, j]) / scale, int(i), int(j))
 
 
 def append_xy_mixer(circuit: QuantumCircuit, beta: float) -> None:
@@ -128,10 +185,11 @@ def append_xy_mixer(circuit: QuantumCircuit, beta: float) -> None:
         circuit: The circuit, modified in place; its first ``n`` qubits are the ring.
         beta: The mixer angle.
     """
+    gates = _Gates(circuit)
     for i, j in ring_edges(circuit.num_qubits):
         # XX and YY commute, so the two rotations together are exactly the edge's XY rotation.
-        circuit.rxx(beta, i, j)
-        circuit.ryy(beta, i, j)
+        gates.rxx(beta, i, j)
+        gates.ryy(beta, i, j)
 
 
 def append_warm_mixer(circuit: QuantumCircuit, thetas: Sequence[float], beta: float) -> None:
@@ -148,7 +206,7 @@ def append_warm_mixer(circuit: QuantumCircuit, thetas: Sequence[float], beta: fl
         circuit.ry(float(theta), qubit)
 
 
-def _controlled_ry(circuit: QuantumCircuit, theta: float, control: int, target: int) -> None:
+def _controlled_ry(circuit: _Gates, theta: float, control: int, target: int) -> None:
     """``RY(θ)`` on ``target`` if ``control`` is 1, from two CX: ``X·RY(−θ/2)·X = RY(θ/2)``."""
     circuit.ry(theta / 2.0, target)
     circuit.cx(control, target)
@@ -156,9 +214,7 @@ def _controlled_ry(circuit: QuantumCircuit, theta: float, control: int, target: 
     circuit.cx(control, target)
 
 
-def _doubly_controlled_ry(
-    circuit: QuantumCircuit, theta: float, first: int, second: int, target: int
-) -> None:
+def _doubly_controlled_ry(circuit: _Gates, theta: float, first: int, second: int, target: int) -> None:
     """``RY(θ)`` on ``target`` if both controls are 1, from four CX and four ``RY(±θ/4)``.
 
     ``X·RY(φ)·X = RY(−φ)``: the CX flip the sign of the rotations that follow them while their
@@ -178,7 +234,7 @@ def _doubly_controlled_ry(
 
 
 def _split_and_cyclic_shift(
-    circuit: QuantumCircuit, last: int, k: int, keep: Callable[[int, int], float] | None = None
+    circuit: _Gates, last: int, k: int, keep: Callable[[int, int], float] | None = None
 ) -> None:
     """Bärtschi–Eidenbenz's ``SCS_{l,k}`` on the paper's qubits ``l−k .. l`` (1-based, ``l = last``).
 
@@ -261,14 +317,15 @@ def _dicke(
 def _append_dicke(
     circuit: QuantumCircuit, num_qubits: int, weight: int, keep: Callable[[int, int], float] | None
 ) -> None:
+    gates = _Gates(circuit)
     for qubit in range(num_qubits - weight, num_qubits):
-        circuit.x(qubit)
+        gates.x(qubit)
     if weight in (0, num_qubits):
         return
     for last in range(num_qubits, weight, -1):
-        _split_and_cyclic_shift(circuit, last, weight, keep)
+        _split_and_cyclic_shift(gates, last, weight, keep)
     for last in range(weight, 1, -1):
-        _split_and_cyclic_shift(circuit, last, last - 1, keep)
+        _split_and_cyclic_shift(gates, last, last - 1, keep)
 
 
 def dicke_circuit(num_qubits: int, weight: int) -> QuantumCircuit:

@@ -1,0 +1,165 @@
+"""The compile step's Python around the transpiler, before and after, in one run.
+
+A job's compile step builds the circuit, transpiles it (the cached level-3 pass manager for the
+all-to-all emulated device) and exports it as OpenQASM 3. Two of its parts were Python overhead
+around Qiskit and were cut (2026-12-07); this compares them side by side, interleaved circuit by
+circuit so that both sides see the same load, timed with this thread's CPU
+(``time.thread_time``):
+
+1. **The circuit's build**: Qiskit's public gate methods (``QuantumCircuit.cx``, ``.ry``, ...;
+   before) beside the fast path of ``quantum/circuit.py``'s ``_Gates`` (now). Same circuit or not.
+2. **The OpenQASM export**: the export as it was (it built every gate's Python object to check it
+   is the standard gate; kept below, verbatim but for names) beside ``to_openqasm3`` now (a gate
+   Qiskit stores natively is read from its record). Same text or not.
+
+    .venv/bin/python -m benchmarks.compile_step [--instances 30] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import time
+from typing import Any
+
+from qiskit import QuantumCircuit
+from qiskit.circuit import Measure
+
+from benchmarks.report import machine, markdown_table
+from benchmarks.worker_profile import small_request
+from qhybrid.core.config import Settings
+from qhybrid.domain.device import DeviceTarget
+from qhybrid.domain.request import JobRequest
+from qhybrid.jobs import pipeline
+from qhybrid.quantum import circuit as circuit_module
+from qhybrid.quantum.circuit import transpile_for
+from qhybrid.quantum.engine import build_circuit
+from qhybrid.quantum.qasm import _check_gate, _literal, to_openqasm3
+
+EMULATOR = DeviceTarget(
+    name="emulator", num_qubits=32, basis_gates=("rz", "sx", "x", "cx"), provider="emulated-cloud"
+)
+
+
+def old_to_openqasm3(circuit: QuantumCircuit) -> str:
+    """The export of commit f304f4e, verbatim but for names: for the comparison only."""
+    if circuit.num_qubits < 1 or circuit.num_clbits < 1:
+        raise ValueError("the circuit needs at least one qubit and one classical bit")
+    lines = [
+        "OPENQASM 3.0;",
+        'include "stdgates.inc";',
+        f"qubit[{circuit.num_qubits}] q;",
+        f"bit[{circuit.num_clbits}] c;",
+    ]
+    measured: dict[int, int] = {}
+    qubit_index = {qubit: i for i, qubit in enumerate(circuit.qubits)}
+    clbit_index = {clbit: i for i, clbit in enumerate(circuit.clbits)}
+    for instruction in circuit.data:
+        operation = instruction.operation
+        name = operation.name
+        if name == "barrier":
+            continue
+        qubits = [qubit_index[qubit] for qubit in instruction.qubits]
+        if name == "measure":
+            if operation.base_class is not Measure or len(qubits) != 1 or len(instruction.clbits) != 1:
+                raise ValueError("instruction 'measure' is not the standard measurement")
+            clbit = clbit_index[instruction.clbits[0]]
+            if clbit in measured or qubits[0] in measured.values():
+                raise ValueError(f"classical bit {clbit} or qubit {qubits[0]} is measured twice")
+            measured[clbit] = qubits[0]
+            continue
+        if set(qubits) & set(measured.values()):
+            raise ValueError(f"gate {name!r} acts on a qubit after its measurement")
+        _check_gate(operation, len(instruction.clbits))
+        operands = ", ".join(f"q[{index}]" for index in qubits)
+        if operation.params:
+            parameters = ",".join(_literal(parameter, name) for parameter in operation.params)
+            lines.append(f"{name}({parameters}) {operands};")
+        else:
+            lines.append(f"{name} {operands};")
+    if sorted(measured) != list(range(circuit.num_clbits)):
+        raise ValueError("every classical bit must be measured exactly once")
+    lines.extend(f"c[{clbit}] = measure q[{measured[clbit]}];" for clbit in range(circuit.num_clbits))
+    return "\n".join(lines) + "\n"
+
+
+def _public_build(ising: Any, plan: Any) -> QuantumCircuit:
+    """``build_circuit`` with Qiskit's public gate methods (the fast path switched off)."""
+    native = circuit_module._NATIVE
+    circuit_module._NATIVE = {}
+    try:
+        return build_circuit(ising, plan)
+    finally:
+        circuit_module._NATIVE = native
+
+
+def _cpu_ms(function: Any, *args: Any, repeats: int) -> tuple[Any, float]:
+    started = time.thread_time()
+    for _ in range(repeats):
+        out = function(*args)
+    return out, 1000 * (time.thread_time() - started) / repeats
+
+
+def compile_table(instances: int, repeats: int) -> list[dict[str, Any]]:
+    """Per mixer: build and export, before and now, on the same job circuits."""
+    settings = Settings()
+    rows = []
+    for mixer in ("xy-warm", "x-warm", "x", "xy"):
+        cpu: dict[str, list[float]] = {key: [] for key in ("build0", "build1", "export0", "export1")}
+        same_circuit = same_text = 0
+        for index in range(instances):
+            body = small_request((4, 6, 8)[index % 3], 300 + index)
+            body["options"].update({"mixer": mixer, "reps": 1 + index % 2})
+            request = JobRequest.model_validate(body)
+            formulation = pipeline.formulate(request, pipeline.estimate(request))
+            spec = pipeline.qaoa_spec(request, formulation, settings)
+            hidden = pipeline.obfuscate(formulation, spec, pipeline.privacy_level(request, settings))
+            plan = pipeline.plan(hidden, spec, index)
+            ising = hidden.sent.ising
+            order = (0, 1) if index % 2 == 0 else (1, 0)
+            built: dict[int, QuantumCircuit] = {}
+            for side in order:
+                built[side], ms = _cpu_ms(
+                    _public_build if side == 0 else build_circuit, ising, plan, repeats=repeats
+                )
+                cpu[f"build{side}"].append(ms)
+            same_circuit += built[0] == built[1] and list(built[0].data) == list(built[1].data)
+            transpiled = transpile_for(built[1], EMULATOR, seed=index)[0]
+            texts: dict[int, str] = {}
+            for side in order:
+                texts[side], ms = _cpu_ms(
+                    old_to_openqasm3 if side == 0 else to_openqasm3, transpiled, repeats=repeats
+                )
+                cpu[f"export{side}"].append(ms)
+            same_text += texts[0] == texts[1]
+        for part, same in (("build", same_circuit), ("export", same_text)):
+            before, now = statistics.fmean(cpu[f"{part}0"]), statistics.fmean(cpu[f"{part}1"])
+            rows.append(
+                {
+                    "mixer": mixer,
+                    "part": "circuit build" if part == "build" else "OpenQASM export",
+                    "same result": f"{same}/{instances}",
+                    "CPU ms before (mean)": f"{before:.3f}",
+                    "CPU ms now (mean)": f"{now:.3f}",
+                    "now / before": f"{now / before:.2f}" if before > 0 and math.isfinite(now) else "",
+                }
+            )
+    return rows
+
+
+def main() -> None:
+    """Print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--instances", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    print(f"# {machine()}; load average {os.getloadavg()[0]:.2f} before", flush=True)
+    rows = compile_table(args.instances, args.repeats)
+    print(f"# load average {os.getloadavg()[0]:.2f} after; thread CPU, interleaved per circuit")
+    print("\n".join(markdown_table(rows)))
+
+
+if __name__ == "__main__":
+    main()
