@@ -4,10 +4,11 @@ import math
 
 import numpy as np
 import pytest
+from qiskit import QuantumCircuit
 from qiskit.quantum_info import Statevector
 
 from qhybrid.domain import conditioned
-from qhybrid.quantum.circuit import dicke_circuit, weighted_dicke_circuit
+from qhybrid.quantum.circuit import append_weighted_dicke, dicke_circuit, weighted_dicke_circuit
 from qhybrid.quantum.subspace import (
     SubspaceXYSimulator,
     basis_bits,
@@ -129,3 +130,16 @@ def test_validation() -> None:
         SubspaceXYSimulator(subspace, np.zeros(10)).statevector([0.1], [])
     with pytest.raises(ValueError, match="shape"):
         full_xy_statevector(np.zeros(8), 3, [0.1], [0.1], np.zeros(4, dtype=np.complex128))
+
+
+@pytest.mark.parametrize(("n", "weight"), [(4, 2), (6, 3), (7, 2), (8, 5), (5, 0), (5, 5)])
+def test_appended_weighted_dicke_gates_are_the_composed_circuits(n: int, weight: int) -> None:
+    # build_circuit appends the gates into the job's circuit instead of composing a separate
+    # circuit: the instructions must be the same, in the same order, on the same qubits.
+    values = np.random.default_rng(n * 10 + weight).uniform(0.05, 0.95, n)
+    composed = QuantumCircuit(n + 1, n)
+    composed.compose(weighted_dicke_circuit(values, weight), qubits=range(n), inplace=True)
+    appended = QuantumCircuit(n + 1, n)
+    append_weighted_dicke(appended, values, weight)
+    assert list(appended.data) == list(composed.data)
+    assert appended == composed

@@ -47,10 +47,10 @@ from qhybrid.quantum.angles import QaoaAngles, angle_table, linear_ramp, table_a
 from qhybrid.quantum.circuit import (
     append_cost_layer,
     append_warm_mixer,
+    append_weighted_dicke,
     append_xy_mixer,
     dicke_circuit,
     qaoa_circuit,
-    weighted_dicke_circuit,
 )
 from qhybrid.quantum.objective import CvarObjective, MeanObjective, Objective
 from qhybrid.quantum.simulator import (
@@ -601,9 +601,7 @@ def build_circuit(ising: Ising, plan: QaoaPlan, *, measure: bool = True) -> Quan
         if spec.mixer == "xy-warm":
             if plan.warm_start is None:
                 raise ValueError("an 'xy-warm' plan needs its warm_start")
-            circuit.compose(
-                weighted_dicke_circuit(plan.warm_start, plan.hamming_weight), qubits=range(n), inplace=True
-            )
+            append_weighted_dicke(circuit, plan.warm_start, plan.hamming_weight)
         elif plan.warm_start is None:
             circuit.compose(dicke_circuit(n, plan.hamming_weight), qubits=range(n), inplace=True)
         else:
