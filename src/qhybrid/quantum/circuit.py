@@ -200,10 +200,11 @@ def append_warm_mixer(circuit: QuantumCircuit, thetas: Sequence[float], beta: fl
         thetas: ``θ_i`` per qubit (:func:`qhybrid.quantum.simulator.warm_start_thetas`).
         beta: The mixer angle.
     """
+    gates = _Gates(circuit)
     for qubit, theta in enumerate(thetas):
-        circuit.ry(-float(theta), qubit)
-        circuit.rz(-2.0 * beta, qubit)
-        circuit.ry(float(theta), qubit)
+        gates.ry(-float(theta), qubit)
+        gates.rz(-2.0 * beta, qubit)
+        gates.ry(float(theta), qubit)
 
 
 def _controlled_ry(circuit: _Gates, theta: float, control: int, target: int) -> None:
