@@ -107,13 +107,44 @@ def test_one_bad_job_does_not_fail_its_group(setup: tuple[JobStore, JobQueue]) -
     store, queue = setup
     first = new_job()
     accept_all(store, queue, [(first, None)])
-    duplicate = NewJob(**{**first.__dict__, "request_json": first.request_json})  # the same id again
+    # The same id again with another request: a collision, not a retry of the first request.
+    duplicate = NewJob(**{**first.__dict__, "request_hash": first.request_hash + "-other"})
     others = [new_job(), new_job()]
     outcomes = accept_all(store, queue, [(others[0], None), (duplicate, None), (others[1], None)])
     assert isinstance(outcomes[0], Accepted) and isinstance(outcomes[2], Accepted)
     assert isinstance(outcomes[1], Exception) and not isinstance(outcomes[1], Accepted)
     assert store.count_jobs() == 3
     assert queue.pending() == 3  # the first job and the two others; nothing for the duplicate
+
+
+def test_a_commit_whose_answer_was_lost_is_answered_202_not_500(
+    setup: tuple[JobStore, JobQueue], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server commits, the connection drops before the client hears it: the retry meets its row."""
+    store, queue = setup
+    lost: list[str] = []
+
+    def commit_then_lose(real: Any) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            outcome = real(*args, **kwargs)  # committed on the server
+            if not lost:
+                lost.append("once")
+                raise OSError("connection lost after COMMIT")
+            return outcome
+
+        return wrapped
+
+    if store.db.is_sqlite:
+        monkeypatch.setattr(store, "create_jobs", commit_then_lose(store.create_jobs))
+    else:
+        monkeypatch.setattr(Intake, "_insert_lean", commit_then_lose(Intake._insert_lean))
+    jobs = [new_job(), new_job()]
+    outcomes = accept_all(store, queue, [(job, None) for job in jobs])
+    assert lost == ["once"]
+    assert all(isinstance(outcome, Accepted) for outcome in outcomes), outcomes
+    assert [outcome.job_id for outcome in outcomes] == [job.id for job in jobs]
+    assert store.count_jobs() == 2  # stored once each
+    assert queue.pending() >= 2  # kicked (a second kick is harmless: the lease decides)
 
 
 def test_idempotency_keys_replay_or_conflict(setup: tuple[JobStore, JobQueue]) -> None:

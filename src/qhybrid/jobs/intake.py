@@ -46,7 +46,7 @@ from sqlalchemy import Table
 from qhybrid.domain.states import JobState
 from qhybrid.jobs.models import Job, JobEvent, utcnow
 from qhybrid.jobs.queue import JobQueue
-from qhybrid.jobs.store import JobStore, NewJob, TenantCaps
+from qhybrid.jobs.store import JobStore, NewJob, TenantCapError, TenantCaps
 
 log = logging.getLogger("qhybrid.jobs.intake")
 
@@ -383,8 +383,26 @@ class Intake:
                 outcomes[index] = Accepted.found(job, created)
             except Exception as exc:
                 outcomes[index] = exc
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, Exception) and not isinstance(outcome, TenantCapError):
+                outcomes[index] = self._committed_before(group[index][0]) or outcome
         self._kick([o.job_id for o in outcomes if isinstance(o, Accepted) and o.created])
         return outcomes
+
+    def _committed_before(self, new: NewJob) -> Accepted | None:
+        """The job, if an earlier attempt of this very request committed it after all.
+
+        A COMMIT whose answer was lost (the connection dropped after the server wrote it) raises,
+        and the retry then meets its own row. The id is minted per request, so a stored row with
+        this id, tenant and request hash is that request's: it is answered 202, not 500.
+        """
+        try:
+            job = self.store.get_job(new.id, tenant=new.tenant)
+        except Exception:
+            return None
+        if job is None or job.request_hash != new.request_hash:
+            return None
+        return Accepted.found(job, True)
 
     def _kick(self, job_ids: list[str]) -> None:
         """Kick stored jobs (in a worker thread); a failure is logged, the reconciler repairs it."""
