@@ -19,7 +19,7 @@ from qhybrid.portfolio.baselines import (
     simulated_annealing,
 )
 from qhybrid.portfolio.classical import ClassicalSolution, brute_force
-from qhybrid.portfolio.formulation import EvaluationLike, Formulation
+from qhybrid.portfolio.formulation import EvaluationLike, Formulation, SearchMemo
 from qhybrid.portfolio.lots import LotsProblem
 from qhybrid.portfolio.selection import SelectionProblem
 from tests.portfolio.factories import all_bits, random_problem
@@ -202,8 +202,8 @@ class Wrapped:
     def repair(self, x: ArrayLike) -> NDArray[np.uint8]:
         return self.problem.repair(x)
 
-    def local_search(self, x: ArrayLike) -> NDArray[np.uint8]:
-        return self.problem.local_search(x)
+    def local_search(self, x: ArrayLike, memo: SearchMemo | None = None) -> NDArray[np.uint8]:
+        return self.problem.local_search(x, memo)
 
     def relaxation(self) -> FloatArray:
         return self.problem.relaxation()

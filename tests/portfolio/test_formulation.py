@@ -213,3 +213,24 @@ def _selection_levels(problem: Any) -> tuple[Any, ...]:
         np.ones(n, dtype=np.int64),
         problem.budget,
     )
+
+
+@pytest.mark.parametrize(
+    "problem",
+    [random_problem(8, 4, seed, kind=kind) for seed in range(3) for kind in ("psd", "indefinite")]
+    + [random_lots(4, 6, seed) for seed in range(3)],
+    ids=lambda problem: type(problem).__name__,
+)
+def test_a_shared_search_memo_changes_no_answer(problem: Formulation) -> None:
+    # refine shares one memo among its candidates' local searches: from every start, with the
+    # memo filled by every earlier start, the search must end exactly where it ends alone.
+    starts = all_bits(problem.num_variables)
+    memo: dict[bytes, Any] = {}
+    alone = [problem.local_search(x) for x in starts]
+    shared = [problem.local_search(x, memo) for x in starts]
+    for x, y in zip(alone, shared, strict=True):
+        assert np.array_equal(x, y)
+        y[:] = 1 - y  # an answer handed out is the caller's: the memo must not change with it
+    assert memo  # the memo was used
+    again = [problem.local_search(x, memo) for x in starts]
+    assert all(np.array_equal(x, y) for x, y in zip(alone, again, strict=True))

@@ -113,8 +113,12 @@ class Formulation(Protocol):
         """A feasible bit vector obtained greedily from ``x`` (``x`` itself if feasible)."""
         ...
 
-    def local_search(self, x: ArrayLike) -> NDArray[np.uint8]:
-        """A local optimum of the true objective reached from ``x`` by improving moves."""
+    def local_search(self, x: ArrayLike, memo: SearchMemo | None = None) -> NDArray[np.uint8]:
+        """A local optimum of the true objective reached from ``x`` by improving moves.
+
+        ``memo``, shared by searches on this same formulation, keeps where each state visited
+        leads (see :func:`best_transfer_search`).
+        """
         ...
 
     def relaxation(self) -> FloatArray:
@@ -172,8 +176,17 @@ def greedy_fill(
     return current
 
 
+#: Where :func:`best_transfer_search` ends from each state it visited (the state's bytes).
+SearchMemo = dict[bytes, IntArray]
+
+
 def best_transfer_search(
-    levels: ArrayLike, lower: IntArray, upper: IntArray, a: FloatArray, b: FloatArray
+    levels: ArrayLike,
+    lower: IntArray,
+    upper: IntArray,
+    a: FloatArray,
+    b: FloatArray,
+    memo: SearchMemo | None = None,
 ) -> IntArray:
     """Best-improvement local search moving one unit from one level to another.
 
@@ -190,15 +203,43 @@ def best_transfer_search(
         upper: Upper bounds ``(n,)``.
         a: ``A``, symmetric ``(n, n)``.
         b: ``b``, shape ``(n,)``.
+        memo: Where the search ended from each state visited before, for searches with the same
+            ``lower``, ``upper``, ``a`` and ``b`` only. Each step depends on the current state
+            alone (the load is recomputed, not carried), so a search that reaches a state seen
+            before ends where that one did: the answer is the same, without the steps.
 
     Returns:
         The locally optimal levels (same sum).
     """
     current = np.array(levels, dtype=np.int64)
+    if memo is None:
+        return _transfer_search(current, lower, upper, a, b, [])
+    path: list[bytes] = []
+    result = _transfer_search(current, lower, upper, a, b, path, memo)
+    for key in path:
+        memo[key] = result
+    return result.copy()
+
+
+def _transfer_search(
+    current: IntArray,
+    lower: IntArray,
+    upper: IntArray,
+    a: FloatArray,
+    b: FloatArray,
+    path: list[bytes],
+    memo: SearchMemo | None = None,
+) -> IntArray:
     n = current.size
     diagonal = np.diag(a)
     off_self = ~np.eye(n, dtype=np.bool_)
     while True:
+        if memo is not None:
+            key = current.tobytes()
+            known = memo.get(key)
+            if known is not None:
+                return known
+            path.append(key)
         load = a @ current  # recomputed each step: no drift from incremental updates
         gain_in = diagonal + 2.0 * load - b
         gain_out = diagonal - 2.0 * load + b

@@ -21,6 +21,7 @@ from qhybrid.domain.qubo import FloatArray, Qubo
 from qhybrid.portfolio.formulation import (
     PENALTY_MARGIN,
     IntArray,
+    SearchMemo,
     as_bit_matrix,
     best_transfer_search,
     greedy_fill,
@@ -421,11 +422,12 @@ class LotsProblem:
         repaired = greedy_fill(lots, self.min_lots, self.max_lots, self.total_lots, a, b)
         return np.asarray(self.bits_of(repaired), dtype=np.uint8)
 
-    def local_search(self, x: ArrayLike) -> NDArray[np.uint8]:
+    def local_search(self, x: ArrayLike, memo: SearchMemo | None = None) -> NDArray[np.uint8]:
         """Best-improvement search moving one lot from one asset to another while it helps.
 
         Args:
             x: One bit vector; an infeasible one is repaired first with :meth:`repair`.
+            memo: Shared by searches on this problem (:func:`best_transfer_search`).
 
         Returns:
             A feasible code no single lot move improves (``x``'s own code if it already was one).
@@ -433,7 +435,7 @@ class LotsProblem:
         start = self.repair(x)
         lots = self.lots_of(start)[0]
         a, b = self._scaled()
-        moved = best_transfer_search(lots, self.min_lots, self.max_lots, a, b)
+        moved = best_transfer_search(lots, self.min_lots, self.max_lots, a, b, memo)
         if np.array_equal(moved, lots):
             return start
         return np.asarray(self.bits_of(moved), dtype=np.uint8)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from qhybrid.portfolio.formulation import Formulation, as_bit_matrix
+from qhybrid.portfolio.formulation import Formulation, SearchMemo, as_bit_matrix
 from qhybrid.portfolio.lots import LotsProblem
 
 
@@ -210,7 +210,9 @@ def refine(f: Formulation, judged: Judged, *, optimum_bits: tuple[int, ...] | No
     k = int(np.argmin(judged.repaired_objectives))
     if judged.repaired_objectives[k] < best_value - tolerance:
         best_bits, best_value, found_by = judged.repaired[k], float(judged.repaired_objectives[k]), "repair"
-    improved = [f.local_search(bits) for bits in judged.repaired]
+    # One memo for all candidates: their searches often pass through the same states.
+    memo: SearchMemo = {}
+    improved = [f.local_search(bits, memo) for bits in judged.repaired]
     improved_values = f.objective(np.stack(improved))
     k = int(np.argmin(improved_values))
     if improved_values[k] < best_value - tolerance:

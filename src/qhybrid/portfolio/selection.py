@@ -16,7 +16,13 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from qhybrid.domain.qubo import FloatArray, Qubo
-from qhybrid.portfolio.formulation import PENALTY_MARGIN, as_bit_matrix, best_transfer_search, relax_levels
+from qhybrid.portfolio.formulation import (
+    PENALTY_MARGIN,
+    SearchMemo,
+    as_bit_matrix,
+    best_transfer_search,
+    relax_levels,
+)
 
 
 def _frozen(array: FloatArray) -> FloatArray:
@@ -176,7 +182,7 @@ class SelectionProblem:
         """Greedily bring one selection to the budget; see :func:`repair`."""
         return repair(self, x)
 
-    def local_search(self, x: ArrayLike) -> NDArray[np.uint8]:
+    def local_search(self, x: ArrayLike, memo: SearchMemo | None = None) -> NDArray[np.uint8]:
         """Best-improvement 1-swap search: exchange a held and a non-held asset while it helps.
 
         All ``B (n − B)`` swaps are scored at once from ``g = Σx`` (swapping ``i`` out and ``j``
@@ -185,6 +191,7 @@ class SelectionProblem:
 
         Args:
             x: One bit vector ``(n,)``; an infeasible one is repaired first with :meth:`repair`.
+            memo: Shared by searches on this problem (:func:`best_transfer_search`).
 
         Returns:
             A feasible selection no single swap improves, never worse than the (repaired) input.
@@ -197,6 +204,7 @@ class SelectionProblem:
             np.ones(n, dtype=np.int64),
             self.risk_aversion * self.covariance,
             self.expected_returns,
+            memo,
         )
         return np.asarray(levels, dtype=np.uint8)
 
