@@ -1,4 +1,4 @@
-"""The compile step's Python around the transpiler, before and after, in one run.
+"""Python overhead cut from a job's compile and refine steps, before and after, in one run.
 
 A job's compile step builds the circuit, transpiles it (the cached level-3 pass manager for the
 all-to-all emulated device) and exports it as OpenQASM 3. Two of its parts were Python overhead
@@ -11,8 +11,11 @@ circuit so that both sides see the same load, timed with this thread's CPU
 2. **The OpenQASM export**: the export as it was (it built every gate's Python object to check it
    is the standard gate; kept below, verbatim but for names) beside ``to_openqasm3`` now (a gate
    Qiskit stores natively is read from its record). Same text or not.
+3. **Refine's local searches**: every judged candidate searched on its own (before) beside one
+   search memo shared by all of a job's candidates (now), on jobs run through the compile step,
+   sampled on Qiskit Aer (512 shots) and judged. Same local optima or not, and the evaluations.
 
-    .venv/bin/python -m benchmarks.compile_step [--instances 30] [--repeats 5]
+    .venv/bin/python -m benchmarks.step_overhead [--instances 30] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -149,6 +152,53 @@ def compile_table(instances: int, repeats: int) -> list[dict[str, Any]]:
     return rows
 
 
+def refine_table(instances: int, repeats: int) -> list[dict[str, Any]]:
+    """Local searches of every judged candidate, alone and with one shared memo, per size."""
+    from qiskit import qasm3
+    from qiskit_aer import AerSimulator
+
+    settings = Settings()
+    simulator = AerSimulator()
+    rows = []
+    for assets in (4, 6, 8):
+        cpu: dict[str, list[float]] = {"alone": [], "memo": []}
+        same = candidates = visited = 0
+        for index in range(instances):
+            request = JobRequest.model_validate(small_request(assets, 500 + index))
+            prepared = pipeline.prepare(request, EMULATOR, seed=index, settings=settings)
+            formulation = pipeline.formulate(request, prepared.moments)
+            counts = (
+                simulator.run(qasm3.loads(prepared.program.text), shots=512, seed_simulator=index)
+                .result()
+                .get_counts()
+            )
+            judged = pipeline.judge(formulation, pipeline.deobfuscate(counts, prepared.key))
+            results: dict[str, list[Any]] = {}
+            states = 0
+            for side in ("alone", "memo") if index % 2 == 0 else ("memo", "alone"):
+                started = time.thread_time()
+                for _ in range(repeats):
+                    memo: dict[bytes, Any] | None = {} if side == "memo" else None
+                    results[side] = [formulation.local_search(bits, memo) for bits in judged.repaired]
+                    states = len(memo) if memo is not None else states
+                cpu[side].append(1000 * (time.thread_time() - started) / repeats)
+            same += sum(bool((a == b).all()) for a, b in zip(results["alone"], results["memo"], strict=True))
+            candidates += len(judged.repaired)
+            visited += states
+        rows.append(
+            {
+                "assets": assets,
+                "jobs": instances,
+                "candidates per job": f"{candidates / instances:.1f}",
+                "states searched per job, with the memo": f"{visited / instances:.1f}",
+                "same local optimum": f"{same}/{candidates}",
+                "CPU ms alone (mean)": f"{statistics.fmean(cpu['alone']):.3f}",
+                "CPU ms with the memo (mean)": f"{statistics.fmean(cpu['memo']):.3f}",
+            }
+        )
+    return rows
+
+
 def main() -> None:
     """Print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -159,6 +209,9 @@ def main() -> None:
     rows = compile_table(args.instances, args.repeats)
     print(f"# load average {os.getloadavg()[0]:.2f} after; thread CPU, interleaved per circuit")
     print("\n".join(markdown_table(rows)))
+    print(f"\n# refine's local searches; load average {os.getloadavg()[0]:.2f} before")
+    print("\n".join(markdown_table(refine_table(args.instances, args.repeats))))
+    print(f"# load average {os.getloadavg()[0]:.2f} after")
 
 
 if __name__ == "__main__":
