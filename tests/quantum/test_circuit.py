@@ -243,6 +243,48 @@ def test_metrics_count_the_depth_as_qiskit_does() -> None:
     assert (metrics.physical_qubits, metrics.two_qubit_gates, metrics.total_gates) == (3, 1, 4)
 
 
+def test_metrics_agree_with_qiskit_on_random_circuits() -> None:
+    # The operand tuples' wire numbers are remembered per tuple: repeated and mixed operands,
+    # partial barriers, resets and measurements must still give Qiskit's own figures.
+    from qhybrid.quantum.circuit import circuit_metrics
+
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        circuit = QuantumCircuit(5, 3)
+        idle = int(rng.integers(0, 5))  # one qubit may stay untouched
+        used = [q for q in range(5) if q != idle]
+        for _ in range(int(rng.integers(5, 40))):
+            kind = int(rng.integers(0, 6))
+            a, b = (int(q) for q in rng.choice(used, size=2, replace=False))
+            if kind == 0:
+                circuit.rz(float(rng.normal()), a)
+            elif kind == 1:
+                circuit.cx(a, b)
+            elif kind == 2:
+                circuit.barrier(a) if rng.random() < 0.5 else circuit.barrier(a, b)
+            elif kind == 3:
+                circuit.measure(a, int(rng.integers(0, 3)))
+            elif kind == 4:
+                circuit.reset(a)
+            else:
+                circuit.sx(b)
+        metrics = circuit_metrics(5, circuit)
+        ops = circuit.count_ops()
+        gates = sum(
+            count for name, count in ops.items() if name not in ("measure", "barrier", "reset", "delay")
+        )
+        touched = {
+            circuit.find_bit(qubit).index
+            for instruction in circuit.data
+            if instruction.name != "barrier"
+            for qubit in instruction.qubits
+        }
+        assert metrics.depth == circuit.depth()
+        assert metrics.total_gates == gates
+        assert metrics.two_qubit_gates == ops.get("cx", 0)
+        assert metrics.physical_qubits == len(touched)
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_fast_gates_are_the_public_methods_records(native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     # _Gates appends through Qiskit's unchecked path (or, without its native gate enum, the

@@ -383,11 +383,21 @@ def circuit_metrics(logical_qubits: int, circuit: QuantumCircuit) -> CircuitMetr
     touched: set[int] = set()
     two_qubit = 0
     total = 0
+    # A transpiled program applies its gates to a few dozen operand tuples, over and over (Qiskit
+    # interns them): their wire numbers are looked up once per tuple, not once per instruction.
+    wires_of: dict[tuple[Any, Any], tuple[tuple[int, ...], tuple[int, ...]]] = {}
     for instruction in circuit.data:
-        qubits = [qubit_index[qubit] for qubit in instruction.qubits]
-        wires = qubits + [clbit_index[clbit] for clbit in instruction.clbits]
-        if wires:
-            level = max(levels[wire] for wire in wires) + (0 if instruction.is_directive() else 1)
+        operands = (instruction.qubits, instruction.clbits)
+        known = wires_of.get(operands)
+        if known is None:
+            found = tuple(qubit_index[qubit] for qubit in operands[0])
+            known = wires_of[operands] = (found, found + tuple(clbit_index[clbit] for clbit in operands[1]))
+        qubits, wires = known
+        layer = 0 if instruction.is_directive() else 1
+        if len(wires) == 1:  # most gates: the max over one wire is that wire
+            levels[wires[0]] += layer
+        elif wires:
+            level = max([levels[wire] for wire in wires]) + layer
             for wire in wires:
                 levels[wire] = level
         name = instruction.name
