@@ -14,6 +14,9 @@ circuit so that both sides see the same load, timed with this thread's CPU
 3. **Refine's local searches**: every judged candidate searched on its own (before) beside one
    search memo shared by all of a job's candidates (now), on jobs run through the compile step,
    sampled on Qiskit Aer (512 shots) and judged. Same local optima or not, and the evaluations.
+4. **The transpiled circuit's metrics** (depth, gate counts; ``circuit_metrics``): wire numbers
+   looked up per instruction (before, kept below) beside once per operand tuple (now). Same
+   metrics or not.
 
     .venv/bin/python -m benchmarks.step_overhead [--instances 30] [--repeats 5]
 """
@@ -37,7 +40,7 @@ from qhybrid.domain.device import DeviceTarget
 from qhybrid.domain.request import JobRequest
 from qhybrid.jobs import pipeline
 from qhybrid.quantum import circuit as circuit_module
-from qhybrid.quantum.circuit import transpile_for
+from qhybrid.quantum.circuit import CircuitMetrics, circuit_metrics, transpile_for
 from qhybrid.quantum.engine import build_circuit
 from qhybrid.quantum.qasm import _check_gate, _literal, to_openqasm3
 
@@ -88,6 +91,50 @@ def old_to_openqasm3(circuit: QuantumCircuit) -> str:
     return "\n".join(lines) + "\n"
 
 
+def old_circuit_metrics(logical_qubits: int, circuit: QuantumCircuit) -> CircuitMetrics:
+    """``circuit_metrics`` as it was before 2026-12-07 (leancpu3), verbatim but for names.
+
+    Measure a (transpiled) circuit.
+
+    Args:
+        logical_qubits: Qubits of the circuit before transpilation.
+        circuit: The circuit to measure.
+    """
+    # One pass over the instructions, reading only their names and bits (building each gate's
+    # Python object, as instruction.operation and QuantumCircuit.depth do, cost more than the rest).
+    qubit_index = {qubit: i for i, qubit in enumerate(circuit.qubits)}
+    clbit_index = {clbit: len(qubit_index) + i for i, clbit in enumerate(circuit.clbits)}
+    # The depth as QuantumCircuit.depth() counts it: every instruction but a directive (barrier)
+    # is one layer on all its qubits and bits; a directive lines them up without a layer.
+    levels = [0] * (len(qubit_index) + len(clbit_index))
+    touched: set[int] = set()
+    two_qubit = 0
+    total = 0
+    for instruction in circuit.data:
+        qubits = [qubit_index[qubit] for qubit in instruction.qubits]
+        wires = qubits + [clbit_index[clbit] for clbit in instruction.clbits]
+        if wires:
+            level = max(levels[wire] for wire in wires) + (0 if instruction.is_directive() else 1)
+            for wire in wires:
+                levels[wire] = level
+        name = instruction.name
+        if name == "barrier":
+            continue
+        touched.update(qubits)
+        if name in circuit_module._NON_GATES:
+            continue
+        total += 1
+        if len(qubits) == 2:
+            two_qubit += 1
+    return CircuitMetrics(
+        logical_qubits=logical_qubits,
+        physical_qubits=len(touched),
+        depth=max(levels, default=0),
+        two_qubit_gates=two_qubit,
+        total_gates=total,
+    )
+
+
 def _public_build(ising: Any, plan: Any) -> QuantumCircuit:
     """``build_circuit`` with Qiskit's public gate methods (the fast path switched off)."""
     native = circuit_module._NATIVE
@@ -110,8 +157,10 @@ def compile_table(instances: int, repeats: int) -> list[dict[str, Any]]:
     settings = Settings()
     rows = []
     for mixer in ("xy-warm", "x-warm", "x", "xy"):
-        cpu: dict[str, list[float]] = {key: [] for key in ("build0", "build1", "export0", "export1")}
-        same_circuit = same_text = 0
+        cpu: dict[str, list[float]] = {
+            f"{part}{side}": [] for part in ("build", "export", "metrics") for side in (0, 1)
+        }
+        same_circuit = same_text = same_metrics = 0
         for index in range(instances):
             body = small_request((4, 6, 8)[index % 3], 300 + index)
             body["options"].update({"mixer": mixer, "reps": 1 + index % 2})
@@ -137,12 +186,23 @@ def compile_table(instances: int, repeats: int) -> list[dict[str, Any]]:
                 )
                 cpu[f"export{side}"].append(ms)
             same_text += texts[0] == texts[1]
-        for part, same in (("build", same_circuit), ("export", same_text)):
+            measured: dict[int, CircuitMetrics] = {}
+            for side in order:
+                measured[side], ms = _cpu_ms(
+                    old_circuit_metrics if side == 0 else circuit_metrics,
+                    ising.num_qubits,
+                    transpiled,
+                    repeats=repeats,
+                )
+                cpu[f"metrics{side}"].append(ms)
+            same_metrics += measured[0] == measured[1]
+        names = {"build": "circuit build", "export": "OpenQASM export", "metrics": "circuit metrics"}
+        for part, same in (("build", same_circuit), ("export", same_text), ("metrics", same_metrics)):
             before, now = statistics.fmean(cpu[f"{part}0"]), statistics.fmean(cpu[f"{part}1"])
             rows.append(
                 {
                     "mixer": mixer,
-                    "part": "circuit build" if part == "build" else "OpenQASM export",
+                    "part": names[part],
                     "same result": f"{same}/{instances}",
                     "CPU ms before (mean)": f"{before:.3f}",
                     "CPU ms now (mean)": f"{now:.3f}",
