@@ -475,9 +475,10 @@ def validate_program(
         raise PayloadError(text.count("\n") + 1, "layout", "the program must end with a newline")
     lines = text[:-1].split("\n")
     for number, line in enumerate(lines, start=1):
-        if not line.strip():
+        stripped = line.strip()
+        if not stripped:
             raise PayloadError(number, "layout", "blank lines are not allowed")
-        if line != line.strip():
+        if line != stripped:
             raise PayloadError(number, "layout", "leading or trailing spaces are not allowed")
     qubits, clbits = _check_header(lines, max_qubits)
     if clbits > qubits:
@@ -487,6 +488,7 @@ def validate_program(
         raise PayloadError(4, "size", f"bit[{clbits}] is more than the {widest} measured qubits allowed")
     most_gates = gate_bound(clbits, max_reps)
     gates: Counter[str] = Counter()
+    applied = 0  # gates.total(), kept as it grows (summing the counter per line cost more)
     measured = _Measurements(clbits)
     for number, line in enumerate(lines[4:], start=5):
         if len(line) <= _REMEMBERED_LINE_LENGTH:
@@ -496,13 +498,14 @@ def validate_program(
                 raise PayloadError(number, error.rule, error.detail) from None
         else:
             found = _classify_and_check(number, line, qubits, clbits)
-        if isinstance(found, tuple):
+        if type(found) is tuple:
             measured.add(number, *found)
             continue
-        if measured.started:
+        if measured.qubits:  # measured.started
             raise PayloadError(number, "measure", "no gate may follow the measurements")
         gates[found] += 1
-        if gates.total() > most_gates:
+        applied += 1
+        if applied > most_gates:
             raise PayloadError(
                 number,
                 "gates",
