@@ -3,6 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from qiskit import QuantumCircuit, qasm3
+from qiskit.circuit import CircuitInstruction
+from qiskit.circuit.library import HGate
 from qiskit.quantum_info import Statevector
 from qiskit_aer import AerSimulator
 
@@ -308,3 +310,19 @@ def test_fast_gates_are_the_public_methods_records(native: bool, monkeypatch: py
     assert list(fast.data) == list(public.data)
     assert [type(p) for i in fast.data for p in i.params] == [float] * 5
     assert fast == public
+
+
+def test_the_fast_path_is_on_for_the_installed_qiskit_and_off_when_its_records_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On the pinned Qiskit the self-check passes (the benchmarks' figures assume the fast path)...
+    assert set(circuit_module._NATIVE) == {"x", "cx", "ry", "rz", "rzz", "rxx", "ryy"}
+
+    # ... and a Qiskit whose private records differ (here: one that builds another gate) turns it off.
+    class WrongRecords:
+        @staticmethod
+        def from_standard(gate: object, bits: tuple[object, ...], params: tuple[float, ...]) -> object:
+            return CircuitInstruction(HGate(), bits[:1])
+
+    monkeypatch.setattr(circuit_module, "CircuitInstruction", WrongRecords)
+    assert circuit_module._native_gates() == {}

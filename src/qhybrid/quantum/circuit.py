@@ -72,14 +72,39 @@ class CircuitMetrics:
         }
 
 
-try:  # Qiskit's native gate enum (not public API): the fast path of :class:`_Gates`
-    from qiskit._accelerate.circuit import StandardGate
+def _native_gates() -> dict[str, Any]:
+    """Qiskit's native gate records for :class:`_Gates`' fast path, or ``{}`` where they do not hold.
 
-    _NATIVE: dict[str, Any] = {
-        name: getattr(StandardGate, name.upper()) for name in ("x", "cx", "ry", "rz", "rzz", "rxx", "ryy")
-    }
-except (ImportError, AttributeError):  # pragma: no cover - another Qiskit: the public methods
-    _NATIVE = {}
+    ``QuantumCircuit._append`` is documented public API (``:meta public:``), but the gate enum and
+    ``CircuitInstruction.from_standard`` are not: a Qiskit release may move or change them. So the
+    fast path is used only if, on this Qiskit, it builds the very circuit the public methods build;
+    otherwise every gate goes through the public methods (the same circuit, a little slower).
+    """
+    try:
+        from qiskit._accelerate.circuit import StandardGate
+
+        native = {
+            name: getattr(StandardGate, name.upper()) for name in ("x", "cx", "ry", "rz", "rzz", "rxx", "ryy")
+        }
+        fast, public = QuantumCircuit(2), QuantumCircuit(2)
+        for name, qubits, params in (
+            ("x", (0,), ()),
+            ("cx", (0, 1), ()),
+            ("ry", (1,), (0.25,)),
+            ("rz", (0,), (0.5,)),
+            ("rzz", (0, 1), (0.75,)),
+            ("rxx", (1, 0), (1.0,)),
+            ("ryy", (0, 1), (1.25,)),
+        ):
+            bits = tuple(fast.qubits[qubit] for qubit in qubits)
+            fast._append(CircuitInstruction.from_standard(native[name], bits, params), _standard_gate=True)
+            getattr(public, name)(*params, *qubits)
+        return native if fast == public else {}
+    except Exception:  # another Qiskit: the public methods
+        return {}
+
+
+_NATIVE: dict[str, Any] = _native_gates()
 
 
 class _Gates:
