@@ -498,7 +498,7 @@ def validate_program(
                 raise PayloadError(number, error.rule, error.detail) from None
         else:
             found = _classify_and_check(number, line, qubits, clbits)
-        if type(found) is tuple:
+        if isinstance(found, tuple):
             measured.add(number, *found)
             continue
         if measured.qubits:  # measured.started
