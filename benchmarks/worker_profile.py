@@ -64,6 +64,7 @@ PROBES: list[tuple[str, str, str]] = [
     ("  obfuscate", "qhybrid.jobs.pipeline", "obfuscate"),
     ("  plan (angles)", "qhybrid.jobs.pipeline", "plan"),
     ("  compile (circuit, transpile, OpenQASM)", "qhybrid.jobs.pipeline", "compile_program"),
+    ("    of which: circuit metrics (depth, gate counts)", "qhybrid.quantum.circuit", "circuit_metrics"),
     ("  key sealing", "qhybrid.proxy.keys", "KeyVault.seal"),
     ("SUBMITTING (all)", "qhybrid.jobs.journey", "Journey._submit"),
     ("polls and result (all)", "qhybrid.jobs.journey", "Journey._poll"),
@@ -81,10 +82,14 @@ PROBES: list[tuple[str, str, str]] = [
         "qhybrid.portfolio.references",
         "_equal_time",
     ),
+    ("  result document (compare: portfolios, top samples, models)", "qhybrid.jobs.pipeline", "compare"),
+    ("  moments read back (npz)", "qhybrid.jobs.pipeline", "Moments.from_bytes"),
+    ("journey: stored request read back (each step)", "qhybrid.jobs.journey", "_request"),
     ("gateway: egress requests (all)", "qhybrid.gateway.egress", "EgressClient.request"),
     ("gateway: TCP connect + TLS handshake", "qhybrid.gateway.tls", "PolicyNetworkBackend.connect_tcp"),
     ("gateway: TCP connect + TLS handshake", "qhybrid.gateway.tls", "PlainStream.start_tls"),
     ("gateway: audit append (fsync)", "qhybrid.gateway.audit", "AuditLog.append"),
+    ("gateway: boundary check (route, body, program)", "qhybrid.gateway.routes", "RouteTable.check"),
 ]
 
 #: The labels whose sum is the journey's database and queue work (the target of issue 12: ≤ 5 ms).
