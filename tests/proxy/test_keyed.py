@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import stat
 from pathlib import Path
@@ -57,7 +58,10 @@ def sent_noise(true: Ising, sent: Ising, key: ObfuscationKey) -> tuple[np.ndarra
 
 def test_averaging_jobs_shrinks_fresh_noise_but_not_keyed_noise() -> None:
     true = random_ising(8, seed=3)
-    noise_key = NoiseKey(secrets.token_bytes(32))
+    # A fixed key: the keyed part of one job's noise is 28 draws of one key, whose spread varies by
+    # about 13 % from key to key; with a fresh random key each run the 0.7-1.3 band below failed
+    # about 2 runs in 100 (measured: 3 of 150 keys), a flaky test rather than a finding.
+    noise_key = NoiseKey(hashlib.sha256(b"qhybrid-test-noise-key").digest())
     rng = np.random.default_rng(5)
     _, coupling_spread = coefficient_spreads(true)
     expected = LEVELS["standard"].coupling_noise * coupling_spread
