@@ -39,13 +39,14 @@ import psutil  # type: ignore[import-untyped]
 import psycopg
 
 from benchmarks.report import machine, markdown_table
+from benchmarks.scale_out import wait_ready
 from qhybrid.core.config import Settings
 from qhybrid.jobs.database import Database
 from qhybrid.jobs.models import utcnow
 from qhybrid.jobs.queue import make_queue
 from qhybrid.jobs.store import JobStore
 from tests.support.cloud import CloudServer, start_cloud
-from tests.support.fleet import SMALL_REQUEST, Host, libpq, make_host, new_kek
+from tests.support.fleet import SMALL_REQUEST, libpq, make_host, new_kek
 from tests.support.servers import PostgresCluster, RedisServer, start_postgres, start_redis
 
 #: The worker settings of the run: polls as fast as the instant cloud answers, logs at INFO as deployed.
@@ -103,19 +104,6 @@ class Processes:
             role: sum((own_cpu if role in self.alone else tree_cpu)(pid) for pid in pids)
             for role, pids in self.roles.items()
         }
-
-
-def wait_ready(host: Host, timeout: float = 180) -> None:
-    """Until every worker of ``host`` logged its ready line."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all("worker ready" in w.log() for w in host.workers):
-            return
-        dead = [w for w in host.workers if not w.alive()]
-        if dead:
-            raise RuntimeError(f"{dead[0].name} exited:\n{dead[0].log()[-3000:]}")
-        time.sleep(0.2)
-    raise RuntimeError("workers not ready")
 
 
 def wait_done(conn: psycopg.Connection[Any], jobs: int, timeout: float) -> int:

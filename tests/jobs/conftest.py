@@ -5,6 +5,8 @@ from typing import Any
 
 import pytest
 
+from qhybrid.jobs.database import Database
+from qhybrid.jobs.store import JobStore
 from tests.support.journey import Services
 
 
@@ -21,3 +23,12 @@ def consumer_for() -> Iterator[Any]:
     yield start
     for consumer in consumers:
         consumer.stop(graceful=True)
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[JobStore]:
+    """A migrated store on the test's database (SQLite, or PostgreSQL where parametrised)."""
+    db = Database(database_url)
+    db.migrate()
+    yield JobStore(db)
+    db.dispose()

@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
-import pytest
-
-from qhybrid.jobs.database import Database
 from qhybrid.jobs.lease import kept_lease
 from qhybrid.jobs.store import JobStore
 from tests.jobs.test_store import new_job
 
 LEASE = 0.6
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[JobStore]:
-    db = Database(database_url)
-    db.migrate()
-    yield JobStore(db)
-    db.dispose()
 
 
 def test_a_step_longer_than_the_lease_is_not_taken_over(store: JobStore) -> None:

@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import inspect
 
 from qhybrid.domain.states import JobState
-from qhybrid.jobs.database import Database
 from qhybrid.jobs.models import Job, utcnow
 from qhybrid.jobs.store import IdempotencyConflictError, InvalidCursorError, JobStore
 
 COLUMNS = [column.name for column in Job.__table__.c]
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[JobStore]:
-    db = Database(database_url)
-    db.migrate()
-    yield JobStore(db)
-    db.dispose()
 
 
 def new_job(store: JobStore, *, key: str | None = None, request_hash: str = "h1") -> str:
