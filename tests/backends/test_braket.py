@@ -9,6 +9,7 @@ own result schema, in the shape Braket writes to S3. Nothing here reaches AWS.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import json
 import time
@@ -193,13 +194,25 @@ def test_pricing_table() -> None:
 # ----------------------------------------------------------------------------- stubbed AWS
 
 
+@functools.cache
+def _stubbed_boto_session() -> boto3.Session:
+    """One boto3 session (fixed region and fake keys) for every stubbed test of this module.
+
+    Each test still gets fresh clients, with their own Stubbers and event handlers (a client's
+    events are its own); only the session's parsed service models are shared. A fresh session
+    per test re-read botocore's endpoint and service JSON: 0.15-1.6 s per test on this machine,
+    against 0.02-0.06 s for new clients on a kept session.
+    """
+    return boto3.Session(
+        region_name="us-east-1", aws_access_key_id="AKIDSTUBBED", aws_secret_access_key="stubbed"
+    )
+
+
 class StubbedAws:
     """A real AwsSession over real boto3 clients whose answers come from botocore Stubbers."""
 
     def __init__(self) -> None:
-        boto_session = boto3.Session(
-            region_name="us-east-1", aws_access_key_id="AKIDSTUBBED", aws_secret_access_key="stubbed"
-        )
+        boto_session = _stubbed_boto_session()
         self.session = AwsSession(boto_session=boto_session, braket_client=boto_session.client("braket"))
         self.braket = Stubber(self.session.braket_client)
         self.s3 = Stubber(self.session.s3_client)
