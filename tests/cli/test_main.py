@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -83,14 +84,8 @@ def listed_commands(*args: str) -> set[str]:
     A row's first cell is a command name; a description that wraps continues on a row whose first
     cell is blank, so words of a description are never taken for commands.
     """
-    completed = subprocess.run(
-        [sys.executable, "-m", "qhybrid", *args, "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    lines = completed.stdout.splitlines()
+    page = help_text(*args)
+    lines = page.splitlines()
     start = next((i for i, line in enumerate(lines) if line.startswith("╭─ Commands ")), None)
     names: set[str] = set()
     if start is None:  # a group without commands has no panel
@@ -101,7 +96,7 @@ def listed_commands(*args: str) -> set[str]:
         cells = line.removeprefix("│ ")
         if not cells.startswith(" "):
             names.add(cells.split()[0])
-    raise AssertionError(f"unterminated Commands panel in:\n{completed.stdout}")
+    raise AssertionError(f"unterminated Commands panel in:\n{page}")
 
 
 def test_help_lists_the_commands() -> None:
@@ -112,7 +107,14 @@ def test_help_lists_the_commands() -> None:
     assert listed_commands("jobs") == {"list", "show", "cancel", "result", "watch"}
 
 
+@functools.cache
 def help_text(*args: str) -> str:
+    """``qhybrid *args --help`` as a real process prints it.
+
+    Cached: the page of a command is the same each time it is asked for (a fixed installation, no
+    terminal), and the tests below read the same pages several times (as a list of commands and as
+    text); each ``python -m qhybrid`` costs a second or two of imports.
+    """
     completed = subprocess.run(
         [sys.executable, "-m", "qhybrid", *args, "--help"],
         capture_output=True,
