@@ -22,6 +22,7 @@ from qhybrid.jobs.journey import Journey, owner_prefix
 from qhybrid.jobs.queue import make_queue
 from qhybrid.jobs.reconciler import Reconciler
 from qhybrid.jobs.store import JobStore
+from qhybrid.portfolio import kernels
 
 log = logging.getLogger("qhybrid.worker")
 
@@ -67,6 +68,9 @@ class Worker:
         (:meth:`BackendRegistry.enforce_sdk_policy`): a worker whose hooks do not fire never starts.
         """
         self.backends.enforce_sdk_policy()
+        # The annealing reference's compiled step: compiled now (about a second), not in the
+        # FINALIZING of the first job.
+        kernels.warm_up()
         reconciler = Reconciler(
             self.store,
             self.queue,
