@@ -45,10 +45,11 @@ _CHUNK = 1 << 16
 ANNEALING_SWEEPS = 1000
 #: ... except on problems of at most this many variables, which anneal for
 #: :data:`SMALL_ANNEALING_SWEEPS`: on the 200 selections of 4 to 8 assets and 80 allocations in
-#: lots of ``benchmarks/worker_compute.py`` it returned the same portfolio as 1,000 sweeps every
-#: time, for a sixth of the CPU (docs/benchmarks.md).
+#: lots of ``benchmarks/worker_compute.py`` 100 sweeps returned the same portfolio as 1,000 every
+#: time, for a sixth of the CPU, and so did 30 (and 20), for about two thirds of 100's CPU
+#: (docs/benchmarks.md). At most 2⁸ bit vectors, 200 reads: the answer is the proven optimum there.
 SMALL_PROBLEM_VARIABLES = 8
-SMALL_ANNEALING_SWEEPS = 100
+SMALL_ANNEALING_SWEEPS = 30
 
 
 def annealing_sweeps(num_variables: int) -> int:
