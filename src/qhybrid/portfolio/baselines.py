@@ -29,6 +29,7 @@ from qhybrid.domain.qubo import FloatArray
 from qhybrid.portfolio.classical import ClassicalSolution, brute_force
 from qhybrid.portfolio.formulation import Formulation, IntArray
 from qhybrid.portfolio.lots import LotsProblem
+from qhybrid.portfolio.references import unique_rows
 from qhybrid.portfolio.selection import SelectionProblem
 
 #: Selections up to this many are enumerated: ``C(25, 12) ≈ 5.2e6`` took 0.01 s on the idle
@@ -425,9 +426,14 @@ def simulated_annealing(
     sampleset = sampler.sample(bqm, num_reads=num_reads, num_sweeps=sweeps, seed=seed)
     columns = [list(sampleset.variables).index(v) for v in range(f.num_variables)]
     samples = np.asarray(sampleset.record.sample, dtype=np.uint8)[:, columns]
-    distinct = np.unique(samples, axis=0)  # sorted rows: a deterministic order for ties
-    improve = f.local_search if local_search else f.repair
-    candidates = np.stack([improve(row) for row in distinct])
+    distinct, _ = unique_rows(samples)  # sorted rows: a deterministic order for ties
+    if local_search:
+        candidates = np.stack([f.local_search(row) for row in distinct])
+    else:
+        # Repair returns a feasible row as it is (Formulation.repair): only the others need it.
+        candidates = distinct.copy()
+        for index in np.flatnonzero(~f.is_feasible(distinct)).tolist():
+            candidates[index] = f.repair(distinct[index])
     values = f.objective(candidates)
     best = candidates[int(np.argmin(values))]
     return _solution(f, best, "simulated_annealing", num_reads, started, optimal=False)
