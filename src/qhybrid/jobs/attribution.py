@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from qhybrid.domain.result import AnnealingReport, Contribution, Prepared, SamplerReport
-from qhybrid.portfolio.formulation import Formulation
+from qhybrid.portfolio.formulation import Formulation, unique_rows
 from qhybrid.portfolio.references import (
     annealing_budget,
     better_of,
@@ -20,7 +20,6 @@ from qhybrid.portfolio.references import (
     conditioned_rounding,
     sample_stats,
     swap_annealing,
-    unique_rows,
 )
 from qhybrid.proxy.obfuscation import ObfuscationKey
 from qhybrid.quantum.engine import sample_start_state
@@ -30,6 +29,12 @@ from qhybrid.quantum.engine import sample_start_state
 #: :data:`~qhybrid.portfolio.references.MIN_SWEEPS` sweeps, the same on any machine (a task the
 #: provider reports as instantaneous still gets a credible annealer).
 ANNEALING_CAP_SECONDS = 2.0
+
+
+def _distinct(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct outcomes (in ``np.unique(axis=0)``'s order) and their shots."""
+    unique, _, counts = unique_rows(bits)
+    return unique, counts
 
 
 def contribution(
@@ -69,14 +74,14 @@ def contribution(
         shots=shots,
         rng=rng,
     )
-    start_state = sample_stats(formulation, *unique_rows(key.true_bits(sent)), optimum)
-    rounding = sample_stats(formulation, *unique_rows(conditioned_rounding(formulation, shots, rng)), optimum)
+    start_state = sample_stats(formulation, *_distinct(key.true_bits(sent)), optimum)
+    rounding = sample_stats(formulation, *_distinct(conditioned_rounding(formulation, shots, rng)), optimum)
     budget = annealing_budget(sampling_seconds, floor=0.0, cap=ANNEALING_CAP_SECONDS)
     # With the proven optimum the annealer may stop once every chain sits on it: no longer run
     # could report a better row.
     annealed = swap_annealing(formulation, shots, budget, rng, optimum=optimum)
     annealing = AnnealingReport(
-        **sample_stats(formulation, *unique_rows(annealed.bits), optimum).model_dump(),
+        **sample_stats(formulation, *_distinct(annealed.bits), optimum).model_dump(),
         seconds=annealed.seconds,
         budget_seconds=budget,
         time_source="cap" if sampling_seconds is None else time_source,

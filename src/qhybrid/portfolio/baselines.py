@@ -27,9 +27,8 @@ from pyscipopt import Model, quicksum
 
 from qhybrid.domain.qubo import FloatArray
 from qhybrid.portfolio.classical import ClassicalSolution, brute_force
-from qhybrid.portfolio.formulation import Formulation, IntArray
+from qhybrid.portfolio.formulation import Formulation, IntArray, unique_rows
 from qhybrid.portfolio.lots import LotsProblem
-from qhybrid.portfolio.references import unique_rows
 from qhybrid.portfolio.selection import SelectionProblem
 
 #: Selections up to this many are enumerated: ``C(25, 12) ≈ 5.2e6`` took 0.01 s on the idle
@@ -426,7 +425,7 @@ def simulated_annealing(
     sampleset = sampler.sample(bqm, num_reads=num_reads, num_sweeps=sweeps, seed=seed)
     columns = [list(sampleset.variables).index(v) for v in range(f.num_variables)]
     samples = np.asarray(sampleset.record.sample, dtype=np.uint8)[:, columns]
-    distinct, _ = unique_rows(samples)  # sorted rows: a deterministic order for ties
+    distinct, _, _ = unique_rows(samples)  # sorted rows: a deterministic order for ties
     if local_search:
         candidates = np.stack([f.local_search(row) for row in distinct])
     else:

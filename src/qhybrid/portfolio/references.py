@@ -435,23 +435,6 @@ def _random_feasible(levels: _Levels, count: int, rng: np.random.Generator) -> N
     return state
 
 
-def unique_rows(bits: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
-    """Distinct rows of a 0/1 matrix and their counts, in ``np.unique(axis=0)``'s order and dtype.
-
-    Each row of up to 62 bits is packed into one integer, its first bit the most significant:
-    sorting the integers sorts the rows as ``np.unique(axis=0)`` does, at a fraction of the cost.
-    """
-    rows = np.asarray(bits, dtype=np.uint8)
-    n = rows.shape[1]
-    if n > 62:
-        unique, counts = np.unique(rows, axis=0, return_counts=True)
-        return unique, counts.astype(np.int64)
-    powers = np.left_shift(np.int64(1), np.arange(n - 1, -1, -1, dtype=np.int64))
-    codes, counts = np.unique(rows.astype(np.int64) @ powers, return_counts=True)
-    unique = ((codes[:, np.newaxis] & powers[np.newaxis, :]) != 0).astype(np.uint8)
-    return unique, counts.astype(np.int64)
-
-
 def sample_stats(
     formulation: Formulation,
     bits: NDArray[np.uint8],
