@@ -149,6 +149,8 @@ def _load_canonical(program: str) -> QuantumCircuit | None:
     num_qubits, num_clbits = int(head[1]), int(head[2])
     circuit = QuantumCircuit(QuantumRegister(num_qubits, "q"), ClassicalRegister(num_clbits, "c"))
     qubits, clbits, append = circuit.qubits, circuit.clbits, circuit._append
+    # The checked qubits of each operand text seen (a program repeats a few dozen of them).
+    operand_bits: dict[str, tuple[Any, ...]] = {}
     for line in program[head.end() : -1].split("\n"):
         gate = _CANONICAL_GATE.fullmatch(line)
         if gate is None:
@@ -164,15 +166,20 @@ def _load_canonical(program: str) -> QuantumCircuit | None:
         if known is None:
             return None
         record, arity, count = known
-        operands = [int(index) for index in _CANONICAL_QUBIT.findall(gate[3])]
-        if len(operands) != arity or len(set(operands)) != arity or max(operands) >= num_qubits:
+        bits = operand_bits.get(gate[3])
+        if bits is None:
+            operands = [int(index) for index in _CANONICAL_QUBIT.findall(gate[3])]
+            if len(set(operands)) != len(operands) or max(operands) >= num_qubits:
+                return None
+            bits = operand_bits[gate[3]] = tuple(qubits[index] for index in operands)
+        if len(bits) != arity:
             return None
         literals = [] if gate[2] is None else gate[2].split(",")
         if len(literals) != count or not all(_CANONICAL_ANGLE.fullmatch(text) for text in literals):
             return None
         params = tuple(float(text) for text in literals)
         append(
-            CircuitInstruction.from_standard(record, tuple(qubits[index] for index in operands), params),
+            CircuitInstruction.from_standard(record, bits, params),
             _standard_gate=True,
         )
     return circuit
