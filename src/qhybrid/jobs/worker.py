@@ -23,6 +23,7 @@ from qhybrid.jobs.queue import make_queue
 from qhybrid.jobs.reconciler import Reconciler
 from qhybrid.jobs.store import JobStore
 from qhybrid.portfolio import kernels
+from qhybrid.quantum.circuit import transpile_on_calling_thread
 
 log = logging.getLogger("qhybrid.worker")
 
@@ -36,6 +37,8 @@ class Worker:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Before any thread starts: one job per worker thread, so no thread pool per transpile.
+        transpile_on_calling_thread()
         settings.ensure_dirs()
         self.db = Database(settings.resolved_database_url)
         self.db.migrate()
