@@ -96,18 +96,36 @@ def prices_body() -> dict[str, Any]:
     return sample_request(tickers=tuple(names[:20]), days=755)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads), from ``/proc``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _wrk(
-    url: str, body_file: Path, seconds: float, connections: int, headers: dict[str, str] | None = None
+    url: str,
+    body_file: Path,
+    seconds: float,
+    connections: int,
+    headers: dict[str, str] | None = None,
+    pid: int | None = None,
 ) -> dict[str, Any]:
+    """Saturate ``url`` with wrk; with ``pid``, also the server's CPU time per answered request.
+
+    CPU time is what a request costs the server whatever else runs on the machine, where req/s
+    falls with the share of the cores the server gets: the column to compare across a loaded run.
+    """
     script = body_file.with_suffix(".lua")
     extra = "\n".join(f'wrk.headers["{name}"] = "{value}"' for name, value in (headers or {}).items())
     script.write_text(_WRK_SCRIPT.format(body=body_file, headers=extra))
+    cpu_before = _cpu_seconds(pid) if pid is not None else 0.0
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds:.0f}s", "--latency", "-s", str(script), url],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
+    cpu = _cpu_seconds(pid) - cpu_before if pid is not None else None
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
@@ -121,6 +139,7 @@ def _wrk(
         "p50": latency.get("50", "?"),
         "p99": latency.get("99", "?"),
         "client send lag p99": "-",
+        "server CPU per request": f"{cpu / total * 1000:.2f}ms" if cpu is not None and total else "-",
     }
 
 
@@ -263,6 +282,7 @@ def _open_loop(
         "p50": f"{_percentile(ms, 0.50):.1f}ms",
         "p99": f"{_percentile(ms, 0.99):.1f}ms",
         "client send lag p99": f"{_percentile(lag_ms, 0.99):.1f}ms",
+        "server CPU per request": "-",
     }
 
 
@@ -341,7 +361,7 @@ def main() -> None:
             _wrk(url, files["bare"], 2, args.connections)  # warm-up
             rows.append(
                 {"row": "bare FastAPI endpoint (small pydantic body)", "body bytes": len(bodies["bare"])}
-                | _wrk(url, files["bare"], args.seconds, args.connections)
+                | _wrk(url, files["bare"], args.seconds, args.connections, pid=bare.popen.pid)
             )
         finally:
             bare.stop()
@@ -379,7 +399,9 @@ def main() -> None:
                                 "row": f"accept, moments 8 assets, {label}",
                                 "body bytes": len(bodies["moments"]),
                             }
-                            | _wrk(url, files["moments"], args.seconds, args.connections, headers)
+                            | _wrk(
+                                url, files["moments"], args.seconds, args.connections, headers, api.popen.pid
+                            )
                         )
                     rows.append(
                         {
@@ -391,7 +413,9 @@ def main() -> None:
                     if index == 0:
                         rows.append(
                             {"row": f"accept, prices 20 × 755, {label}", "body bytes": len(bodies["prices"])}
-                            | _wrk(url, files["prices"], args.seconds, args.connections, headers)
+                            | _wrk(
+                                url, files["prices"], args.seconds, args.connections, headers, api.popen.pid
+                            )
                         )
                 finally:
                     api.stop()

@@ -212,6 +212,99 @@ def compile_table(instances: int, repeats: int) -> list[dict[str, Any]]:
     return rows
 
 
+def transpile_pool_table(instances: int, rounds: int) -> list[dict[str, Any]]:
+    """The level-3 transpile of job circuits with Qiskit's Rust thread pool and without.
+
+    The pool is switched by ``QISKIT_IN_PARALLEL`` (read by Qiskit at each pass), alternating
+    which side goes first each round; CPU is the whole process's (the pool's threads included)
+    and the thread's own. Same programs or not, on every circuit.
+    """
+    settings = Settings()
+    circuits = []
+    for index in range(instances):
+        request = JobRequest.model_validate(small_request(6, 100 + index))
+        formulation = pipeline.formulate(request, pipeline.estimate(request))
+        spec = pipeline.qaoa_spec(request, formulation, settings)
+        hidden = pipeline.obfuscate(formulation, spec, pipeline.privacy_level(request, settings))
+        circuits.append(build_circuit(hidden.sent.ising, pipeline.plan(hidden, spec, index)))
+    saved = os.environ.pop(circuit_module.QISKIT_SERIAL_VARIABLE, None)
+    process: dict[str, list[float]] = {"pool": [], "calling thread": []}
+    thread: dict[str, list[float]] = {"pool": [], "calling thread": []}
+    programs: dict[str, list[str]] = {}
+    try:
+        for round_ in range(rounds):
+            for side in ("pool", "calling thread") if round_ % 2 == 0 else ("calling thread", "pool"):
+                if side == "pool":
+                    os.environ.pop(circuit_module.QISKIT_SERIAL_VARIABLE, None)
+                else:
+                    os.environ[circuit_module.QISKIT_SERIAL_VARIABLE] = "TRUE"
+                started, thread_started = time.process_time(), time.thread_time()
+                texts = [to_openqasm3(transpile_for(c, EMULATOR, seed=i)[0]) for i, c in enumerate(circuits)]
+                process[side].append(1000 * (time.process_time() - started) / instances)
+                thread[side].append(1000 * (time.thread_time() - thread_started) / instances)
+                programs.setdefault(side, texts)
+    finally:
+        os.environ.pop(circuit_module.QISKIT_SERIAL_VARIABLE, None)
+        if saved is not None:
+            os.environ[circuit_module.QISKIT_SERIAL_VARIABLE] = saved
+    same = sum(a == b for a, b in zip(programs["pool"], programs["calling thread"], strict=True))
+    return [
+        {
+            "transpile (level 3, all-to-all) + export": side,
+            "same programs": f"{same}/{instances}",
+            "process CPU ms per circuit (median of rounds)": f"{statistics.median(process[side]):.2f}",
+            "thread CPU ms per circuit": f"{statistics.median(thread[side]):.2f}",
+        }
+        for side in ("pool", "calling thread")
+    ]
+
+
+def cloud_parse_table(instances: int, rounds: int) -> list[dict[str, Any]]:
+    """The emulated cloud's parse of job programs: Qiskit's native importer and the canonical reader.
+
+    Programs are those PREPARING makes for 6-asset jobs (the emulator's basis); each round parses
+    all of them on one side then the other, alternating which goes first; thread CPU (both run on
+    the calling thread). Same circuit or not: registers, instructions, phase, metadata.
+    """
+    from qhybrid.cloud import sampler  # the public zone's code, measured from here as a library
+
+    settings = Settings()
+    programs = [
+        pipeline.prepare(
+            JobRequest.model_validate(small_request(6, 100 + index)), EMULATOR, seed=index, settings=settings
+        ).program.text
+        for index in range(instances)
+    ]
+    same = 0
+    for program in programs:
+        canonical, native = sampler._load_canonical(program), sampler._load_native(program)
+        same += (
+            canonical is not None
+            and native is not None
+            and canonical == native
+            and list(canonical.data) == list(native.data)
+            and (canonical.qregs, canonical.cregs) == (native.qregs, native.cregs)
+            and canonical.global_phase == native.global_phase
+        )
+    spent: dict[str, list[float]] = {"native importer": [], "canonical reader": []}
+    readers = {"native importer": sampler._load_native, "canonical reader": sampler._load_canonical}
+    for round_ in range(rounds):
+        for side in list(readers) if round_ % 2 == 0 else list(readers)[::-1]:
+            started = time.thread_time()
+            for program in programs:
+                readers[side](program)
+            spent[side].append(1000 * (time.thread_time() - started) / instances)
+    return [
+        {
+            "cloud: parse a job's program": side,
+            "same circuit": f"{same}/{instances}",
+            "thread CPU ms per program (median of rounds)": f"{statistics.median(spent[side]):.3f}",
+            "lines per program (mean)": f"{statistics.fmean(p.count(chr(10)) for p in programs):.0f}",
+        }
+        for side in readers
+    ]
+
+
 def refine_table(instances: int, repeats: int) -> list[dict[str, Any]]:
     """Local searches of every judged candidate, alone and with one shared memo, per size."""
     from qiskit import qasm3
@@ -264,7 +357,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--instances", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--transpile-pool", action="store_true", help="only the transpile, with and without Qiskit's pool"
+    )
+    parser.add_argument("--cloud-parse", action="store_true", help="only the cloud's parse of job programs")
     args = parser.parse_args()
+    if args.cloud_parse:
+        print(f"# {machine()}; load average {os.getloadavg()[0]:.2f} before", flush=True)
+        rows = cloud_parse_table(args.instances, 2 * args.repeats)
+        print(f"# load average {os.getloadavg()[0]:.2f} after")
+        print("\n".join(markdown_table(rows)))
+        return
+    if args.transpile_pool:
+        print(f"# {machine()}; load average {os.getloadavg()[0]:.2f} before", flush=True)
+        rows = transpile_pool_table(args.instances, 2 * args.repeats)
+        print(f"# load average {os.getloadavg()[0]:.2f} after")
+        print("\n".join(markdown_table(rows)))
+        return
     print(f"# {machine()}; load average {os.getloadavg()[0]:.2f} before", flush=True)
     rows = compile_table(args.instances, args.repeats)
     print(f"# load average {os.getloadavg()[0]:.2f} after; thread CPU, interleaved per circuit")

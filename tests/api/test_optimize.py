@@ -304,6 +304,31 @@ def test_prices_are_accepted_instead_of_moments(client: TestClient) -> None:
     assert stored["assets"] is None
 
 
+def test_a_price_body_written_differently_is_the_same_request(client: TestClient) -> None:
+    # The fast path writes the stored matrix from numpy: the hash must still be the canonical one.
+    headers = {"Idempotency-Key": "prices-7", "Content-Type": "application/json"}
+    body = prices_request(risk_aversion=0.25)
+    first = client.post("/optimize_portfolio", content=json.dumps(body), headers=headers)
+    assert first.status_code == 202, first.text
+    # Same numbers: integers for whole prices, exponents, other spacing, keys in another order.
+    values = "[[100, 2e2, 50], [101.00, 199, 5.05E1], [102.5, 201, 50.2], [1.018e+2, 203, 50.90]]"
+    prices = dict(body["prices"], values="@")
+    text = json.dumps({"risk_aversion": 0.25, "budget": 1, "prices": prices}, indent=2)
+    second = client.post("/optimize_portfolio", content=text.replace('"@"', values), headers=headers)
+    assert second.status_code == 202, second.text
+    assert second.json()["job_id"] == first.json()["job_id"]
+    assert second.headers["idempotent-replayed"] == "true"
+    stored = client.get(first.headers["location"], params={"include": "request"}).json()["request"]
+    assert stored["prices"]["values"] == body["prices"]["values"]
+    assert all(type(v) is float for row in stored["prices"]["values"] for v in row)
+    # One price changed: another request under the same key.
+    changed = client.post(
+        "/optimize_portfolio", content=text.replace('"@"', values.replace("50.90", "50.91")), headers=headers
+    )
+    assert changed.status_code == 409
+    assert job_count(client) == 1
+
+
 def test_weights_are_accepted_with_bounds(client: TestClient) -> None:
     response = client.post("/optimize_portfolio", json=weights_request(lot_bounds={"AAPL": [1, 3]}))
     assert response.status_code == 202, response.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from qiskit import QuantumCircuit, qasm3
 from qiskit.quantum_info import Operator
@@ -116,13 +117,13 @@ def test_the_instant_device_draws_uniform_shots_over_the_measured_bits_and_says_
 
 def test_a_program_checked_at_submission_is_not_parsed_again_to_run(monkeypatch: pytest.MonkeyPatch) -> None:
     parses: list[str] = []
-    real = sampler._load_native
+    real = sampler.load_program
 
-    def counting(program: str) -> QuantumCircuit | None:
+    def counting(program: str) -> QuantumCircuit:
         parses.append(program)
         return real(program)
 
-    monkeypatch.setattr(sampler, "_load_native", counting)
+    monkeypatch.setattr(sampler, "load_program", counting)
     program = QAOA.replace("x q[0];", "x q[1];")  # a text no other test parsed
     check_program(program, max_qubits=8)
     first = simulate(program, shots=100, seed=3, max_qubits=8)
@@ -157,3 +158,110 @@ def test_every_standard_gate_means_the_same_to_both_importers(statement: str) ->
     assert Operator(native.remove_final_measurements(inplace=False)).equiv(
         Operator(reference.remove_final_measurements(inplace=False))
     )
+
+
+_ONE_QUBIT = ("x", "y", "z", "h", "s", "sdg", "t", "tdg", "sx")
+_ROTATIONS = ("rx", "ry", "rz", "p")
+_TWO_QUBIT = ("cx", "cy", "cz", "swap")
+
+
+def _canonical_program(rng: np.random.Generator) -> str:
+    """A random program in the trusted zone's canonical form: every gate it may carry, grid angles."""
+    qubits = int(rng.integers(1, 9))
+    lines = ["OPENQASM 3.0;", 'include "stdgates.inc";', f"qubit[{qubits}] q;", f"bit[{qubits}] c;"]
+    for _ in range(int(rng.integers(0, 60))):
+        kind = int(rng.integers(0, 4 if qubits > 1 else 2))
+        angle = repr(int(rng.choice([rng.integers(-3141593, 3141594), rng.integers(-20, 21)])) / 1_000_000)
+        first, second = (int(q) for q in rng.permutation(qubits)[:2]) if qubits > 1 else (0, 0)
+        if kind == 0:
+            lines.append(f"{rng.choice(_ONE_QUBIT)} q[{first}];")
+        elif kind == 1:
+            lines.append(f"{rng.choice(_ROTATIONS)}({angle}) q[{first}];")
+        elif kind == 2:
+            lines.append(f"{rng.choice(_TWO_QUBIT)} q[{first}], q[{second}];")
+        else:
+            lines.append(f"cp({angle}) q[{first}], q[{second}];")
+    lines += [f"c[{bit}] = measure q[{int(q)}];" for bit, q in enumerate(rng.permutation(qubits))]
+    return "\n".join(lines) + "\n"
+
+
+def _same_circuit(first: QuantumCircuit, second: QuantumCircuit) -> bool:
+    return (
+        first == second
+        and list(first.data) == list(second.data)
+        and first.qregs == second.qregs
+        and first.cregs == second.cregs
+        and first.global_phase == second.global_phase
+        and first.metadata == second.metadata
+    )
+
+
+def test_a_canonical_program_is_read_as_the_native_importer_reads_it() -> None:
+    # Every gate the trusted zone may send, grid angles down to 1e-06 and their exponent spelling,
+    # measurements in any qubit order: the very circuit of Qiskit's native importer.
+    rng = np.random.default_rng(12)
+    programs = [_canonical_program(rng) for _ in range(300)]
+    programs += [QAOA, X_ON_BIT0_CANONICAL, BELL_CANONICAL]
+    assert any("e-0" in program for program in programs)
+    for program in programs:
+        canonical = sampler._load_canonical(program)
+        native = sampler._load_native(program)
+        assert canonical is not None and native is not None
+        assert _same_circuit(canonical, native), program
+        assert _same_circuit(load_program(program), native)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "rzz(0.5) q[0], q[1];",  # a Qiskit gate stdgates.inc does not define
+        "u(0.1,0.2,0.3) q[0];",
+        "id q[0];",
+        "x(0.5) q[0];",  # a parameter the gate does not take
+        "rz q[0];",
+        "rz(pi) q[0];",
+        "rz(0.5 ) q[0];",
+        "rz(1/2) q[0];",
+        "x q[3];",  # out of range
+        "x q[01];",
+        "x  q[0];",
+        "cx q[0], q[0];",
+        "cx q[0],q[1];",
+        "c[3] = measure q[0];",
+        "c[0] = measure q[7];",
+        "barrier q;",
+        "// a comment",
+        "",
+    ],
+)
+def test_anything_else_goes_to_the_importers_as_before(line: str) -> None:
+    header = 'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit[3] q;\nbit[3] c;\n'
+    program = f"{header}{line}\nc[0] = measure q[0];\n"
+    assert sampler._load_canonical(program) is None
+    try:
+        expected: QuantumCircuit | str = sampler._load_native(program) or qasm3.loads(program)
+    except Exception:
+        expected = "refused"
+    try:
+        got: QuantumCircuit | str = load_program(program)
+    except ProgramError:
+        got = "refused"
+    if isinstance(expected, str) or isinstance(got, str):
+        assert got == expected
+    else:
+        assert _same_circuit(got, expected)
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        QAOA.replace("qubit[4] q;", "qubit[4] r;"),
+        QAOA.replace("OPENQASM 3.0;", "OPENQASM 3;"),
+        QAOA[:-1],  # no final newline
+        QAOA.replace("bit[4] c;", "bit[0] c;"),
+        REGISTERS,
+    ],
+    ids=str.__len__,
+)
+def test_other_headers_go_to_the_importers(program: str) -> None:
+    assert sampler._load_canonical(program) is None

@@ -147,6 +147,10 @@ def test_a_classical_fallback_is_not_a_success_when_quantum_is_required(
     assert asyncio.run(async_twin()) == job_id
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_cancelled_timeout_interrupted_unreachable_and_refused(
     start_stack: Callable[..., Stack], request_file: Path, tmp_path: Path
 ) -> None:
@@ -166,6 +170,10 @@ def test_cancelled_timeout_interrupted_unreachable_and_refused(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A runner started in the background of a non-interactive shell hands its children SIGINT
+        # ignored, and Python keeps an ignored SIGINT: the watcher must get the default, as a
+        # terminal's Ctrl-C would find it.
+        preexec_fn=_default_sigint,
     )
     assert watcher.stdout is not None
     assert TRANSITION.match(watcher.stdout.readline())  # it is following the job

@@ -254,3 +254,42 @@ def test_annealing_sweeps_follow_the_problems_size(monkeypatch: pytest.MonkeyPat
     simulated_annealing(random_problem(10, 3, seed=1), num_reads=5, seed=0)
     simulated_annealing(random_problem(6, 3, seed=1), num_reads=5, seed=0, num_sweeps=7)
     assert seen == [SMALL_ANNEALING_SWEEPS, ANNEALING_SWEEPS, 7]
+
+
+def _old_simulated_annealing_bits(f: Formulation, num_reads: int, seed: int) -> tuple[tuple[int, ...], int]:
+    """The baseline's answer as chosen before (commit 3ef9154, verbatim), and the infeasible samples."""
+    import dimod
+    from dwave.samplers import SimulatedAnnealingSampler
+
+    qubo, _ = f.to_qubo()
+    matrix = qubo.matrix
+    bqm = dimod.BinaryQuadraticModel(
+        np.diag(matrix).copy(), np.triu(2.0 * matrix, k=1), qubo.offset, dimod.BINARY
+    )
+    sampler = SimulatedAnnealingSampler()  # type: ignore[no-untyped-call]
+    sweeps = baselines.annealing_sweeps(f.num_variables)
+    sampleset = sampler.sample(bqm, num_reads=num_reads, num_sweeps=sweeps, seed=seed)
+    columns = [list(sampleset.variables).index(v) for v in range(f.num_variables)]
+    samples = np.asarray(sampleset.record.sample, dtype=np.uint8)[:, columns]
+    distinct = np.unique(samples, axis=0)
+    candidates = np.stack([f.repair(row) for row in distinct])
+    values = f.objective(candidates)
+    infeasible = int(np.count_nonzero(~f.is_feasible(distinct)))
+    return tuple(int(v) for v in candidates[int(np.argmin(values))]), infeasible
+
+
+def test_repairing_only_the_infeasible_samples_gives_the_same_answer() -> None:
+    # Selections and lots of 4 to 12 variables; few reads and sweeps leave infeasible samples to
+    # repair and ties to break, so both paths of the choice are taken.
+    problems: list[Formulation] = [
+        random_problem(n, 1 + seed % (n - 1), seed=seed) for n in (4, 6, 8, 11) for seed in range(10)
+    ]
+    problems += [random_lots(3, 2 + seed % 4, seed=seed, max_span=2) for seed in range(10)]
+    problems += [random_lots(4, 3 + seed % 5, seed=seed) for seed in range(10)]
+    repaired = 0
+    for seed, problem in enumerate(problems):
+        for reads in (3, 40):
+            old, infeasible = _old_simulated_annealing_bits(problem, reads, seed)
+            assert simulated_annealing(problem, num_reads=reads, seed=seed).bits == old
+            repaired += infeasible
+    assert repaired > 20  # the repair path was exercised

@@ -261,3 +261,32 @@ def test_validation_of_samples() -> None:
         postprocess(problem, np.array([[2, 0, 0]], dtype=np.uint8), np.array([1], dtype=np.int64))
     with pytest.raises(ValueError, match="length 3"):
         postprocess(problem, bits, np.array([1], dtype=np.int64), optimum_bits=(1, 0))
+
+
+def test_judged_outcomes_and_repairs_are_those_of_numpys_unique_and_repair_on_every_candidate() -> None:
+    from qhybrid.portfolio.formulation import Formulation
+    from qhybrid.portfolio.postprocess import judge
+
+    # Outcomes merged by packed integers and only infeasible candidates repaired: the same
+    # Judged as np.unique(axis=0) and a repair of every candidate (the code of 3ef9154) gave.
+    rng = np.random.default_rng(12)
+    problems: list[Formulation] = [
+        random_problem(n, 1 + seed % (n - 1), seed=seed) for n in (3, 6, 9) for seed in range(6)
+    ]
+    problems += [random_lots(3, 2 + seed % 4, seed=seed, max_span=2) for seed in range(6)]
+    infeasible_candidates = 0
+    for problem in problems:
+        for _ in range(4):
+            rows = (rng.random((int(rng.integers(1, 200)), problem.num_variables)) < 0.4).astype(np.uint8)
+            counts = rng.integers(0, 5, size=(rows.shape[0],), dtype=np.int64)
+            counts[0] += 1
+            judged = judge(problem, rows, counts, top_k=int(rng.integers(1, 40)))
+            expected, inverse = np.unique(rows, axis=0, return_inverse=True)
+            merged = np.bincount(inverse.reshape(-1), weights=counts, minlength=expected.shape[0])
+            assert np.array_equal(judged.unique, expected[merged > 0])
+            assert np.array_equal(judged.counts, np.rint(merged[merged > 0]).astype(np.int64))
+            for k, repaired in zip(judged.candidates.tolist(), judged.repaired, strict=True):
+                assert repaired.dtype == np.uint8
+                assert np.array_equal(repaired, problem.repair(judged.unique[k]))
+                infeasible_candidates += int(not judged.feasible[k])
+    assert infeasible_candidates > 50

@@ -326,3 +326,35 @@ def test_the_fast_path_is_on_for_the_installed_qiskit_and_off_when_its_records_c
 
     monkeypatch.setattr(circuit_module, "CircuitInstruction", WrongRecords)
     assert circuit_module._native_gates() == {}
+
+
+def test_transpiling_on_the_calling_thread_gives_the_same_programs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A worker turns Qiskit's Rust thread pool off (transpile_on_calling_thread): on the all-to-all
+    # device every job's program must be the one the pool gives, byte for byte. (With a coupling
+    # map, level 3's layout varies from run to run with or without the pool: see benchmarks.md.)
+    device = DeviceTarget("emulator", 32, ("rz", "sx", "x", "cx"), None)
+    rng = np.random.default_rng(7)
+    circuits = []
+    for seed in range(40):
+        gammas, betas = rng.uniform(-1, 1, (2, 1 + seed % 2))
+        angles = QaoaAngles(gammas=tuple(gammas), betas=tuple(betas), expectation=0.0, evaluations=0)
+        ising = random_ising(3 + seed % 6, seed=100 + seed, density=float(rng.uniform(0.3, 1.0)))
+        circuits.append(qaoa_circuit(ising, angles))
+    monkeypatch.delenv(circuit_module.QISKIT_SERIAL_VARIABLE, raising=False)
+    pooled = [to_openqasm3(transpile_for(c, device, seed=seed)[0]) for seed, c in enumerate(circuits)]
+    monkeypatch.setenv(circuit_module.QISKIT_SERIAL_VARIABLE, "TRUE")
+    serial = [to_openqasm3(transpile_for(c, device, seed=seed)[0]) for seed, c in enumerate(circuits)]
+    assert serial == pooled
+
+
+def test_transpile_on_calling_thread_sets_qiskits_switch_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setenv(circuit_module.QISKIT_SERIAL_VARIABLE, "unset")  # restored afterwards
+    monkeypatch.delenv(circuit_module.QISKIT_SERIAL_VARIABLE)
+    assert circuit_module.transpile_on_calling_thread() is True
+    assert os.environ[circuit_module.QISKIT_SERIAL_VARIABLE] == "TRUE"
+    # An operator's own value stands.
+    monkeypatch.setenv(circuit_module.QISKIT_SERIAL_VARIABLE, "FALSE")
+    assert circuit_module.transpile_on_calling_thread() is False
+    assert os.environ[circuit_module.QISKIT_SERIAL_VARIABLE] == "FALSE"

@@ -8,10 +8,18 @@ Limits that depend on the deployment (``QHYBRID_MAX_ASSETS``...) are checked by 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from qhybrid.domain.privacy import PrivacyLevel
@@ -29,6 +37,10 @@ MAX_PRICE = 1e12
 #: Symmetry and PSD checks tolerate rounding of this size relative to the largest |Σ_ij|.
 RELATIVE_TOLERANCE = 1e-8
 ABSOLUTE_TOLERANCE = 1e-12
+
+#: Validation-context key under which ``domain.request_json`` hands over the price rows it has
+#: already checked (the very list object): ``PriceHistory`` then keeps them without re-validating.
+PREVALIDATED_PRICE_ROWS = "qhybrid.prevalidated_price_rows"
 
 
 class Asset(BaseModel):
@@ -63,9 +75,17 @@ class PriceHistory(BaseModel):
         _check_unique(names)
         return names
 
-    @field_validator("values")
+    @field_validator("values", mode="wrap")
     @classmethod
-    def _valid_values(cls, rows: list[list[float]], info: ValidationInfo) -> list[list[float]]:
+    def _valid_values(
+        cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> list[list[float]]:
+        if info.context is not None and info.context.get(PREVALIDATED_PRICE_ROWS) is value:
+            # Read from the JSON bytes by ``domain.request_json``, which checked every rule below
+            # (and the minimum of rows) on a numpy array; validating the 15,000 numbers of a large
+            # history again one by one is what that path avoids. Only that code sets the context.
+            return cast(list[list[float]], value)
+        rows: list[list[float]] = handler(value)
         names = info.data.get("assets")
         width = len(names) if names is not None else len(rows[0])
         try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from qhybrid.domain.result import AnnealingReport, Contribution, Prepared, SamplerReport
-from qhybrid.portfolio.formulation import Formulation
+from qhybrid.portfolio.formulation import Formulation, unique_rows
 from qhybrid.portfolio.references import (
     annealing_budget,
     better_of,
@@ -31,19 +31,10 @@ from qhybrid.quantum.engine import sample_start_state
 ANNEALING_CAP_SECONDS = 2.0
 
 
-def _unique(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct rows (in ``np.unique(axis=0)``'s order) and their counts."""
-    rows = np.asarray(bits, dtype=np.uint8)
-    n = rows.shape[1]
-    if n > 62:
-        unique, counts = np.unique(rows, axis=0, return_counts=True)
-        return unique, counts.astype(np.int64)
-    # Each row as one integer, its first bit the most significant: sorting the integers sorts the
-    # rows as np.unique(axis=0) does, at a fraction of the cost.
-    powers = np.left_shift(np.int64(1), np.arange(n - 1, -1, -1, dtype=np.int64))
-    codes, counts = np.unique(rows.astype(np.int64) @ powers, return_counts=True)
-    unique = ((codes[:, np.newaxis] & powers[np.newaxis, :]) != 0).astype(np.uint8)
-    return unique, counts.astype(np.int64)
+def _distinct(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct outcomes (in ``np.unique(axis=0)``'s order) and their shots."""
+    unique, _, counts = unique_rows(bits)
+    return unique, counts
 
 
 def contribution(
@@ -83,14 +74,14 @@ def contribution(
         shots=shots,
         rng=rng,
     )
-    start_state = sample_stats(formulation, *_unique(key.true_bits(sent)), optimum)
-    rounding = sample_stats(formulation, *_unique(conditioned_rounding(formulation, shots, rng)), optimum)
+    start_state = sample_stats(formulation, *_distinct(key.true_bits(sent)), optimum)
+    rounding = sample_stats(formulation, *_distinct(conditioned_rounding(formulation, shots, rng)), optimum)
     budget = annealing_budget(sampling_seconds, floor=0.0, cap=ANNEALING_CAP_SECONDS)
     # With the proven optimum the annealer may stop once every chain sits on it: no longer run
     # could report a better row.
     annealed = swap_annealing(formulation, shots, budget, rng, optimum=optimum)
     annealing = AnnealingReport(
-        **sample_stats(formulation, *_unique(annealed.bits), optimum).model_dump(),
+        **sample_stats(formulation, *_distinct(annealed.bits), optimum).model_dump(),
         seconds=annealed.seconds,
         budget_seconds=budget,
         time_source="cap" if sampling_seconds is None else time_source,

@@ -22,6 +22,8 @@ from qhybrid.jobs.journey import Journey, owner_prefix
 from qhybrid.jobs.queue import make_queue
 from qhybrid.jobs.reconciler import Reconciler
 from qhybrid.jobs.store import JobStore
+from qhybrid.portfolio import kernels
+from qhybrid.quantum.circuit import transpile_on_calling_thread
 
 log = logging.getLogger("qhybrid.worker")
 
@@ -35,6 +37,8 @@ class Worker:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Before any thread starts: one job per worker thread, so no thread pool per transpile.
+        transpile_on_calling_thread()
         settings.ensure_dirs()
         self.db = Database(settings.resolved_database_url)
         self.db.migrate()
@@ -67,6 +71,9 @@ class Worker:
         (:meth:`BackendRegistry.enforce_sdk_policy`): a worker whose hooks do not fire never starts.
         """
         self.backends.enforce_sdk_policy()
+        # The annealing reference's compiled step: compiled now (about a second), not in the
+        # FINALIZING of the first job.
+        kernels.warm_up()
         reconciler = Reconciler(
             self.store,
             self.queue,

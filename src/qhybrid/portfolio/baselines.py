@@ -27,7 +27,7 @@ from pyscipopt import Model, quicksum
 
 from qhybrid.domain.qubo import FloatArray
 from qhybrid.portfolio.classical import ClassicalSolution, brute_force
-from qhybrid.portfolio.formulation import Formulation, IntArray
+from qhybrid.portfolio.formulation import Formulation, IntArray, unique_rows
 from qhybrid.portfolio.lots import LotsProblem
 from qhybrid.portfolio.selection import SelectionProblem
 
@@ -45,10 +45,11 @@ _CHUNK = 1 << 16
 ANNEALING_SWEEPS = 1000
 #: ... except on problems of at most this many variables, which anneal for
 #: :data:`SMALL_ANNEALING_SWEEPS`: on the 200 selections of 4 to 8 assets and 80 allocations in
-#: lots of ``benchmarks/worker_compute.py`` it returned the same portfolio as 1,000 sweeps every
-#: time, for a sixth of the CPU (docs/benchmarks.md).
+#: lots of ``benchmarks/worker_compute.py`` 100 sweeps returned the same portfolio as 1,000 every
+#: time, for a sixth of the CPU, and so did 30 (and 20), for about two thirds of 100's CPU
+#: (docs/benchmarks.md). At most 2⁸ bit vectors, 200 reads: the answer is the proven optimum there.
 SMALL_PROBLEM_VARIABLES = 8
-SMALL_ANNEALING_SWEEPS = 100
+SMALL_ANNEALING_SWEEPS = 30
 
 
 def annealing_sweeps(num_variables: int) -> int:
@@ -424,9 +425,14 @@ def simulated_annealing(
     sampleset = sampler.sample(bqm, num_reads=num_reads, num_sweeps=sweeps, seed=seed)
     columns = [list(sampleset.variables).index(v) for v in range(f.num_variables)]
     samples = np.asarray(sampleset.record.sample, dtype=np.uint8)[:, columns]
-    distinct = np.unique(samples, axis=0)  # sorted rows: a deterministic order for ties
-    improve = f.local_search if local_search else f.repair
-    candidates = np.stack([improve(row) for row in distinct])
+    distinct, _, _ = unique_rows(samples)  # sorted rows: a deterministic order for ties
+    if local_search:
+        candidates = np.stack([f.local_search(row) for row in distinct])
+    else:
+        # Repair returns a feasible row as it is (Formulation.repair): only the others need it.
+        candidates = distinct.copy()
+        for index in np.flatnonzero(~f.is_feasible(distinct)).tolist():
+            candidates[index] = f.repair(distinct[index])
     values = f.objective(candidates)
     best = candidates[int(np.argmin(values))]
     return _solution(f, best, "simulated_annealing", num_reads, started, optimal=False)

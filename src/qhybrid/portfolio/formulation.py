@@ -55,6 +55,29 @@ def as_bit_matrix(x: ArrayLike, num_bits: int) -> FloatArray:
     return values
 
 
+def unique_rows(bits: ArrayLike) -> tuple[NDArray[np.uint8], NDArray[np.intp], NDArray[np.int64]]:
+    """Distinct rows of a 0/1 matrix, as ``np.unique(axis=0, return_inverse=True, return_counts=True)``.
+
+    Each row of up to 62 bits is packed into one integer, its first bit the most significant:
+    sorting the integers sorts the rows as ``np.unique(axis=0)`` does, at a fraction of the cost.
+
+    Returns:
+        The distinct rows (``uint8``, sorted), the index of each input row among them, and how
+        many input rows each one stands for.
+    """
+    rows = np.asarray(bits, dtype=np.uint8)
+    n = rows.shape[1]
+    if n > 62:
+        unique, inverse, counts = np.unique(rows, axis=0, return_inverse=True, return_counts=True)
+    else:
+        powers = np.left_shift(np.int64(1), np.arange(n - 1, -1, -1, dtype=np.int64))
+        codes, inverse, counts = np.unique(
+            rows.astype(np.int64) @ powers, return_inverse=True, return_counts=True
+        )
+        unique = ((codes[:, np.newaxis] & powers[np.newaxis, :]) != 0).astype(np.uint8)
+    return unique, inverse.reshape(-1), counts.astype(np.int64)
+
+
 @runtime_checkable
 class EvaluationLike(Protocol):
     """A decision judged on the true data: an objective and a JSON-friendly report."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from qhybrid.portfolio.formulation import Formulation, SearchMemo, as_bit_matrix
+from qhybrid.portfolio.formulation import Formulation, SearchMemo, as_bit_matrix, unique_rows
 from qhybrid.portfolio.lots import LotsProblem
 
 
@@ -128,8 +128,8 @@ def _merged(
     if weights.size and (not np.issubdtype(weights.dtype, np.integer) or weights.min() < 0):
         raise ValueError("counts must be non-negative integers")
     rows = as_bit_matrix(raw, nv).astype(np.uint8)
-    unique, inverse = np.unique(rows, axis=0, return_inverse=True)
-    merged = np.bincount(inverse.reshape(-1), weights=weights, minlength=unique.shape[0])
+    unique, inverse, _ = unique_rows(rows)
+    merged = np.bincount(inverse, weights=weights, minlength=unique.shape[0])
     seen = merged > 0
     return unique[seen], np.rint(merged[seen]).astype(np.int64)
 
@@ -165,7 +165,8 @@ def judge(
     rank_value = np.where(feasible, objectives, 0.0)
     order = np.lexsort((*reversed_bits, -merged, rank_value, ~feasible))
     candidates = order[:top_k]
-    repaired = tuple(f.repair(unique[k]) for k in candidates)
+    # Repair returns a feasible row as it is (Formulation.repair): only the others need it.
+    repaired = tuple(unique[k].copy() if feasible[k] else f.repair(unique[k]) for k in candidates.tolist())
     repaired_values = f.objective(np.stack(repaired))
     if feasible.any():
         quantum_best, quantum_source = unique[order[0]], "sample"

@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 from qhybrid.domain import conditioned
 from qhybrid.domain.qubo import FloatArray
 from qhybrid.domain.result import SamplerReport
+from qhybrid.portfolio import kernels
 from qhybrid.portfolio.formulation import Formulation, relax_levels
 from qhybrid.portfolio.lots import LotsProblem
 from qhybrid.portfolio.selection import SelectionProblem
@@ -186,6 +187,11 @@ class _Chains:
         """The changes of one round of proposals (not applied): the schedule's scale."""
         return self.propose()[2]
 
+    def steps(self, temperatures: FloatArray) -> None:
+        """One Metropolis step of every chain at each of ``temperatures``, in order."""
+        for temperature in temperatures.tolist():
+            self.step(temperature)
+
     def step(self, temperature: float) -> None:
         """One Metropolis step of every chain at ``temperature``."""
         source, target, delta = self.propose()
@@ -250,9 +256,9 @@ class _TableChains:
         fresh.restarted()
         return fresh
 
-    def _draws(self) -> tuple[NDArray[np.int64], FloatArray]:
-        # Random numbers are drawn for many steps at once: one call per step would cost more than
-        # the step.
+    def _draws(self, count: int) -> tuple[NDArray[np.int64], FloatArray]:
+        # Random numbers are drawn for _BLOCK steps at once, in the same calls whatever the steps
+        # are asked for at a time: the chains depend only on the number of steps run.
         if self._block is None or self._used == _BLOCK:
             self._block = (
                 self.rng.integers(0, self.moves, (_BLOCK, self.count)),
@@ -260,20 +266,40 @@ class _TableChains:
             )
             self._used = 0
         moves, exponentials = self._block
-        self._used += 1
-        return moves[self._used - 1], exponentials[self._used - 1]
+        start, self._used = self._used, min(_BLOCK, self._used + count)
+        return moves[start : self._used], exponentials[start : self._used]
 
     def first_changes(self) -> FloatArray:
         """The changes of one round of proposals (not applied): the schedule's scale."""
         cells = self.row + self.rng.integers(0, self.moves, self.count)
         return np.asarray(self.change[cells], dtype=np.float64)
 
+    def steps(self, temperatures: FloatArray) -> None:
+        """One Metropolis step of every chain at each of ``temperatures``, in order.
+
+        A step draws a move and an exponential per chain and moves chain ``c`` to
+        ``next_row[cell]`` when ``change[cell] <= temperature · exponential`` (``cell`` = its row
+        plus the move): compiled (:func:`qhybrid.portfolio.kernels.table_steps`), on the random
+        numbers drawn here.
+        """
+        kernel = kernels.table_steps()
+        temperatures = np.ascontiguousarray(temperatures, dtype=np.float64)
+        done = 0
+        while done < temperatures.size:
+            moves, exponentials = self._draws(temperatures.size - done)
+            kernel(
+                self.row,
+                moves,
+                exponentials,
+                self.change,
+                self.next_row,
+                temperatures[done : done + moves.shape[0]],
+            )
+            done += moves.shape[0]
+
     def step(self, temperature: float) -> None:
         """One Metropolis step of every chain at ``temperature``."""
-        moves, exponentials = self._draws()
-        cell = self.row + moves
-        accept = self.change.take(cell) <= temperature * exponentials
-        np.copyto(self.row, self.next_row.take(cell), where=accept)
+        self.steps(np.array([temperature], dtype=np.float64))
 
     def bits(self) -> NDArray[np.uint8]:
         """The chains' states as bits."""
@@ -282,6 +308,8 @@ class _TableChains:
 
 #: Steps whose random numbers are drawn at once by :class:`_TableChains`.
 _BLOCK = 64
+#: Steps :func:`_anneal` runs between two looks at its deadline.
+_CHECK = 16
 #: Selections are annealed on a table (:class:`_TableChains`) while it has at most this many cells.
 TABLE_CELLS = 1 << 18
 
@@ -313,11 +341,21 @@ def _anneal(
     temperature = median if median > 0.0 else 1.0
     ratio = FINAL_TEMPERATURE_SHARE ** (1.0 / max(1, steps - 1))
     done = 0
-    for index in range(steps):
-        chains.step(temperature)
-        temperature *= ratio
-        done += 1
-        if deadline is not None and index % 16 == 15 and done >= at_least and time.perf_counter() > deadline:
+    # Steps run _CHECK at a time (the deadline is looked at between them): each chunk's
+    # temperatures are the running product, multiplied as one step after another would.
+    while done < steps:
+        chunk = np.empty(min(_CHECK, steps - done), dtype=np.float64)
+        for k in range(chunk.size):
+            chunk[k] = temperature
+            temperature *= ratio
+        chains.steps(chunk)
+        done += chunk.size
+        if (
+            deadline is not None
+            and done % _CHECK == 0
+            and done >= at_least
+            and time.perf_counter() > deadline
+        ):
             break
     return done
 
