@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cloud import CloudServer, start_cloud
-from tests.support.processes import Process, free_port, start_process
+from tests.support.processes import Process, free_port, start_process, wait_until_healthy
 from tests.support.servers import MotoServer
 
 FAST = {
@@ -96,16 +96,16 @@ def start_stack(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[
         stack = Stack(env=stack_vars, folder=tmp_path / "logs", cloud=cloud)
         stacks.append(stack)
         stack.api_url = f"http://127.0.0.1:{api_port}"
-        stack.processes.append(
-            start_process(
-                "api",
-                ["-m", "qhybrid", "serve", "--port", str(api_port)],
-                log_dir=stack.folder,
-                env=stack_vars,
-                health_url=f"{stack.api_url}/healthz",  # /readyz needs a key once keys exist
-            )
+        api = start_process(
+            "api", ["-m", "qhybrid", "serve", "--port", str(api_port)], log_dir=stack.folder, env=stack_vars
         )
+        stack.processes.append(api)
+        # The worker starts while the API does (each spends seconds importing), as two services
+        # of one deployment would: neither needs the other to start (the migration and the KEK
+        # file are created once under a lock / O_EXCL), and a job waits in the queue until the
+        # worker consumes. Only then does the test get the stack, once the API answers.
         stack.start_worker()
+        wait_until_healthy(api, f"{stack.api_url}/healthz")  # /readyz needs a key once keys exist
         return stack
 
     yield start

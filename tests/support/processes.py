@@ -81,17 +81,27 @@ def start_process(
             [sys.executable, *args], stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=cwd
         )
     proc = Process(name=name, popen=popen, log_path=log_path)
-    if health_url is None:
-        return proc
+    if health_url is not None:
+        wait_until_healthy(proc, health_url, timeout=timeout)
+    return proc
+
+
+def wait_until_healthy(proc: Process, health_url: str, *, timeout: float = 60.0) -> None:
+    """Wait until ``health_url`` answers 200 while ``proc`` runs.
+
+    Raises:
+        RuntimeError: If the process exits or does not become healthy in time (with its log);
+            the process is stopped in the second case.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not proc.alive():
-            raise RuntimeError(f"{name} exited with {popen.returncode}:\n{proc.log()[-4000:]}")
+            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.log()[-4000:]}")
         try:
             if httpx.get(health_url, timeout=2.0).status_code == 200:
-                return proc
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
     proc.stop()
-    raise RuntimeError(f"{name} not healthy at {health_url} after {timeout}s:\n{proc.log()[-4000:]}")
+    raise RuntimeError(f"{proc.name} not healthy at {health_url} after {timeout}s:\n{proc.log()[-4000:]}")
