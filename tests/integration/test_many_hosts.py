@@ -29,7 +29,6 @@ from tests.support.fleet import (
     start_api,
     submit,
     wait_all_terminal,
-    wait_api,
 )
 from tests.support.processes import Process, free_port
 from tests.support.servers import MotoServer
@@ -74,11 +73,9 @@ def test_other_hosts_finish_the_jobs_of_a_killed_host(
     processes: list[Process] = []
     try:
         api_port = free_port()
-        # The workers start while the API does; jobs are submitted once it is ready.
-        processes.append(start_api("api", api_port, a.env, a.log_dir, wait=False))
+        processes.append(start_api("api", api_port, a.env, a.log_dir))
         for host in hosts:
             host.start_worker(threads=2)
-        wait_api(processes[0], api_port)
         database_url = shared["QHYBRID_DATABASE_URL"]
         job_ids = {submit(f"http://127.0.0.1:{api_port}", SMALL_REQUEST) for _ in range(JOBS)}
 

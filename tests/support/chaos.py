@@ -27,7 +27,6 @@ from tests.support.fleet import (
     start_api,
     submit,
     wait_all_terminal,
-    wait_api,
 )
 from tests.support.processes import free_port
 from tests.support.servers import start_postgres, start_redis
@@ -109,9 +108,7 @@ def run_chaos(
     }
     host = make_host("host", work_dir, env)
     api_port = free_port()
-    # The workers start while the API does (each process spends seconds importing); jobs are
-    # submitted only once the API is ready, and the kill period starts then, as before.
-    api = start_api("api", api_port, host.env, host.log_dir, wait=False)
+    api = start_api("api", api_port, host.env, host.log_dir)
     events: list[str] = []
     kills = {"worker": 0, "database": 0, "redis": 0}
     started = time.monotonic()
@@ -122,7 +119,6 @@ def run_chaos(
     try:
         for _ in range(workers):
             host.start_worker(threads=threads)
-        wait_api(api, api_port)
         if kill_every is None:
             kill_every = max(3.0, 3 * _startup_seconds(host.workers))
             note(f"kill period {kill_every:.1f} s (3 x the workers' start-up)")

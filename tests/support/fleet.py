@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from tests.support.processes import Process, start_process, wait_until_healthy
+from tests.support.processes import Process, start_process
 
 #: Timings that let a test see leases expire and polls come round within seconds.
 FAST_ENV = {
@@ -110,18 +110,16 @@ def make_host(name: str, root: Path, shared_env: Mapping[str, str]) -> Host:
     return Host(name=name, data_dir=data_dir, env=env, log_dir=root / name / "logs")
 
 
-def start_api(name: str, port: int, env: Mapping[str, str], log_dir: Path, *, wait: bool = True) -> Process:
-    """A ``qhybrid serve`` process, once ``/readyz`` answers (``wait=False``: at once, see
-    :func:`wait_api`, so that workers can start while the API does)."""
-    proc = start_process(name, ["-m", "qhybrid", "serve", "--port", str(port)], log_dir=log_dir, env=env)
-    if wait:
-        wait_api(proc, port)
-    return proc
-
-
-def wait_api(proc: Process, port: int) -> None:
-    """Wait until the API started by :func:`start_api` answers ``/readyz``."""
-    wait_until_healthy(proc, f"http://127.0.0.1:{port}/readyz", timeout=120)
+def start_api(name: str, port: int, env: Mapping[str, str], log_dir: Path) -> Process:
+    """A ``qhybrid serve`` process, once ``/readyz`` answers."""
+    return start_process(
+        name,
+        ["-m", "qhybrid", "serve", "--port", str(port)],
+        log_dir=log_dir,
+        env=env,
+        health_url=f"http://127.0.0.1:{port}/readyz",
+        timeout=120,
+    )
 
 
 def submit(api_url: str, request: Mapping[str, Any], *, key: str | None = None, timeout: float = 120) -> str:
