@@ -118,3 +118,71 @@ def test_nested_single_threaded_blocks_set_the_limit_once(monkeypatch: pytest.Mo
     with simulator.single_threaded_blas():
         pass
     assert len(calls) == 2
+
+
+_BLAS_ACROSS_THREADS = """
+import json, sys, threading
+import numpy  # loads OpenBLAS
+from qhybrid.quantum import simulator
+
+pools = simulator._thread_pools()
+def size():
+    return sorted({pool["num_threads"] for pool in pools.select(user_api="blas").info()})
+
+seen = {"start": size()}
+if sys.argv[1] == "pinned":
+    simulator.pin_single_threaded_blas()
+a_in, a_go, a_out, b_in = (threading.Event() for _ in range(4))
+
+def job_a():
+    with simulator.single_threaded_blas():
+        a_in.set()
+        a_go.wait(10)
+    a_out.set()
+
+def job_b():
+    a_in.wait(10)
+    with simulator.single_threaded_blas():
+        b_in.set()
+        a_go.set()
+        a_out.wait(10)
+        seen["b inside, a gone"] = size()
+    seen["both gone"] = size()
+
+threads = [threading.Thread(target=job_a), threading.Thread(target=job_b)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join(10)
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("mode", ["pinned", "blocks only"])
+def test_a_pinned_process_keeps_one_blas_thread_while_job_threads_open_and_close_blocks(mode: str) -> None:
+    # Two job threads as a worker runs them: A opens a block, B opens one, A leaves while B is
+    # still inside. Unpinned, threadpoolctl (3.8) lets only A change the pool and A's exit gives it
+    # back its threads under B's simulation; pinned (a worker's start-up), it stays at one.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in {"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"}}
+    out = subprocess.run(
+        [sys.executable, "-c", _BLAS_ACROSS_THREADS, mode],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    seen = json.loads(out.stdout)
+    assert seen["start"] and max(seen["start"]) > 1, f"needs a BLAS pool of 2+ threads: {seen}"
+    if mode == "pinned":
+        assert seen["b inside, a gone"] == [1]
+        assert seen["both gone"] == [1]
+    else:
+        # What the pin is for (threadpoolctl's documented behaviour; if a release changes it, the
+        # pin may no longer be needed): B's block ran on the pool's full size.
+        assert seen["b inside, a gone"] == seen["start"]

@@ -24,6 +24,7 @@ from qhybrid.jobs.reconciler import Reconciler
 from qhybrid.jobs.store import JobStore
 from qhybrid.portfolio import kernels
 from qhybrid.quantum.circuit import transpile_on_calling_thread
+from qhybrid.quantum.simulator import pin_single_threaded_blas
 
 log = logging.getLogger("qhybrid.worker")
 
@@ -39,6 +40,8 @@ class Worker:
         self.settings = settings
         # Before any thread starts: one job per worker thread, so no thread pool per transpile.
         transpile_on_calling_thread()
+        # And one BLAS thread for the whole process, held by this thread (see the function).
+        pin_single_threaded_blas()
         settings.ensure_dirs()
         self.db = Database(settings.resolved_database_url)
         self.db.migrate()

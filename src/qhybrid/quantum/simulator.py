@@ -82,6 +82,22 @@ def single_threaded_blas() -> Iterator[None]:
             _blas_limited.depth = 0
 
 
+def pin_single_threaded_blas() -> None:
+    """One BLAS thread for the whole process from now on: a worker's start-up, on its main thread.
+
+    :func:`single_threaded_blas` alone does not hold in a process whose threads open and close
+    blocks side by side. threadpoolctl (3.8) lets one thread at a time change OpenBLAS's
+    process-wide pool, silently ignores the others, and restores the size it found when that
+    thread's block closes: so one worker thread leaving its block gave the pool back its threads
+    while another thread was still simulating inside its own, and that one could leave the pool
+    at one thread for good. A worker runs one job per thread and wants one BLAS thread everywhere
+    (the products are small; more threads contend for the same cores). Called on the main thread,
+    which then keeps control of the pool while it lives: the blocks of the job threads change
+    nothing. ``tests/quantum/test_simulator.py`` shows the limit holding across threads.
+    """
+    _thread_pools().limit(limits=1, user_api="blas")
+
+
 def _validated(
     cost: FloatArray, num_qubits: int, gammas: AngleValues, betas: AngleValues
 ) -> tuple[FloatArray, list[float], list[float]]:
