@@ -501,7 +501,7 @@ def validate_program(
         if isinstance(found, tuple):
             measured.add(number, *found)
             continue
-        if measured.qubits:  # measured.started
+        if measured.started:
             raise PayloadError(number, "measure", "no gate may follow the measurements")
         gates[found] += 1
         applied += 1
