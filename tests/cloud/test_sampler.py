@@ -265,3 +265,23 @@ def test_anything_else_goes_to_the_importers_as_before(line: str) -> None:
 )
 def test_other_headers_go_to_the_importers(program: str) -> None:
     assert sampler._load_canonical(program) is None
+
+
+def test_the_canonical_reader_is_used_only_where_it_builds_the_native_importers_circuit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # It builds gates through Qiskit records that are not public API: checked once at import.
+    assert sampler._CANONICAL_READER_HOLDS  # on the installed Qiskit
+    assert not sampler._canonical_reader_holds(lambda program: QuantumCircuit(3, 3))
+    assert not sampler._canonical_reader_holds(
+        lambda program: sampler._load_canonical(program.replace("0.375", "0.5"))
+    )
+
+    def broken(program: str) -> QuantumCircuit | None:
+        raise AttributeError("_standard_gate")
+
+    assert not sampler._canonical_reader_holds(broken)
+    # Where it does not hold, programs go to the importers: the same circuit.
+    monkeypatch.setattr(sampler, "_CANONICAL_READER_HOLDS", False)
+    monkeypatch.setattr(sampler, "_load_canonical", broken)
+    assert load_program(BELL_CANONICAL) == sampler._load_native(BELL_CANONICAL)
