@@ -46,7 +46,7 @@ from qhybrid.jobs.models import utcnow
 from qhybrid.jobs.queue import make_queue
 from qhybrid.jobs.store import JobStore
 from tests.support.cloud import CloudServer, start_cloud
-from tests.support.fleet import SMALL_REQUEST, libpq, make_host, new_kek
+from tests.support.fleet import SMALL_REQUEST, libpq, make_host, new_secret
 from tests.support.servers import PostgresCluster, RedisServer, start_postgres, start_redis
 
 #: The worker settings of the run: polls as fast as the instant cloud answers, logs at INFO as deployed.
@@ -159,7 +159,7 @@ def one_run(
         "QHYBRID_REDIS_URL": redis_server.url,
         "QHYBRID_QUEUE_NAME": name,
         "QHYBRID_DATABASE_URL": database_url,
-        "QHYBRID_KEY_ENCRYPTION_KEY": new_kek(),
+        "QHYBRID_KEY_ENCRYPTION_KEY": new_secret(),
         "QHYBRID_CLOUD_URL": cloud.base_url,
         "QHYBRID_CLOUD_TOKEN": cloud.token,
         "QHYBRID_CLOUD_CA_FILE": str(cloud.ca_file),

@@ -30,7 +30,7 @@ from qhybrid.jobs.models import utcnow
 from qhybrid.jobs.queue import make_queue
 from qhybrid.jobs.store import JobStore
 from tests.support.cloud import CloudServer, start_cloud
-from tests.support.fleet import SMALL_REQUEST, Host, make_host, new_kek, wait_all_terminal
+from tests.support.fleet import SMALL_REQUEST, Host, make_host, new_secret, wait_all_terminal
 from tests.support.servers import FAKE_AWS_ENV, PostgresCluster, start_moto, start_postgres, start_redis
 
 TIMINGS = {
@@ -77,7 +77,7 @@ def one_row(
         **TIMINGS,
         **queue_env,
         "QHYBRID_DATABASE_URL": database_url,
-        "QHYBRID_KEY_ENCRYPTION_KEY": new_kek(),
+        "QHYBRID_KEY_ENCRYPTION_KEY": new_secret(),
         "QHYBRID_CLOUD_URL": cloud.base_url,
         "QHYBRID_CLOUD_TOKEN": cloud.token,
         "QHYBRID_CLOUD_CA_FILE": str(cloud.ca_file),

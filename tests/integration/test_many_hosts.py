@@ -1,10 +1,11 @@
-"""Workers on several hosts share nothing but PostgreSQL, the queue and the KEK from a secret.
+"""Workers on several hosts share nothing but PostgreSQL, the queue and two secrets.
 
 Hosts are simulated by separate processes with separate data directories (no shared files: each
-keeps its own audit log, and no key file exists, the KEK comes from the environment as a secret
-manager would hand it out); network namespaces are not used. One host's workers are killed -9
-while they are in the middle of jobs; the other hosts finish those jobs, opening keys sealed on
-the dead host, and the provider sees one submission per job.
+keeps its own audit log, and no key file exists: the KEK and the gateway's token key come from
+the environment as a secret manager would hand them out); network namespaces are not used. One
+host's workers are killed -9 while they are in the middle of jobs; the other hosts finish those
+jobs, opening keys sealed on the dead host and sending tokens it stored, and the provider sees
+one submission per job.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from tests.support.fleet import (
     Host,
     job_events,
     make_host,
-    new_kek,
+    new_secret,
     pid_of,
     remote_tasks,
+    results,
     start_api,
     submit,
     wait_all_terminal,
@@ -40,8 +42,14 @@ JOBS = 12
 
 @pytest.fixture(params=["redis", "sqs"])
 def shared_env(request: pytest.FixtureRequest, postgres_url: str) -> dict[str, str]:
-    """What the hosts share: the database, the queue and the KEK."""
-    env = {**FAST_ENV, "QHYBRID_DATABASE_URL": postgres_url, "QHYBRID_KEY_ENCRYPTION_KEY": new_kek()}
+    """What the hosts share: the database, the queue, the KEK and the gateway's token key."""
+    env = {
+        **FAST_ENV,
+        "QHYBRID_DATABASE_URL": postgres_url,
+        "QHYBRID_KEY_ENCRYPTION_KEY": new_secret(),
+        # A token stored by host-b before its POST must pass the survivors' gateways.
+        "QHYBRID_EGRESS_TOKEN_KEY": new_secret(),
+    }
     if request.param == "redis":
         env["QHYBRID_REDIS_URL"] = request.getfixturevalue("redis_server")
         env["QHYBRID_QUEUE_NAME"] = request.getfixturevalue("queue_name")
@@ -87,6 +95,9 @@ def test_other_hosts_finish_the_jobs_of_a_killed_host(
         states = wait_all_terminal(database_url, job_ids, timeout=180)
         logs = "\n".join(w.log()[-2000:] for h in hosts for w in h.workers)
         assert {states[j] for j in job_ids} == {"COMPLETED"}, logs
+        # Every answer came from the QPU: a classical fallback would hide a job the survivors lost.
+        sources = {job: result.get("source") for job, result in results(database_url).items()}
+        assert "classical_fallback" not in {sources[j] for j in job_ids}, (sources, logs)
         events = job_events(database_url)
         finisher = {job: pid_of(actor) for job, state, actor in events if state == "COMPLETED"}
         survivors = a.pids() | c.pids()
@@ -104,6 +115,7 @@ def test_other_hosts_finish_the_jobs_of_a_killed_host(
             report = verify(host.data_dir / "audit" / "egress.log")
             assert report.ok and report.entries > 0, report
             assert not (host.data_dir / "keys" / "kek").exists()
+            assert not (host.data_dir / "gateway" / "token-key").exists()
     finally:
         for host in hosts:
             host.stop()

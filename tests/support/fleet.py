@@ -50,8 +50,8 @@ SMALL_REQUEST: dict[str, Any] = {
 }
 
 
-def new_kek() -> str:
-    """A key-encryption key as a secret manager would hand it out (base64 of 32 bytes)."""
+def new_secret() -> str:
+    """A 32-byte key (the KEK, the token key) as a secret manager would hand it out, in base64."""
     return base64.b64encode(os.urandom(32)).decode()
 
 
@@ -103,7 +103,7 @@ class Host:
 
 
 def make_host(name: str, root: Path, shared_env: Mapping[str, str]) -> Host:
-    """A host whose only shared state is what ``shared_env`` points at (database, queue, KEK)."""
+    """A host whose only shared state is what ``shared_env`` points at (database, queue, secrets)."""
     data_dir = root / name / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {**shared_env, "QHYBRID_DATA_DIR": str(data_dir)}

@@ -312,6 +312,10 @@ class BackendRegistry:
         """A client token for a provider task, minted by the gateway (the journey stores it first)."""
         return self.tokens.mint()
 
+    def minted(self, token: str) -> bool:
+        """Whether this gateway's key minted ``token``, so that its route table lets it through."""
+        return self.tokens.is_minted(token)
+
     def get(self, name: str) -> QuantumBackend:
         """The adapter for ``name``.
 

@@ -120,6 +120,7 @@ def worker(
     log_level: Annotated[str, typer.Option(envvar="QHYBRID_LOG_LEVEL", help="Log level.")] = "info",
 ) -> None:
     """Run a worker: the queue consumer and the reconciler (SIGTERM lets running steps finish)."""
+    from qhybrid.gateway.tokens import ForeignTokenError
     from qhybrid.jobs.worker import Worker
     from qhybrid.proxy.keys import KekMissingError
 
@@ -128,7 +129,7 @@ def worker(
     checked_database(settings)
     try:
         started = Worker(settings)
-    except KekMissingError as exc:
+    except (KekMissingError, ForeignTokenError) as exc:
         # No job is lost: nothing was created or changed; restoring the key lets the worker start.
         fail(str(exc), ExitCode.REFUSED)
     started.run(threads=threads)

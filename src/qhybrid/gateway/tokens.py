@@ -42,6 +42,18 @@ class TokenKeyError(KeyFileError):
     """The token key is missing, malformed, or its file is readable by others."""
 
 
+#: Why a token minted elsewhere cannot be used here, and what the operator sets to fix it.
+NOT_MINTED_HERE = (
+    "was minted under another gateway token key (another host's QHYBRID_EGRESS_TOKEN_KEY, or its "
+    "<data_dir>/gateway/token-key): this gateway refuses to send it, so the task can be neither "
+    "looked up nor submitted from here; set the same QHYBRID_EGRESS_TOKEN_KEY on every worker host"
+)
+
+
+class ForeignTokenError(TokenKeyError):
+    """Tokens stored for unsubmitted tasks were minted under another token key (another host's)."""
+
+
 class TokenMinter:
     """Mints client tokens and recognises the ones it minted.
 

@@ -32,6 +32,7 @@ from qhybrid.domain.errors import PermanentError
 from qhybrid.domain.request import JobRequest, load_stored_request
 from qhybrid.domain.result import EstimateReport
 from qhybrid.domain.states import TERMINAL_TASK_STATES, JobState, TaskState
+from qhybrid.gateway.tokens import NOT_MINTED_HERE
 from qhybrid.jobs import pipeline, subproblems
 from qhybrid.jobs.models import Job, RemoteTask, utcnow
 from qhybrid.jobs.queue import JobQueue
@@ -158,6 +159,10 @@ class DecomposedSteps:
                     raise PermanentBackendError("the sub-problem's task row could not be written")
             elif row.task_id is not None:
                 continue
+            elif not self.backends.minted(row.client_token):
+                raise PermanentBackendError(
+                    f"the stored client token of sub-problem {part} of round {state.round} " + NOT_MINTED_HERE
+                )
             else:
                 # A previous worker stored the token and may have reached the provider: ask first.
                 task_id = backend.find_task(row.client_token)

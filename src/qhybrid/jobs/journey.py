@@ -41,6 +41,7 @@ from qhybrid.domain.states import (
     TaskState,
 )
 from qhybrid.gateway.context import current_job
+from qhybrid.gateway.tokens import NOT_MINTED_HERE, ForeignTokenError
 from qhybrid.jobs import pipeline
 from qhybrid.jobs.decomposed import DecomposedSteps
 from qhybrid.jobs.lease import kept_lease
@@ -138,6 +139,24 @@ def vault_from(settings: Settings, store: JobStore | None = None) -> KeyVault:
     return vault
 
 
+def check_task_tokens(store: JobStore, backends: BackendRegistry) -> None:
+    """Refuse to start when unfinished jobs wait on client tokens this gateway did not mint.
+
+    A worker stores a task's token before the provider call; if it dies, whichever worker takes
+    the job next must look the task up, or submit it, under that very token. A host whose token
+    key differs cannot (its gateway refuses foreign tokens), and the job would end in the
+    classical fallback with the provider task perhaps already paid for.
+
+    Raises:
+        ForeignTokenError: Naming the setting, with how many tokens this host cannot send.
+    """
+    foreign = sum(1 for token in store.unsubmitted_tokens() if not backends.minted(token))
+    if foreign:
+        raise ForeignTokenError(
+            f"{foreign} unfinished job task(s) hold a client token that {NOT_MINTED_HERE}, and start again"
+        )
+
+
 def _request(job: Job) -> JobRequest:
     """The job's request, read back into the contract it was accepted under.
 
@@ -205,6 +224,7 @@ class Journey(DecomposedSteps):
         self.queue = queue
         self.backends = backends
         self.vault = vault or vault_from(settings, store)
+        check_task_tokens(store, backends)
         # The row as the last move of a run left it, by lease owner (one per run): the next step
         # starts from it instead of reading the row just written. Popped by the run's next step.
         self._moved_rows: dict[str, Job] = {}
@@ -324,6 +344,10 @@ class Journey(DecomposedSteps):
         task_id: str | None = None
         if row.client_token != token:
             task_id = row.task_id
+            if task_id is None and not self.backends.minted(row.client_token):
+                raise PermanentBackendError(
+                    f"the stored client token of attempt {job.attempt} {NOT_MINTED_HERE}"
+                )
             if task_id is None:
                 # A previous worker stored the token and may have reached the provider before it
                 # died: ask the provider before submitting, so a paid task is never created twice.

@@ -1080,6 +1080,21 @@ class JobStore:
                 update(_TASKS).where(_TASKS.c.id == task_row_id).values(updated_at=utcnow(), **fields)
             )
 
+    def unsubmitted_tokens(self) -> list[str]:
+        """The client tokens of unfinished jobs' task rows that hold no task id yet.
+
+        A worker that stored such a token may have died before or during the provider call; the
+        next worker must look the task up, or submit, under that very token.
+        """
+        unfinished = Job.state.not_in([s.value for s in TERMINAL_STATES])
+        query = (
+            select(RemoteTask.client_token)
+            .join(Job, Job.id == RemoteTask.job_id)
+            .where(RemoteTask.task_id.is_(None), unfinished)
+        )
+        with self.db.read() as session:
+            return [str(token) for token in session.scalars(query)]
+
     # ------------------------------------------------------------------------- sealed keys
 
     def count_sealed_keys(self) -> int:
