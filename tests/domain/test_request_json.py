@@ -10,8 +10,25 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from qhybrid.domain import request_json
 from qhybrid.domain.request import MAX_PRICE, PREVALIDATED_PRICE_ROWS, JobRequest
-from qhybrid.domain.request_json import parse_price_request, price_matrix, stored_document
+from qhybrid.domain.request_json import ParsedPrices, parse_price_request, price_matrix, stored_document
+
+#: Each reader alone (parse_price_request tries pysimdjson, then orjson).
+_READERS = {"simdjson": request_json._read_with_simdjson, "orjson": request_json._read_with_orjson}
+
+
+@pytest.fixture(params=sorted(_READERS))
+def read(request: pytest.FixtureRequest) -> Any:
+    """One of the two readers of a price body."""
+    return _READERS[request.param]
+
+
+def _with_lists(request: JobRequest) -> JobRequest:
+    """The request with its price rows as lists (the simdjson reader leaves numpy rows)."""
+    assert request.prices is not None
+    rows = [[float(price) for price in row] for row in request.prices.values]
+    return request.model_copy(update={"prices": request.prices.model_copy(update={"values": rows})})
 
 
 def _number(rng: random.Random, value: float) -> str:
@@ -83,15 +100,15 @@ def _general(raw: bytes) -> str | None:
         return None
 
 
-def test_valid_bodies_give_the_general_paths_document_byte_for_byte() -> None:
+def test_valid_bodies_give_the_general_paths_document_byte_for_byte(read: Any) -> None:
     rng = random.Random(20261207)
     for _ in range(400):
         body, texts = _body(rng)
         raw = _encode(rng, body, texts)
-        parsed = parse_price_request(raw)
+        parsed = read(raw)
         assert parsed is not None, raw[:300]
         expected = JobRequest.model_validate_json(raw)
-        assert parsed.request == expected
+        assert _with_lists(parsed.request) == expected
         assert stored_document(parsed.request, parsed) == expected.model_dump_json()
         # As the route uses it: a copy with the deployment's defaults written in.
         copy = parsed.request.model_copy(update={"shots": 99, "privacy": "high"})
@@ -102,12 +119,12 @@ def test_valid_bodies_give_the_general_paths_document_byte_for_byte() -> None:
         np.testing.assert_array_equal(parsed.matrix, np.array(expected.prices.values))  # type: ignore[union-attr]
 
 
-def test_the_same_request_written_differently_gives_the_same_document() -> None:
+def test_the_same_request_written_differently_gives_the_same_document(read: Any) -> None:
     rng = random.Random(7)
     body, texts = _body(rng)
     documents = set()
     for _ in range(20):
-        parsed = parse_price_request(_encode(rng, body, [[repr(float(t)) for t in row] for row in texts]))
+        parsed = read(_encode(rng, body, [[repr(float(t)) for t in row] for row in texts]))
         assert parsed is not None
         documents.add(stored_document(parsed.request, parsed))
     assert len(documents) == 1
@@ -135,21 +152,21 @@ _MUTATIONS: list[tuple[str, str]] = [
 
 
 @pytest.mark.parametrize(("name", "replacement"), _MUTATIONS, ids=[m[0] for m in _MUTATIONS])
-def test_a_bad_price_is_never_accepted_by_the_fast_path(name: str, replacement: str) -> None:
+def test_a_bad_price_is_never_accepted_by_the_fast_path(name: str, replacement: str, read: Any) -> None:
     rng = random.Random(name)
     for _ in range(20):
         body, texts = _body(rng)
         texts[rng.randrange(len(texts))][rng.randrange(len(texts[0]))] = replacement
         raw = _encode(rng, body, texts)
         general = _general(raw)
-        parsed = parse_price_request(raw)
+        parsed = read(raw)
         if parsed is None:
             continue  # the general path decides (and names the field and rule when it refuses)
         assert general is not None, f"{name}: accepted by the fast path only"
         assert stored_document(parsed.request, parsed) == general
 
 
-def test_shapes_and_rules_the_fast_path_leaves_to_the_general_path() -> None:
+def test_shapes_and_rules_the_fast_path_leaves_to_the_general_path(read: Any) -> None:
     rng = random.Random(3)
     cases = 0
     for _ in range(300):
@@ -173,12 +190,12 @@ def test_shapes_and_rules_the_fast_path_leaves_to_the_general_path() -> None:
             body["prices"]["dates"] = body["prices"]["dates"][: len(texts)]
         raw = _encode(rng, body, texts)
         assert _general(raw) is None
-        assert parse_price_request(raw) is None
+        assert read(raw) is None
         cases += 1
     assert cases == 300
 
 
-def test_other_bodies_are_left_to_the_general_path() -> None:
+def test_other_bodies_are_left_to_the_general_path(read: Any) -> None:
     moments = {
         "assets": [{"name": "A", "expected_return": 0.01}, {"name": "B", "expected_return": 0.02}],
         "covariance": [[0.1, 0.0], [0.0, 0.2]],
@@ -186,6 +203,7 @@ def test_other_bodies_are_left_to_the_general_path() -> None:
     }
     for raw in [json.dumps(moments).encode(), b"", b"[]", b"{", b'{"prices": {"values": 3}}', b'"values"']:
         assert parse_price_request(raw) is None
+        assert read(raw) is None
 
 
 def test_price_matrix_refuses_what_numpy_would_coerce() -> None:
@@ -230,7 +248,7 @@ _ODD_VALUES += ['" 2 "', '"2.0"', "-1", "0", '"weights"', '"x-warm"', '"log"']
 
 
 @pytest.mark.parametrize("field", _FIELDS)
-def test_other_fields_read_the_same_in_python_mode_as_from_json(field: str) -> None:
+def test_other_fields_read_the_same_in_python_mode_as_from_json(field: str, read: Any) -> None:
     # The fast path validates the rest of the body from orjson's objects (pydantic's Python mode);
     # the general path from the bytes (JSON mode). Lax conversions must agree, refusals too.
     accepted = 0
@@ -242,9 +260,106 @@ def test_other_fields_read_the_same_in_python_mode_as_from_json(field: str) -> N
         parent, _, name = field.rpartition(".")
         (body.setdefault(parent, {}) if parent else body)[name] = "@"
         raw = json.dumps(body).replace('"@"', value).encode()
-        parsed = parse_price_request(raw)
+        parsed = read(raw)
         general = _general(raw)
         if parsed is not None:
             accepted += 1
             assert stored_document(parsed.request, parsed) == general, (field, value)
     assert accepted  # some odd value of every field is accepted: the comparison ran
+
+
+_SHAPES = [
+    ("a one-price array in a row", "[[1.5, [2.5]], [1.5, 2.5], [1.5, 2.5]]"),
+    ("a nested row", "[[[1.5, 2.5]], [1.5, 2.5], [1.5, 2.5]]"),
+    ("a row split in two", "[[1.5], [2.5], [1.5, 2.5], [1.5, 2.5]]"),
+    ("a number for a row, the count made up", "[1.5, [2.5, [1.5, 2.5]], [1.5, 2.5], [1.5, 2.5]]"),
+    ("ragged rows of the right total", "[[1.5, 2.5, 3.5], [1.5], [1.5, 2.5], [1.5, 2.5]]"),
+    ("an empty array in a row", "[[1.5, 2.5, []], [1.5, 2.5], [1.5, 2.5]]"),
+    ("an object for a row", '[{"a": 1.5, "b": 2.5}, [1.5, 2.5], [1.5, 2.5]]'),
+    ("a string for a row", '["ab", [1.5, 2.5], [1.5, 2.5]]'),
+    ("null", "[[null, 2.5], [1.5, 2.5], [1.5, 2.5]]"),
+    # pydantic's lax mode reads true as 1.0: the fast path leaves that decision to it.
+    ("a boolean", "[[true, 2.5], [1.5, 2.5], [1.5, 2.5]]"),
+]
+
+
+@pytest.mark.parametrize(("name", "matrix"), _SHAPES, ids=[s[0] for s in _SHAPES])
+def test_a_matrix_that_is_not_one_number_per_cell_is_refused(name: str, matrix: str, read: Any) -> None:
+    # pysimdjson's buffer flattens nested arrays: [[1.5, [2.5]], ...] would read as [[1.5, 2.5], ...].
+    for names in ('"A", "B"', '"A", "B\\u005b"', '"A[", "B"'):
+        raw = f'{{"prices": {{"assets": [{names}], "values": {matrix}}}, "budget": 1}}'.encode()
+        assert _general(raw) is None or name == "a boolean", name
+        assert read(raw) is None, name
+        assert parse_price_request(raw) is None, name
+
+
+def _valid(names: str = '"A", "B"', extra: str = "") -> bytes:
+    prices = f'"assets": [{names}], "values": [[1, 2], [3, 4.5], [5, 6]]{extra}'
+    return f'{{"prices": {{{prices}}}, "budget": 1}}'.encode()
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("a [ in a name", _valid('"A[", "B"')),
+        ("an escaped [ in a name", _valid('"A\\u005b", "B"')),
+        ("a [ in a date", _valid(extra=', "dates": ["a", "b[", "c"]')),
+        ("a repeated key", _valid(extra=', "values": [[1, 2], [3, 4], [5, 7]]')),
+        ("a byte order mark", b"\xef\xbb\xbf" + _valid()),
+    ],
+)
+def test_bodies_pysimdjson_does_not_read_go_to_orjson_or_pydantic(name: str, raw: bytes) -> None:
+    assert request_json._read_with_simdjson(raw) is None, name
+    parsed = parse_price_request(raw)
+    general = JobRequest.model_validate(json.loads(raw))  # json.loads: the route's second try
+    if parsed is not None:
+        assert stored_document(parsed.request, parsed) == general.model_dump_json(), name
+
+
+def test_pysimdjson_reads_the_matrix_without_python_floats() -> None:
+    parsed = request_json._read_with_simdjson(_valid())
+    assert isinstance(parsed, ParsedPrices)
+    assert all(isinstance(row, np.ndarray) and row.base is not None for row in parsed.rows)
+    np.testing.assert_array_equal(parsed.matrix, [[1, 2], [3, 4.5], [5, 6]])
+    assert '"values":[[1.0,2.0],[3.0,4.5],[5.0,6.0]]' in stored_document(parsed.request, parsed)
+    with pytest.raises(Exception, match="ndarray"):  # never serialised by pydantic by mistake
+        parsed.request.model_dump_json()
+
+
+def test_without_pysimdjson_orjson_reads_price_bodies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(request_json, "_simdjson", None)
+    parsed = parse_price_request(_valid())
+    assert parsed is not None
+    assert isinstance(parsed.rows[0], list)
+    expected = JobRequest.model_validate_json(_valid()).model_dump_json()
+    assert stored_document(parsed.request, parsed) == expected
+
+
+def test_random_damage_to_the_matrix_text_is_never_accepted_wrongly(read: Any) -> None:
+    # Brackets, commas, numbers and other values inserted or removed at random in the matrix's
+    # text: whatever a reader accepts, pydantic accepts too and stores the same document.
+    rng = random.Random(12)
+    pieces = ["[", "]", ",", "1.5", "[2]", "true", '"x"', "null", "-1", "1e999", "{}", " "]
+    accepted = refused = 0
+    for _ in range(600):
+        body, texts = _body(rng)
+        raw = _encode(rng, body, texts).decode()
+        start = raw.index('"values"') + len('"values"')
+        end = start + raw[start:].index("]]") + 2
+        matrix = list(raw[start:end])
+        for _ in range(rng.randrange(1, 3)):
+            at = rng.randrange(len(matrix))
+            if rng.random() < 0.5:
+                matrix.insert(at, rng.choice(pieces))
+            else:
+                del matrix[at]
+        damaged = (raw[:start] + "".join(matrix) + raw[end:]).encode()
+        general = _general(damaged)
+        parsed = read(damaged)
+        if parsed is None:
+            refused += 1
+            continue
+        accepted += 1
+        assert general is not None, damaged[start - 10 : end + 10]
+        assert stored_document(parsed.request, parsed) == general
+    assert accepted and refused  # both kinds of outcome were exercised
