@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from qhybrid.backends import emulated_cloud
 from qhybrid.backends.base import PermanentBackendError, TaskStatus, TransientBackendError, parse_retry_after
 from qhybrid.backends.emulated_cloud import EmulatedCloudBackend
 from qhybrid.domain.device import DeviceTarget
@@ -107,6 +108,91 @@ def test_full_lifecycle(backend: EmulatedCloudBackend) -> None:
     # The same client token never makes a second task.
     assert backend.submit(X_ON_BIT0, 300, token) == task_id
     assert backend.find_task(token) == task_id
+
+
+def requests_for(cloud: CloudServer, task_id: str) -> list[str]:
+    """``METHOD target`` of every request the cloud received about ``task_id``, in order."""
+    lines = (cloud.data_dir / "received.log").read_bytes().split(b"\n")
+    out = []
+    for line in lines:
+        if line.startswith(b">>> ") and task_id.encode() in line:
+            _, _, method, target, _ = line.decode().split(" ")
+            out.append(f"{method} {target}")
+    return out
+
+
+def test_the_completed_poll_carries_the_result_and_result_sends_nothing(
+    cloud: CloudServer, backend: EmulatedCloudBackend
+) -> None:
+    task_id = backend.submit(BELL, 500, gateway_token())
+    wait_terminal(backend, task_id)
+    polls = requests_for(cloud, task_id)
+    assert polls and all(p == f"GET /v1/tasks/{task_id}?include=result" for p in polls)
+
+    result = backend.result(task_id)
+    assert requests_for(cloud, task_id) == polls  # no request for the result
+    # The same document as the result route's.
+    with cloud.client() as http:
+        separate = http.get(f"/v1/tasks/{task_id}/result").json()
+    assert result.counts == separate["counts"]
+    assert result.shots == separate["shots"] == 500
+    assert result.metadata == separate["metadata"]
+
+    # Used once: a second call asks the cloud, and gets the same.
+    again = backend.result(task_id)
+    assert requests_for(cloud, task_id)[len(polls) :] == [
+        f"GET /v1/tasks/{task_id}/result",  # the test's own request above
+        f"GET /v1/tasks/{task_id}/result",
+    ]
+    assert again == result
+
+
+def test_a_poll_before_completion_keeps_nothing(cloud: CloudServer, backend: EmulatedCloudBackend) -> None:
+    task_id = backend.submit(X_ON_BIT0, 10, gateway_token())
+    assert backend.status(task_id).state is TaskState.QUEUED
+    # No result came with the poll, so result() asks the cloud, which has none yet.
+    with pytest.raises(PermanentBackendError, match="only COMPLETED tasks have results"):
+        backend.result(task_id)
+    assert requests_for(cloud, task_id)[-1] == f"GET /v1/tasks/{task_id}/result"
+    backend.cancel(task_id)
+
+
+def test_carried_results_are_bounded_oldest_first(
+    cloud: CloudServer, backend: EmulatedCloudBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(emulated_cloud, "_CARRIED_RESULTS", 2)
+    tasks = [backend.submit(X_ON_BIT0, 10 + i, gateway_token()) for i in range(3)]
+    for task_id in tasks:
+        wait_terminal(backend, task_id)
+    # The first poll's result was dropped for the third: only that one is fetched again.
+    for i, task_id in enumerate(tasks):
+        assert backend.result(task_id).shots == 10 + i
+    fetched = [t for t in tasks if f"GET /v1/tasks/{t}/result" in requests_for(cloud, t)]
+    assert fetched == tasks[:1]
+
+
+def test_threads_sharing_the_adapter_each_get_their_own_result(
+    cloud: CloudServer, backend: EmulatedCloudBackend
+) -> None:
+    tasks = [backend.submit(X_ON_BIT0, 20 + i, gateway_token()) for i in range(4)]
+    shots: dict[str, int] = {}
+    errors: list[BaseException] = []
+
+    def work(task_id: str) -> None:
+        try:
+            wait_terminal(backend, task_id)
+            shots[task_id] = backend.result(task_id).shots
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in tasks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert shots == {t: 20 + i for i, t in enumerate(tasks)}
+    assert not any(f"GET /v1/tasks/{t}/result" in requests_for(cloud, t) for t in tasks)
 
 
 def test_bell_counts(backend: EmulatedCloudBackend) -> None:

@@ -146,6 +146,39 @@ def test_task_goes_queued_running_completed(client: httpx.Client) -> None:
     assert RUN_DELAY <= usage < since_created.total_seconds() - QUEUE_DELAY / 2
 
 
+def test_a_poll_with_include_result_carries_the_result_once_completed(client: httpx.Client) -> None:
+    task_id = client.post("/v1/tasks", json=submit_body(BELL, shots=300)).json()["task_id"]
+    queued = client.get(f"/v1/tasks/{task_id}", params={"include": "result"})
+    assert queued.status_code == 200
+    assert queued.json()["state"] == "QUEUED"
+    assert "result" not in queued.json()  # no result before COMPLETED, not even an empty one
+
+    wait_for_state(client, task_id, TERMINAL)
+    plain = client.get(f"/v1/tasks/{task_id}").json()
+    assert plain["state"] == "COMPLETED"
+    assert "result" not in plain  # without the query the status document is as it was
+    polled = client.get(f"/v1/tasks/{task_id}", params={"include": "result"}).json()
+    assert {key: value for key, value in polled.items() if key != "result"} == plain
+    assert polled["result"] == client.get(f"/v1/tasks/{task_id}/result").json()
+    assert sum(polled["result"]["counts"].values()) == 300
+
+
+def test_a_poll_with_another_include_is_a_400_naming_it(client: httpx.Client) -> None:
+    task_id = client.post("/v1/tasks", json=submit_body(X_ON_BIT0, shots=10)).json()["task_id"]
+    for value in ("results", "counts", ""):
+        refused = client.get(f"/v1/tasks/{task_id}", params={"include": value})
+        assert refused.status_code == 400, value
+        assert "include" in refused.json()["detail"]
+
+
+def test_a_cancelled_task_polled_with_include_result_has_no_result(client: httpx.Client) -> None:
+    task_id = client.post("/v1/tasks", json=submit_body(X_ON_BIT0, shots=10)).json()["task_id"]
+    client.post(f"/v1/tasks/{task_id}/cancel").raise_for_status()
+    polled = client.get(f"/v1/tasks/{task_id}", params={"include": "result"}).json()
+    assert polled["state"] == "CANCELLED"
+    assert "result" not in polled
+
+
 def test_bell_state_and_bit_order_across_registers(client: httpx.Client) -> None:
     bell = client.post("/v1/tasks", json=submit_body(BELL, shots=2000)).json()
     # Two registers: clbits are a[0], a[1], b[0]; only b[0] (clbit 2) is measured as 1.

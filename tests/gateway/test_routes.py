@@ -53,6 +53,7 @@ def test_declared_requests_match_their_routes() -> None:
         "task look-up by token"
     )
     assert routes.check("GET", f"/v1/tasks/{task}", None, has_body=False).name == "task status"
+    assert routes.check("GET", f"/v1/tasks/{task}?include=result", None, has_body=False).name == "task status"
     assert routes.check("GET", f"/v1/tasks/{task}/result", None, has_body=False).name == "task result"
     assert routes.check("POST", f"/v1/tasks/{task}/cancel", None, has_body=False).name == "task cancellation"
 
@@ -73,6 +74,14 @@ def test_declared_requests_match_their_routes() -> None:
         ("GET", "/v1/tasks", "query"),  # the look-up needs its token
         ("GET", "/v1/tasks?client_token=x&client_token=y", "query"),
         ("GET", "/healthz#frag", "route"),
+        # The status route's one query is include=result, exactly.
+        ("GET", "/v1/tasks/task-abababababababababababab?include=results", "query"),
+        ("GET", "/v1/tasks/task-abababababababababababab?include=Result", "query"),
+        ("GET", "/v1/tasks/task-abababababababababababab?include=", "query"),
+        ("GET", "/v1/tasks/task-abababababababababababab?include=result&include=result", "query"),
+        ("GET", "/v1/tasks/task-abababababababababababab?include=result&acme=1", "query"),
+        ("GET", "/v1/tasks/task-abababababababababababab?include=re%73ult", "query"),
+        ("GET", "/v1/tasks/task-abababababababababababab/result?include=result", "query"),
     ],
 )
 def test_undeclared_requests_are_refused_by_rule(method: str, target: str, rule: str) -> None:
@@ -132,6 +141,7 @@ def attempts(task: str) -> list[tuple[str, str, str, dict[str, Any]]]:
     """(id, method, path, request options): each one a way out the issue found, on each route."""
     token = TOKENS.mint()
     longer_auth = {"Authorization": "Bearer test-token-and-then-some-data"}
+    include = {"include": "result"}  # the status route's one declared query
     out: list[tuple[str, str, str, dict[str, Any]]] = [
         # submission
         ("submit-extra-key", "POST", "/v1/tasks", {"json": submission(note="AAPL 1200000")}),
@@ -157,6 +167,9 @@ def attempts(task: str) -> list[tuple[str, str, str, dict[str, Any]]]:
         ("status-segment", "GET", f"/v1/tasks/{task}/acme", {}),
         ("status-query", "GET", f"/v1/tasks/{task}", {"params": {"acme": "1"}}),
         ("status-body", "GET", f"/v1/tasks/{task}", {"json": {"acme": 1}}),
+        ("status-include-other", "GET", f"/v1/tasks/{task}", {"params": {"include": "acme-pension"}}),
+        ("status-include-extra-key", "GET", f"/v1/tasks/{task}", {"params": {**include, "acme": "1"}}),
+        ("status-include-body", "GET", f"/v1/tasks/{task}", {"params": include, "json": {"a": 1}}),
         ("result-query", "GET", f"/v1/tasks/{task}/result", {"params": {"acme": "1"}}),
         ("result-segment", "GET", f"/v1/tasks/{task}/result/acme", {}),
         ("cancel-body", "POST", f"/v1/tasks/{task}/cancel", {"json": {"reason": "acme"}}),

@@ -49,22 +49,29 @@ with Client(sys.argv[1]) as client:
 """
 
 
-def _install(venv: Path) -> None:
+def _start_install(venv: Path) -> subprocess.Popen[str]:
+    """Create the venv and start ``pip install ./clients/python`` in it (the stack starts meanwhile)."""
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    completed = subprocess.run(
+    return subprocess.Popen(
         [str(venv / "bin" / "python"), "-m", "pip", "install", str(ROOT / "clients" / "python")],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=900,
-        check=False,
     )
-    if completed.returncode != 0:
+
+
+def _finish_install(pip: subprocess.Popen[str]) -> None:
+    try:
+        stdout, stderr = pip.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        pip.kill()
+        pip.communicate()
+        pytest.fail("pip install ./clients/python did not finish in 900 s")
+    if pip.returncode != 0:
         unreachable = ("No matching distribution", "Could not find a version", "Failed to establish")
-        message = (
-            f"pip install ./clients/python failed:\n{completed.stdout[-2000:]}\n{completed.stderr[-3000:]}"
-        )
-        if not IN_CI and any(text in completed.stderr for text in unreachable):
-            pytest.skip("the package index is unreachable: " + completed.stderr.strip().splitlines()[-1])
+        message = f"pip install ./clients/python failed:\n{stdout[-2000:]}\n{stderr[-3000:]}"
+        if not IN_CI and any(text in stderr for text in unreachable):
+            pytest.skip("the package index is unreachable: " + stderr.strip().splitlines()[-1])
         pytest.fail(message)
 
 
@@ -73,7 +80,9 @@ def test_the_light_client_installs_alone_and_reads_a_typed_result(
     start_stack: Callable[..., Stack], tmp_path: Path
 ) -> None:
     venv = tmp_path / "venv"
-    _install(venv)
+    pip = _start_install(venv)
+    stack = start_stack()
+    _finish_install(pip)
     listed = subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "list", "--format=json"],
         capture_output=True,
@@ -84,7 +93,6 @@ def test_the_light_client_installs_alone_and_reads_a_typed_result(
     assert installed <= ALLOWED, installed - ALLOWED
     assert "qhybrid-client" in installed
 
-    stack = start_stack()
     request = sample_request()
     request_file = tmp_path / "request.json"
     request_file.write_text(json.dumps(request))

@@ -36,8 +36,9 @@ def test_an_idle_worker_stops_on_sigint_and_says_so(start_stack: Callable[..., S
 
 
 def test_sigterm_during_a_step_releases_the_job_to_another_worker(start_stack: Callable[..., Stack]) -> None:
-    # The provider takes 20 s to answer the submission, so SIGTERM finds the SUBMITTING step running.
-    slow = json.dumps([{"match": "POST /v1/tasks", "fault": "slow", "seconds": 20}])
+    # The provider takes 10 s to answer the submission, so SIGTERM finds the SUBMITTING step
+    # running; the held request ends before the test does, so the cloud stops at once after it.
+    slow = json.dumps([{"match": "POST /v1/tasks", "fault": "slow", "seconds": 10}])
     stack = start_stack(
         cloud_args=["--faults", slow],
         # A lease far longer than the test: only the release can let another worker continue.

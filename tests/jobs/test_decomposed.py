@@ -18,6 +18,7 @@ from qhybrid.jobs import subproblems
 from qhybrid.portfolio.factor_model import factor_problem
 from qhybrid.proxy.keys import KeyVaultError
 from tests.api.test_large_universes import prices_request
+from tests.support.backends import Crash, Forwarding
 from tests.support.cloud import CloudServer, start_cloud
 from tests.support.journey import build, on
 from tests.support.processes import free_port
@@ -128,40 +129,20 @@ def test_each_sub_problem_key_opens_only_its_own_task(cloud_settings: Settings, 
     assert len({key.to_bytes() for key in keys}) == len(keys)
 
 
-class _Crash(BaseException):
-    """Stands for the worker process dying: nothing in the journey catches it."""
-
-
-class CrashOnSecondSubmit(QuantumBackend):
+class CrashOnSecondSubmit(Forwarding):
     """The real cloud adapter, except the worker 'dies' right after the provider accepted the
     round's second sub-problem and before its task id could be recorded."""
 
     def __init__(self, real: QuantumBackend) -> None:
-        self.real = real
-        self.name = real.name
+        super().__init__(real)
         self.submitted = 0
-
-    def target(self) -> Any:
-        return self.real.target()
 
     def submit(self, program: str, shots: int, client_token: str) -> str:
         task_id = self.real.submit(program, shots, client_token)
         self.submitted += 1
         if self.submitted == 2:
-            raise _Crash
+            raise Crash
         return task_id
-
-    def find_task(self, client_token: str) -> str | None:
-        return self.real.find_task(client_token)
-
-    def status(self, task_id: str) -> Any:
-        return self.real.status(task_id)
-
-    def result(self, task_id: str) -> Any:
-        return self.real.result(task_id)
-
-    def cancel(self, task_id: str) -> None:
-        self.real.cancel(task_id)
 
 
 def test_a_crash_mid_round_never_submits_a_sub_problem_twice(
@@ -172,7 +153,7 @@ def test_a_crash_mid_round_never_submits_a_sub_problem_twice(
     real = services.backends.get("local")
     services.backends._backends["local"] = CrashOnSecondSubmit(real)
     job_id = services.new_job(decomposed_request())
-    with pytest.raises(_Crash):
+    with pytest.raises(Crash):
         services.journey.advance(job_id)  # ACCEPTED -> PREPARING -> SUBMITTING: dies on part 1
     job = services.store.get_job(job_id)
     assert job is not None and job.state == "SUBMITTING"

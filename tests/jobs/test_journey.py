@@ -17,6 +17,7 @@ from qhybrid.domain.states import JobState, TaskState
 from qhybrid.jobs.reconciler import reconcile_once
 from qhybrid.portfolio.baselines import exact
 from qhybrid.portfolio.lots import LotsProblem
+from tests.support.backends import Crash, Forwarding
 from tests.support.cloud import CloudServer, start_cloud
 from tests.support.journey import REQUEST, build, formulation_of, on
 from tests.support.processes import free_port
@@ -63,36 +64,13 @@ def test_a_job_travels_to_completed(cloud_settings: Settings, consumer_for: Any)
     assert view.job.lease_owner is None
 
 
-class _Crash(BaseException):
-    """Stands for the worker process dying: nothing in the journey catches it."""
-
-
-class CrashAfterSubmit(QuantumBackend):
-    """Test double: the real cloud adapter, except the worker 'dies' right after the provider
-    accepted the task and before the task id could be recorded."""
-
-    def __init__(self, real: QuantumBackend) -> None:
-        self.real = real
-        self.name = real.name
-
-    def target(self) -> Any:
-        return self.real.target()
+class CrashAfterSubmit(Forwarding):
+    """The real cloud adapter, except the worker 'dies' right after the provider accepted the
+    task and before the task id could be recorded."""
 
     def submit(self, program: str, shots: int, client_token: str) -> str:
         self.real.submit(program, shots, client_token)
-        raise _Crash
-
-    def find_task(self, client_token: str) -> str | None:
-        return self.real.find_task(client_token)
-
-    def status(self, task_id: str) -> Any:
-        return self.real.status(task_id)
-
-    def result(self, task_id: str) -> Any:
-        return self.real.result(task_id)
-
-    def cancel(self, task_id: str) -> None:
-        self.real.cancel(task_id)
+        raise Crash
 
 
 def test_crash_after_submission_never_submits_twice(
@@ -103,7 +81,7 @@ def test_crash_after_submission_never_submits_twice(
     real = services.backends.get("local")
     services.backends._backends["local"] = CrashAfterSubmit(real)
     job_id = services.new_job()
-    with pytest.raises(_Crash):
+    with pytest.raises(Crash):
         services.journey.advance(job_id)
     job = services.store.get_job(job_id)
     assert job is not None and job.state == "SUBMITTING" and job.lease_owner is not None
@@ -221,16 +199,13 @@ def test_reconciler_rescues_a_job_whose_kick_was_lost(cloud_settings: Settings, 
     assert services.wait_for(job_id, {JobState.COMPLETED, JobState.FAILED}) == "COMPLETED"
 
 
-class FirstTaskFails(CrashAfterSubmit):
+class FirstTaskFails(Forwarding):
     """Test double until the cloud injects faults (issue 4): the real adapter, except that the
     provider reports the first task it ever sees as FAILED."""
 
     def __init__(self, real: QuantumBackend) -> None:
         super().__init__(real)
         self.failed: str | None = None
-
-    def submit(self, program: str, shots: int, client_token: str) -> str:
-        return self.real.submit(program, shots, client_token)
 
     def status(self, task_id: str) -> Any:
         if self.failed in (None, task_id):

@@ -89,6 +89,9 @@ def test_the_same_job_on_every_local_provider(
         mine = [e for e in entries if e["job_id"] == job_id]
         assert mine and all(e["tls_group"] == "X25519MLKEM768" for e in mine)
         assert any(e["method"] == "POST" and e["path"] == "/v1/tasks" and e["size"] > 0 for e in mine)
+        # The poll that saw COMPLETED carried the counts: no request for the result route.
+        polls = [e["path"] for e in mine if e["method"] == "GET" and e["path"].startswith("/v1/tasks/")]
+        assert polls and all(path.endswith("?include=result") for path in polls)
     else:
         assert link == {"transport": "local process (no network)"}
 
@@ -123,7 +126,9 @@ def test_transient_faults_are_retried_and_the_job_completes(
             {"match": "GET /v1/devices/*", "fault": "503", "count": 1, "retry_after": 1},
             {"match": "POST /v1/tasks", "fault": "429", "count": 2, "retry_after": 1},
             {"match": "GET /v1/tasks/*", "fault": "drop", "count": 1},
-            {"match": "GET /v1/tasks/*/result", "fault": "500", "count": 1},
+            # The poll that sees COMPLETED carries the result (?include=result): no result request
+            # to fault, so the second poll gets the 500.
+            {"match": "GET /v1/tasks/*", "fault": "500", "count": 1},
         ],
     )
     services = build(on(settings, faulty).model_copy(update={"max_step_retries": 6}))

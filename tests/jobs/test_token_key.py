@@ -20,43 +20,20 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from qhybrid.backends.base import QuantumBackend
 from qhybrid.core.config import Settings
 from qhybrid.domain.states import JobState
 from qhybrid.gateway.tokens import ForeignTokenError
+from tests.support.backends import Crash, Forwarding
 from tests.support.cloud import CloudServer
 from tests.support.journey import Services, build
 
 
-class _Crash(BaseException):
-    """Stands for the worker process dying: nothing in the journey catches it."""
-
-
-class CrashBeforeSubmit(QuantumBackend):
-    """Test double: the real cloud adapter, except that the worker 'dies' after the journey
-    stored the token and before the POST left."""
-
-    def __init__(self, real: QuantumBackend) -> None:
-        self.real = real
-        self.name = real.name
-
-    def target(self) -> Any:
-        return self.real.target()
+class CrashBeforeSubmit(Forwarding):
+    """The real cloud adapter, except that the worker 'dies' after the journey stored the token
+    and before the POST left."""
 
     def submit(self, program: str, shots: int, client_token: str) -> str:
-        raise _Crash
-
-    def find_task(self, client_token: str) -> str | None:
-        return self.real.find_task(client_token)
-
-    def status(self, task_id: str) -> Any:
-        return self.real.status(task_id)
-
-    def result(self, task_id: str) -> Any:
-        return self.real.result(task_id)
-
-    def cancel(self, task_id: str) -> None:
-        self.real.cancel(task_id)
+        raise Crash
 
 
 def _key() -> SecretStr:
@@ -82,7 +59,7 @@ def _die_before_the_post(host_b: Services) -> tuple[str, str]:
     real = host_b.backends.get("local")
     host_b.backends._backends["local"] = CrashBeforeSubmit(real)
     job_id = host_b.new_job()
-    with pytest.raises(_Crash):
+    with pytest.raises(Crash):
         host_b.journey.advance(job_id)
     row = host_b.store.remote_task(job_id, 1)
     assert row is not None and row.task_id is None

@@ -4,9 +4,10 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from qhybrid.core.config import Settings
-from qhybrid.jobs.worker import Worker
+from qhybrid.jobs.worker import Worker, unshared_secrets
 from qhybrid.quantum.circuit import QISKIT_SERIAL_VARIABLE
 
 
@@ -22,3 +23,16 @@ def test_a_worker_transpiles_on_its_job_threads(tmp_path: Path, monkeypatch: pyt
     finally:
         worker.backends.close()
         worker.db.dispose()
+
+
+def test_a_shared_database_warns_of_keys_read_from_this_hosts_files(tmp_path: Path) -> None:
+    # The embedded default is one host: its key files are the deployment's.
+    assert unshared_secrets(Settings(data_dir=tmp_path)) == []
+    shared = Settings(data_dir=tmp_path, database_url="postgresql+psycopg://db.internal/qhybrid")
+    warnings = unshared_secrets(shared)
+    named = [w.split(" ", 1)[0] for w in warnings]
+    assert named == ["QHYBRID_KEY_ENCRYPTION_KEY", "QHYBRID_EGRESS_TOKEN_KEY"]
+    assert str(tmp_path / "gateway" / "token-key") in warnings[1]
+    key = SecretStr("a" * 43 + "=")
+    both = shared.model_copy(update={"key_encryption_key": key, "egress_token_key": key})
+    assert unshared_secrets(both) == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
 from typing import Any
 from urllib.parse import quote
 
@@ -30,6 +31,11 @@ from qhybrid.gateway.egress import EgressAuditError, EgressClient, EgressPolicyE
 
 #: The only outcome ordering this adapter understands: character ``i`` is classical bit ``i``.
 _BIT_ORDER = "bit0-first"
+
+#: How many results carried by polls are kept for :meth:`EmulatedCloudBackend.result`. A result
+#: is normally taken within the same step that polled it; the bound only matters when a caller
+#: polls tasks to COMPLETED and never asks for their results.
+_CARRIED_RESULTS = 256
 
 
 def _detail(response: httpx.Response) -> str:
@@ -73,6 +79,10 @@ class EmulatedCloudBackend(QuantumBackend):
         self._egress = egress
         self._target: DeviceTarget | None = None
         self._target_lock = threading.Lock()
+        # Results that came with a COMPLETED poll (``?include=result``), by task id, oldest first;
+        # worker threads share the adapter.
+        self._carried: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._carried_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (
@@ -200,14 +210,21 @@ class EmulatedCloudBackend(QuantumBackend):
         return self._task_id(self._json(response, "GET /v1/tasks"))
 
     def status(self, task_id: str) -> TaskStatus:
-        """The task's state as the cloud reports it."""
+        """The task's state as the cloud reports it.
+
+        The poll asks for the result too (``?include=result``): once the task is COMPLETED the
+        answer carries it, and it is kept for :meth:`result`, which then needs no request.
+        """
         path = self._task_path(task_id)
-        body = self._json(self._call("GET", path), f"GET {path}")
+        body = self._json(self._call("GET", path, params={"include": "result"}), f"GET {path}")
         provider_state = str(body.get("state"))
         try:
             state = TaskState(provider_state)
         except ValueError as exc:
             raise PermanentBackendError(f"cloud reported unknown task state {provider_state!r}") from exc
+        carried = body.get("result")
+        if state is TaskState.COMPLETED and isinstance(carried, dict) and carried.get("task_id") == task_id:
+            self._keep_result(task_id, carried)
         position = body.get("queue_position")
         message = body.get("message")
         return TaskStatus(
@@ -217,10 +234,28 @@ class EmulatedCloudBackend(QuantumBackend):
             message=message if isinstance(message, str) else None,
         )
 
+    def _keep_result(self, task_id: str, body: dict[str, Any]) -> None:
+        with self._carried_lock:
+            self._carried[task_id] = body
+            self._carried.move_to_end(task_id)
+            while len(self._carried) > _CARRIED_RESULTS:
+                self._carried.popitem(last=False)
+
     def result(self, task_id: str) -> TaskResult:
-        """The counts of a COMPLETED task, bit 0 first."""
-        path = self._task_path(task_id, "/result")
-        body = self._json(self._call("GET", path), f"GET {path}")
+        """The counts of a COMPLETED task, bit 0 first.
+
+        Taken from the poll that saw the task COMPLETED when it carried them (used once: a later
+        call asks the cloud), otherwise fetched from the result route.
+        """
+        with self._carried_lock:
+            body = self._carried.pop(task_id, None)
+        if body is None:
+            path = self._task_path(task_id, "/result")
+            body = self._json(self._call("GET", path), f"GET {path}")
+        return self._task_result(body)
+
+    @staticmethod
+    def _task_result(body: dict[str, Any]) -> TaskResult:
         order = body.get("bit_order")
         if order != _BIT_ORDER:
             raise PermanentBackendError(f"cloud result uses bit order {order!r}; expected {_BIT_ORDER!r}")

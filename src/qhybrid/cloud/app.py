@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -242,6 +242,17 @@ class CloudService:
             "client_token": record.client_token,
         }
 
+    def result_json(self, record: TaskRecord) -> dict[str, Any]:
+        """The result document of a COMPLETED task (counts with bit 0 first, shots, metadata)."""
+        stored = self.store.result(record.task_id) or {}
+        return {
+            "task_id": record.task_id,
+            "counts": stored.get("counts", {}),
+            "shots": record.shots,
+            "bit_order": "bit0-first",
+            "metadata": stored.get("metadata", {}),
+        }
+
     def require_task(self, task_id: str) -> TaskRecord:
         """The task with this id, or a 404."""
         record = self.store.get(task_id)
@@ -294,21 +305,22 @@ def _add_task_routes(router: APIRouter, service: CloudService) -> None:
         return service.task_json(record)
 
     @router.get("/v1/tasks/{task_id}")
-    async def get_task(task_id: str) -> dict[str, Any]:
-        return service.task_json(service.require_task(task_id))
+    async def get_task(
+        task_id: str, include: Annotated[Literal["result"] | None, Query()] = None
+    ) -> dict[str, Any]:
+        # include=result: a COMPLETED task's status carries its result too, so a client that polls
+        # needs no second request for it (one TLS request, audit entry and handler less per task).
+        record = service.require_task(task_id)
+        answer = service.task_json(record)
+        if include == "result" and record.state is TaskState.COMPLETED:
+            answer["result"] = service.result_json(record)
+        return answer
 
     @router.get("/v1/tasks/{task_id}/result")
     async def get_result(task_id: str) -> dict[str, Any]:
         record = service.require_task(task_id)
         _require_completed(record)
-        stored = service.store.result(task_id) or {}
-        return {
-            "task_id": task_id,
-            "counts": stored.get("counts", {}),
-            "shots": record.shots,
-            "bit_order": "bit0-first",
-            "metadata": stored.get("metadata", {}),
-        }
+        return service.result_json(record)
 
     @router.post("/v1/tasks/{task_id}/cancel")
     def cancel_task(task_id: str) -> dict[str, Any]:

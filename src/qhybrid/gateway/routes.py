@@ -165,6 +165,11 @@ class RouteTable:
                 raise RouteError("query", f"{key} has a value outside its declared format")
 
 
+def _exactly(expected: str) -> ValueCheck:
+    """A value check: the value is ``expected`` and nothing else."""
+    return lambda value: value == expected
+
+
 #: The emulated cloud's task ids (``cloud/app.py: new_task_id``).
 CLOUD_TASK_ID = r"task-[0-9a-f]{24}"
 
@@ -177,7 +182,7 @@ def emulated_cloud_routes(policy: SubmissionPolicy) -> RouteTable:
 
     Returns:
         Health, device description (of the configured device only), submission, look-up by token,
-        status, result and cancellation of a task.
+        status (optionally ``?include=result``), result and cancellation of a task.
     """
     device = re.escape(policy.device) if policy.device is not None else r"[A-Za-z0-9_.:-]{1,64}"
     tokens: TokenMinter | None = policy.tokens
@@ -207,7 +212,9 @@ def emulated_cloud_routes(policy: SubmissionPolicy) -> RouteTable:
                 query={"client_token": minted},
                 required=frozenset({"client_token"}),
             ),
-            Route("task status", "GET", re.compile(task)),
+            # The one optional query: ``include=result``, exactly (the status of a COMPLETED task
+            # then carries its result). Any other value or key is refused like an undeclared route.
+            Route("task status", "GET", re.compile(task), query={"include": _exactly("result")}),
             Route("task result", "GET", re.compile(rf"{task}/result")),
             Route("task cancellation", "POST", re.compile(rf"{task}/cancel")),
         ]

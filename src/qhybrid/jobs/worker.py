@@ -29,6 +29,29 @@ from qhybrid.quantum.simulator import pin_single_threaded_blas
 log = logging.getLogger("qhybrid.worker")
 
 
+def unshared_secrets(settings: Settings) -> list[str]:
+    """Warnings for the keys a shared database needs shared, but this host reads from its own files.
+
+    A database other than SQLite can be reached from several hosts; then every worker must hold
+    the same KEK (sealed job keys) and the same token key (stored client tokens), from the secret
+    manager. A key file under the data dir is this host's alone.
+    """
+    if settings.resolved_database_url.startswith("sqlite"):
+        return []
+    warnings = []
+    if settings.key_encryption_key is None:
+        warnings.append(
+            f"QHYBRID_KEY_ENCRYPTION_KEY is not set: this host seals job keys with its own "
+            f"{settings.kek_path}; if workers run on more than one host, set the same key on all"
+        )
+    if settings.egress_token_key is None:
+        warnings.append(
+            f"QHYBRID_EGRESS_TOKEN_KEY is not set: this host mints provider tokens with its own "
+            f"{settings.token_key_path}; if workers run on more than one host, set the same key on all"
+        )
+    return warnings
+
+
 class Worker:
     """Everything a worker process owns, wired from the settings.
 
@@ -90,6 +113,8 @@ class Worker:
         )
         reconciler.start()
         metrics = serve_worker_metrics(self.settings.worker_metrics_port)
+        for warning in unshared_secrets(self.settings):
+            log.warning(warning)
         log.info(
             "worker ready: database=%s queue=%s threads=%d",
             self.db.engine.url.get_backend_name(),
