@@ -268,6 +268,58 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
         422,
         "options.cvar_alpha",
     ),
+    # JSON's types as JSON means them: no lax conversion of booleans, strings or fractions.
+    ("budget-a-boolean", {"json": valid_request(budget=True)}, 422, "budget"),
+    ("budget-a-fraction", {"json": valid_request(budget=1.0)}, 422, "budget"),
+    ("shots-a-string", {"json": valid_request(shots="2048")}, 422, "shots"),
+    ("risk-aversion-a-string", {"json": valid_request(risk_aversion="0.5")}, 422, "risk_aversion"),
+    (
+        "expected-return-a-boolean",
+        {
+            "json": valid_request(
+                assets=[{"name": "A", "expected_return": True}, {"name": "B", "expected_return": 0.1}],
+                covariance=[[0.1, 0.0], [0.0, 0.1]],
+            )
+        },
+        422,
+        "assets",
+    ),
+    (
+        "covariance-a-string",
+        {
+            "json": valid_request(
+                covariance=[
+                    ["0.00031", 0.00012, 0.00005],
+                    [0.00012, 0.00024, 0.00004],
+                    [0.00005, 0.00004, 0.0001],
+                ]
+            )
+        },
+        422,
+        "covariance",
+    ),
+    (
+        "price-a-boolean",
+        {
+            "json": prices_request(
+                prices={"assets": ["A", "B"], "values": [[True, 2.0], [1.0, 2.0], [1.0, 2.0]]}
+            )
+        },
+        422,
+        "prices.values",
+    ),
+    (
+        "price-a-string",
+        {
+            "json": prices_request(
+                prices={"assets": ["A", "B"], "values": [["1.5", 2.0], [1.0, 2.0], [1.0, 2.0]]}
+            )
+        },
+        422,
+        "prices.values",
+    ),
+    ("fallback-a-string", {"json": valid_request(options={"fallback": "no"})}, 422, "options.fallback"),
+    ("seed-a-string", {"json": valid_request(options={"seed": "7"})}, 422, "options.seed"),
     (
         "bad-idempotency-key",
         {"json": valid_request(), "headers": {"Idempotency-Key": "x" * 300}},

@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
@@ -38,6 +39,13 @@ MAX_PRICE = 1e12
 RELATIVE_TOLERANCE = 1e-8
 ABSOLUTE_TOLERANCE = 1e-12
 
+#: JSON's numbers and booleans as JSON means them. Pydantic's lax mode would read ``true`` as 1,
+#: ``"2.5"`` as 2.5 and ``"no"`` as false; here each is a 422 naming the field. An integer is a
+#: number (``1`` for ``1.0``), a number with a fraction is not an integer.
+Number = Annotated[float, Strict()]
+Integer = Annotated[int, Strict()]
+Flag = Annotated[bool, Strict()]
+
 #: Validation-context key under which ``domain.request_json`` hands over the price rows it has
 #: already checked (the very list object): ``PriceHistory`` then keeps them without re-validating.
 PREVALIDATED_PRICE_ROWS = "qhybrid.prevalidated_price_rows"
@@ -49,7 +57,7 @@ class Asset(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True)
 
     name: str = Field(min_length=1, max_length=64, description="Asset name or ticker.")
-    expected_return: float = Field(
+    expected_return: Number = Field(
         ge=-MAX_ABS_RETURN,
         le=MAX_ABS_RETURN,
         description=f"Expected return μ_i (any consistent period), |μ_i| ≤ {MAX_ABS_RETURN:g}.",
@@ -64,7 +72,7 @@ class PriceHistory(BaseModel):
     assets: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]] = (
         Field(min_length=2, description="Asset names, one per column of values.")
     )
-    values: list[list[float]] = Field(
+    values: list[list[Number]] = Field(
         min_length=3, description="Prices: one row per date, one column per asset."
     )
     dates: list[str] | None = Field(default=None, description="Optional labels of the rows (e.g. ISO dates).")
@@ -143,11 +151,11 @@ class SolverOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    reps: int | None = Field(
+    reps: Integer | None = Field(
         default=None, ge=1, le=8, description="QAOA layers p; unset: QHYBRID_DEFAULT_REPS, else by size."
     )
-    seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="Seed of every random step.")
-    maxiter: int = Field(default=100, ge=1, le=5000, description="Angle-optimizer iterations.")
+    seed: Integer | None = Field(default=None, ge=0, le=2**31 - 1, description="Seed of every random step.")
+    maxiter: Integer = Field(default=100, ge=1, le=5000, description="Angle-optimizer iterations.")
     mixer: Literal["auto", "x", "xy", "x-warm", "xy-warm"] = Field(
         default="auto",
         description="QAOA mixer: 'xy' keeps the number of held assets fixed (selection only), 'xy-warm' "
@@ -156,13 +164,13 @@ class SolverOptions(BaseModel):
         "for the formulation ('xy-warm' for selection, 'x-warm' for weights).",
     )
     objective: Literal["mean", "cvar"] = Field(default="mean", description="What the angles minimise.")
-    cvar_alpha: float = Field(default=0.1, gt=0.0, le=1.0, description="Tail share for objective 'cvar'.")
+    cvar_alpha: Number = Field(default=0.1, gt=0.0, le=1.0, description="Tail share for objective 'cvar'.")
     init: Literal["table", "ramp"] = Field(default="table", description="Angle initialisation.")
-    fallback: bool = Field(
+    fallback: Flag = Field(
         default=True, description="Answer classically (marked as such) if the QPU fails for good or too late."
     )
-    refine: bool = Field(default=True, description="Repair and refine samples by classical local search.")
-    readout_mitigation: bool = Field(
+    refine: Flag = Field(default=True, description="Repair and refine samples by classical local search.")
+    readout_mitigation: Flag = Field(
         default=True,
         description="Correct the counts for the device's published readout errors (in the trusted zone), "
         "when the device publishes them; false keeps the raw counts.",
@@ -200,7 +208,7 @@ class JobRequest(BaseModel):
     assets: list[Asset] | None = Field(
         default=None, min_length=2, description="Assets with expected returns μ."
     )
-    covariance: list[list[float]] | None = Field(
+    covariance: list[list[Number]] | None = Field(
         default=None, validate_default=True, description="Covariance Σ, n × n, symmetric PSD (with assets)."
     )
     prices: PriceHistory | None = Field(
@@ -213,16 +221,16 @@ class JobRequest(BaseModel):
     )
     returns: Literal["simple", "log"] = Field(default="simple", description="Returns computed from prices.")
     formulation: Literal["selection", "weights"] = Field(default="selection", description="What is decided.")
-    budget: int = Field(
+    budget: Integer = Field(
         description="selection: number of assets to hold (1 ≤ budget < n); weights: total lots."
     )
-    max_lots: int = Field(
+    max_lots: Integer = Field(
         default=3, ge=1, le=255, description="weights: default upper bound of lots per asset."
     )
-    lot_bounds: dict[str, tuple[int, int]] | None = Field(
+    lot_bounds: dict[str, tuple[Integer, Integer]] | None = Field(
         default=None, validate_default=True, description="weights: [min, max] lots per asset name."
     )
-    risk_aversion: float = Field(default=0.5, ge=0.0, le=1e6, description="Risk aversion q ≥ 0.")
+    risk_aversion: Number = Field(default=0.5, ge=0.0, le=1e6, description="Risk aversion q ≥ 0.")
     backend: str = Field(
         default=DEFAULT_BACKEND,
         min_length=1,
@@ -230,11 +238,11 @@ class JobRequest(BaseModel):
         description="QPU backend name: emulated-cloud (alias local), braket-local[:dm], braket:<device ARN>, "
         "ibm-local:<FakeName>, ibm:<backend>.",
     )
-    shots: int | None = Field(
+    shots: Integer | None = Field(
         default=None, ge=1, description="Samples to take on the QPU; unset: QHYBRID_DEFAULT_SHOTS."
     )
     options: SolverOptions = Field(default_factory=SolverOptions)
-    deadline_seconds: float | None = Field(
+    deadline_seconds: Number | None = Field(
         default=None, gt=0, le=30 * 24 * 3600, description="Answer classically if the QPU has not by then."
     )
     privacy: PrivacyLevel | None = Field(
@@ -242,7 +250,7 @@ class JobRequest(BaseModel):
         description="Obfuscation of what is sent to the QPU: more privacy costs sample quality, never "
         "correctness; unset: the deployment's default (QHYBRID_PRIVACY_DEFAULT, 'standard').",
     )
-    max_cost: float | None = Field(
+    max_cost: Number | None = Field(
         default=None,
         ge=0,
         le=1e7,
