@@ -213,11 +213,7 @@ def _read_with_simdjson(raw: bytes) -> ParsedPrices | None:
         return None
     rows = list(matrix)  # views: the request's ``prices.values`` without a Python float
     rest["values"] = rows
-    try:
-        request = JobRequest.model_validate(document, context={PREVALIDATED_PRICE_ROWS: rows})
-    except ValidationError:
-        return None
-    return ParsedPrices(request=request, rows=rows, matrix=matrix)
+    return _validated(document, rows, matrix)
 
 
 def _read_with_orjson(raw: bytes) -> ParsedPrices | None:
@@ -236,11 +232,16 @@ def _read_with_orjson(raw: bytes) -> ParsedPrices | None:
     matrix = price_matrix(rows, len(prices["assets"]), check_types=check_types)
     if matrix is None:
         return None
+    return _validated(document, rows, matrix)  # type: ignore[arg-type]
+
+
+def _validated(document: dict[str, Any], rows: list[Any], matrix: np.ndarray) -> ParsedPrices | None:
+    """The rest of ``document`` validated by :class:`JobRequest`, its checked ``rows`` handed over."""
     try:
         request = JobRequest.model_validate(document, context={PREVALIDATED_PRICE_ROWS: rows})
     except ValidationError:
         return None
-    return ParsedPrices(request=request, rows=rows, matrix=matrix)  # type: ignore[arg-type]
+    return ParsedPrices(request=request, rows=rows, matrix=matrix)
 
 
 def stored_document(request: JobRequest, parsed: ParsedPrices | None = None) -> str:

@@ -159,12 +159,9 @@ class DecomposedSteps:
                     raise PermanentBackendError("the sub-problem's task row could not be written")
             elif row.task_id is not None:
                 continue
-            elif not self.backends.minted(row.client_token):
-                raise PermanentBackendError(
-                    f"the stored client token of sub-problem {part} of round {state.round} " + NOT_MINTED_HERE
-                )
             else:
                 # A previous worker stored the token and may have reached the provider: ask first.
+                self._require_minted(row.client_token, f"sub-problem {part} of round {state.round}")
                 task_id = backend.find_task(row.client_token)
             if task_id is None:
                 if row.program is None:
@@ -174,6 +171,14 @@ class DecomposedSteps:
                 row.id, task_id=task_id, submitted_at=utcnow(), state=TaskState.QUEUED.value
             )
         self._await_first_poll(job, owner, f"round {state.round}: {len(subsets)} sub-problem tasks")
+
+    def _require_minted(self, token: str, what: str) -> None:
+        """Refuse a stored token this gateway did not mint (another host's key made it).
+
+        The route table would refuse to send it; the journey answers classically, saying why.
+        """
+        if not self.backends.minted(token):
+            raise PermanentBackendError(f"the stored client token of {what} {NOT_MINTED_HERE}")
 
     def _await_first_poll(
         self, job: Job, owner: str, detail: str, *, task_update: tuple[int, dict[str, Any]] | None = None

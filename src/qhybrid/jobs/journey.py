@@ -344,13 +344,10 @@ class Journey(DecomposedSteps):
         task_id: str | None = None
         if row.client_token != token:
             task_id = row.task_id
-            if task_id is None and not self.backends.minted(row.client_token):
-                raise PermanentBackendError(
-                    f"the stored client token of attempt {job.attempt} {NOT_MINTED_HERE}"
-                )
             if task_id is None:
                 # A previous worker stored the token and may have reached the provider before it
                 # died: ask the provider before submitting, so a paid task is never created twice.
+                self._require_minted(row.client_token, f"attempt {job.attempt}")
                 task_id = backend.find_task(row.client_token)
         if task_id is None:
             if job.program is None:

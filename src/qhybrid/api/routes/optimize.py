@@ -156,11 +156,12 @@ def cost_estimate(request: JobRequest, shots: int, settings: Settings) -> Cost:
 def parse_body(raw: bytes) -> tuple[JobRequest, ParsedPrices | None]:
     """The request body as a :class:`JobRequest`, parsed and validated in one pass.
 
-    A valid price-history body is read by :func:`parse_price_request` (orjson and one numpy array
-    for the matrix: no Python float validated one by one), and what it returns goes back with the
-    request for :func:`stored_document`. Any other body, and any body that path does not accept,
-    is read by pydantic from the JSON bytes (``model_validate_json``). A body that fails is parsed
-    again the way FastAPI does it, so that every error keeps today's field, rule and message.
+    A valid price-history body is read by :func:`parse_price_request` (the matrix checked as one
+    numpy array, read by pysimdjson or orjson: no Python float validated one by one), and what it
+    returns goes back with the request for :func:`stored_document`. Any other body, and any body
+    that path does not accept, is read by pydantic from the JSON bytes (``model_validate_json``).
+    A body that fails is parsed again the way FastAPI does it, so that every error keeps today's
+    field, rule and message.
 
     Raises:
         RequestValidationError: Malformed JSON, a missing body or a broken rule.
