@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from qhybrid.core.config import Settings
 from qhybrid.domain.states import JobState
 from qhybrid.gateway.tokens import ForeignTokenError
+from tests.jobs.test_decomposed import SMALL, decomposed_request
 from tests.support.backends import Crash, Forwarding
 from tests.support.cloud import CloudServer
 from tests.support.journey import Services, build
@@ -144,3 +145,29 @@ def test_a_running_host_with_another_token_key_answers_classically_and_says_why(
     assert "set the same QHYBRID_EGRESS_TOKEN_KEY on every worker host" in job.fallback_reason
     assert job.result is not None and job.result["source"] == "classical_fallback"
     assert token not in cloud_process.submissions()  # refused at this host's gateway: nothing left
+
+
+def test_a_decomposed_job_with_another_hosts_token_answers_classically_and_says_why(
+    cloud_settings: Settings, cloud_process: CloudServer, shared: dict[str, Any], tmp_path: Path
+) -> None:
+    base = cloud_settings.model_copy(
+        update={**SMALL, "decomposition_rounds": 1, "key_encryption_key": shared["key_encryption_key"]}
+    )
+    url = shared["database_url"]
+    host_c = build(_host(base, tmp_path, "c", database_url=url, token_key=_key()))
+    host_b = build(_host(base, tmp_path, "b", database_url=url, token_key=_key()))
+    host_b.backends._backends["local"] = CrashBeforeSubmit(host_b.backends.get("local"))
+    job_id = host_b.new_job(decomposed_request())
+    with pytest.raises(Crash):
+        host_b.journey.advance(job_id)  # the round's rows and tokens stored, no POST
+    rows = host_b.store.round_tasks(job_id, 1)
+    assert rows and all(row.task_id is None for row in rows)
+    time.sleep(0.6)  # host B's lease expires
+
+    host_c.journey.advance(job_id)
+    job = host_c.store.get_job(job_id)
+    assert job is not None and job.fallback_reason is not None
+    assert "the stored client token of sub-problem 0 of round 1" in job.fallback_reason
+    assert "set the same QHYBRID_EGRESS_TOKEN_KEY on every worker host" in job.fallback_reason
+    submissions = cloud_process.submissions()
+    assert not any(row.client_token in submissions for row in rows)
